@@ -1,0 +1,85 @@
+//! `campusgw demo`: the whole gateway on a machine with nothing installed.
+//!
+//! An embedded MQTT broker (rumqttd) on loopback, a simulated campus
+//! publishing the reference feed for every device of
+//! `config/campus.example.toml`, and the gateway consuming it exactly as
+//! `run` does. InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set.
+
+pub mod broker;
+pub mod sim;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::app::Gateway;
+use crate::config::Config;
+
+/// The annotated example configuration, embedded at build time.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../config/campus.example.toml");
+
+/// Demo settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Port of the HTTP server.
+    pub web_port: u16,
+    /// Port of the embedded broker; 0 or a busy port picks a free one.
+    pub mqtt_port: u16,
+}
+
+/// The example configuration adapted to the demo: the embedded broker, a
+/// private data directory, InfluxDB only when the environment names one.
+pub fn config(mqtt_addr: SocketAddr, web_port: u16, data_dir: &std::path::Path) -> anyhow::Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let influx_from_env = env.iter().any(|(k, _)| k == "CAMPUSGW__INFLUX__URL");
+    let mut cfg = Config::from_toml(EXAMPLE_CONFIG, env)
+        .context("the embedded example configuration")?
+        .config;
+    cfg.mqtt.url = format!("mqtt://{mqtt_addr}");
+    cfg.mqtt.username = None;
+    cfg.mqtt.password = None;
+    cfg.mqtt.tls = None;
+    cfg.mqtt.client_id = "campusgw-demo".into();
+    cfg.gateway.data_dir = data_dir.to_owned();
+    cfg.web.listen = SocketAddr::from(([127, 0, 0, 1], web_port));
+    if !influx_from_env {
+        cfg.influx.url = None;
+    }
+    Ok(cfg)
+}
+
+/// Runs the demo until `shutdown`.
+pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mqtt_addr = broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
+    let data_dir = std::env::temp_dir().join("campusgw-demo");
+    let cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
+    let devices = cfg.devices.clone();
+    let stored = cfg.influx.url.clone();
+    let gw = Gateway::start(cfg).await?;
+
+    let sim_stop = shutdown.child_token();
+    let sim = tokio::spawn(sim::run(mqtt_addr, devices, sim_stop));
+
+    println!();
+    println!("  Campus Gateway demo is running.");
+    println!("  Status:   http://{}/healthz   metrics: http://{}/metrics", gw.web_addr, gw.web_addr);
+    println!("  MQTT:     mqtt://{mqtt_addr}  (try: mosquitto_sub -h {} -p {} -t 'campus/#' -v)", mqtt_addr.ip(), mqtt_addr.port());
+    match stored {
+        Some(url) => println!("  InfluxDB: {url}"),
+        None => println!("  InfluxDB: none configured (set CAMPUSGW__INFLUX__URL to store time series)"),
+    }
+    println!("  Stop with Ctrl-C.");
+    println!();
+    info!(web = %gw.web_addr, mqtt = %mqtt_addr, "Demo running.");
+
+    let token = gw.shutdown_token();
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = token.cancelled() => {}
+    }
+    let _ = sim.await;
+    gw.stop().await;
+    Ok(())
+}

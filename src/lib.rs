@@ -1,0 +1,45 @@
+//! Campus Gateway: the edge daemon behind a school's safety programme.
+//!
+//! # Code map
+//!
+//! Data flows one way, through bounded channels:
+//!
+//! ```text
+//! sources/mqtt ──► router ──► sink (batcher ─► writer ─► InfluxDB)
+//!   (decode)      (registry)                       ▲ later: spool, rules, alarms
+//! ```
+//!
+//! - `reading`   — `Reading`, the one normalized type; the five kinds and their fields.
+//! - `config`    — the TOML file, `CAMPUSGW__…` overrides, secrets, validation with key paths and lines.
+//! - `sources/`  — tasks that own a connection and send `Reading`s: `mqtt`; `decode` is pure.
+//! - `router`    — admits readings through the `registry` and fans them out.
+//! - `registry`  — declared and seen devices, their places, last readings, online state.
+//! - `sink/`     — line protocol, batching, writing to InfluxDB (v1 and v2) with retries.
+//! - `web/`      — axum: `/healthz`, `/metrics` (later the status page and API).
+//! - `telemetry/`— logs, Prometheus metrics, component health.
+//! - `demo/`     — `campusgw demo`: embedded broker and a simulated campus.
+//! - `app`       — wiring and ordered shutdown.
+//!
+//! # Invariants
+//!
+//! - `reading`, `sources::decode` and `sink::line_protocol` do no I/O and never spawn.
+//! - Only `sources/` knows topics and payloads; only `sink/` knows line protocol;
+//!   only `web/` knows response shapes.
+//! - Components never call each other: they share channels and read-only
+//!   state (`Registry`, `Metrics`, `Health`). The router is the registry's only writer.
+//! - Every queue is bounded; a full queue makes its producer wait, never grow.
+//! - Nothing that comes from outside (network, files, config) is unwrapped:
+//!   it is counted, logged (rate-limited) and refused.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod reading;
+pub mod registry;
+pub mod router;
+pub mod sink;
+pub mod sources;
+pub mod telemetry;
+pub mod web;

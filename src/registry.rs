@@ -1,0 +1,303 @@
+//! The devices the gateway knows: declared ones with their places, undeclared
+//! ones that published (when the policy accepts them), and each one's last
+//! reading and online state.
+//!
+//! The router is the only writer (`admit`); the web reads snapshots.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, UndeclaredPolicy};
+use crate::reading::{FieldName, Kind, Location, Reading, Source, Value};
+use crate::sources::decode::Reject;
+
+/// What the registry keeps of one device.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: Arc<str>,
+    site: Arc<str>,
+    kind: Kind,
+    declared: bool,
+    location: Option<Arc<Location>>,
+    source: Option<Source>,
+    /// Receive time of the last reading, ms: what online/offline is judged on.
+    last_seen_ms: Option<i64>,
+    /// The last reading's own time, ms.
+    last_ts_ms: Option<i64>,
+    latest: Vec<(FieldName, Value)>,
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceView {
+    /// Device id.
+    pub id: Arc<str>,
+    /// Kind.
+    pub kind: Kind,
+    /// Site.
+    pub site: Arc<str>,
+    /// Place, when declared.
+    pub location: Option<Location>,
+    /// Whether it is in the configuration.
+    pub declared: bool,
+    /// Where its last reading came from.
+    pub source: Option<Source>,
+    /// Whether it reported within its kind's heartbeat.
+    pub online: bool,
+    /// When it last reported.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its latest fields.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Online and offline counts of one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    /// Reported within the heartbeat.
+    pub online: usize,
+    /// Silent past the heartbeat, or never heard.
+    pub offline: usize,
+}
+
+/// The device registry.
+#[derive(Debug)]
+pub struct Registry {
+    policy: UndeclaredPolicy,
+    max_devices: usize,
+    inner: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Entry>>>,
+}
+
+/// How long a device of `kind` may stay silent before it counts as offline:
+/// three missed reports, so one lost message is not an outage.
+pub fn offline_after_ms(kind: Kind) -> i64 {
+    3 * 1000 * kind.nominal_interval_secs() as i64
+}
+
+impl Registry {
+    /// A registry holding the configuration's declared devices.
+    pub fn new(cfg: &Config) -> Self {
+        let mut sites: HashMap<Arc<str>, HashMap<Arc<str>, Entry>> = HashMap::new();
+        for d in &cfg.devices {
+            let site: Arc<str> = match sites.get_key_value(d.site.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(d.site.as_str()),
+            };
+            let loc = d.location();
+            let entry = Entry {
+                id: Arc::from(d.id.as_str()),
+                site: site.clone(),
+                kind: d.kind,
+                declared: true,
+                location: (loc != Location::default()).then(|| Arc::new(loc)),
+                source: None,
+                last_seen_ms: None,
+                last_ts_ms: None,
+                latest: Vec::new(),
+            };
+            sites.entry(site).or_default().insert(entry.id.clone(), entry);
+        }
+        Self {
+            policy: cfg.gateway.undeclared_devices,
+            max_devices: cfg.gateway.max_devices,
+            inner: RwLock::new(sites),
+        }
+    }
+
+    /// Admits a reading received at `now_ms`: checks the device against the
+    /// declarations and the policy, fills in its location and interned ids,
+    /// and records it as the device's latest.
+    pub fn admit(&self, r: &mut Reading, now_ms: i64) -> Result<(), Reject> {
+        let mut sites = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let known = sites
+            .get_mut(&*r.site)
+            .and_then(|devices| devices.get_mut(&*r.device));
+        let entry = match known {
+            Some(e) => e,
+            None => {
+                if self.policy == UndeclaredPolicy::Ignore {
+                    return Err(Reject::UnknownDevice);
+                }
+                let count: usize = sites.values().map(HashMap::len).sum();
+                if count >= self.max_devices {
+                    return Err(Reject::RegistryFull);
+                }
+                let site = match sites.get_key_value(&*r.site) {
+                    Some((k, _)) => k.clone(),
+                    None => r.site.clone(),
+                };
+                let e = Entry {
+                    id: r.device.clone(),
+                    site: site.clone(),
+                    kind: r.kind,
+                    declared: false,
+                    location: None,
+                    source: None,
+                    last_seen_ms: None,
+                    last_ts_ms: None,
+                    latest: Vec::new(),
+                };
+                sites
+                    .entry(site)
+                    .or_default()
+                    .entry(r.device.clone())
+                    .or_insert(e)
+            }
+        };
+        if entry.kind != r.kind {
+            return Err(Reject::KindMismatch);
+        }
+        r.site = entry.site.clone();
+        r.device = entry.id.clone();
+        r.location = entry.location.clone();
+        entry.source = Some(r.source);
+        entry.last_seen_ms = Some(now_ms);
+        // A late (buffered) reading updates presence but not the latest values.
+        if entry.last_ts_ms.is_none_or(|t| r.ts_ms >= t) {
+            entry.last_ts_ms = Some(r.ts_ms);
+            merge_latest(&mut entry.latest, &r.fields);
+        }
+        Ok(())
+    }
+
+    /// Every device, sorted by site then id.
+    pub fn devices(&self, now_ms: i64) -> Vec<DeviceView> {
+        let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<DeviceView> = sites
+            .values()
+            .flat_map(HashMap::values)
+            .map(|e| view(e, now_ms))
+            .collect();
+        out.sort_by(|a, b| (&a.site, &a.id).cmp(&(&b.site, &b.id)));
+        out
+    }
+
+    /// Online and offline counts per kind.
+    pub fn counts(&self, now_ms: i64) -> Vec<(Kind, KindCounts)> {
+        let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut counts: Vec<(Kind, KindCounts)> =
+            Kind::ALL.iter().map(|k| (*k, KindCounts::default())).collect();
+        for e in sites.values().flat_map(HashMap::values) {
+            if let Some((_, c)) = counts.iter_mut().find(|(k, _)| *k == e.kind) {
+                if is_online(e, now_ms) {
+                    c.online += 1;
+                } else {
+                    c.offline += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// How many devices are known.
+    pub fn len(&self) -> usize {
+        let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        sites.values().map(HashMap::len).sum()
+    }
+
+    /// Whether no device is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)]) {
+    for (name, value) in fields {
+        match latest.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value.clone(),
+            None => latest.push((name.clone(), value.clone())),
+        }
+    }
+}
+
+fn is_online(e: &Entry, now_ms: i64) -> bool {
+    e.last_seen_ms
+        .is_some_and(|t| now_ms - t <= offline_after_ms(e.kind))
+}
+
+fn view(e: &Entry, now_ms: i64) -> DeviceView {
+    DeviceView {
+        id: e.id.clone(),
+        kind: e.kind,
+        site: e.site.clone(),
+        location: e.location.as_deref().cloned(),
+        declared: e.declared,
+        source: e.source,
+        online: is_online(e, now_ms),
+        last_seen: e
+            .last_seen_ms
+            .and_then(|t| Utc.timestamp_millis_opt(t).single()),
+        fields: e
+            .latest
+            .iter()
+            .map(|(n, v)| {
+                let json = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+                (n.to_string(), json)
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Source;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{extra}\n[[devices]]\nid = \"a3-301\"\nkind = \"smoke\"\nsite = \"yz\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"301\"\n"
+        );
+        Config::from_toml(&text, Vec::new()).expect("config").config
+    }
+
+    fn reading(site: &str, device: &str, kind: Kind, ts: i64) -> Reading {
+        Reading {
+            site: Arc::from(site),
+            device: Arc::from(device),
+            kind,
+            ts_ms: ts,
+            fields: vec![("temp_c".into(), Value::F64(20.0))],
+            source: Source::Mqtt,
+            location: None,
+        }
+    }
+
+    #[test]
+    fn declared_device_gets_its_location() {
+        let reg = Registry::new(&config(""));
+        let mut r = reading("yz", "a3-301", Kind::Smoke, 1000);
+        reg.admit(&mut r, 1000).expect("admitted");
+        assert_eq!(r.location.as_ref().and_then(|l| l.room.as_deref()), Some("301"));
+        let mut wrong = reading("yz", "a3-301", Kind::Gate, 1000);
+        assert_eq!(reg.admit(&mut wrong, 1000), Err(Reject::KindMismatch));
+    }
+
+    #[test]
+    fn undeclared_policy_and_capacity() {
+        let reg = Registry::new(&config("[gateway]\nmax_devices = 2"));
+        assert!(reg.admit(&mut reading("yz", "x1", Kind::Gate, 1), 1).is_ok());
+        assert_eq!(
+            reg.admit(&mut reading("yz", "x2", Kind::Gate, 1), 1),
+            Err(Reject::RegistryFull)
+        );
+        let strict = Registry::new(&config("[gateway]\nundeclared_devices = \"ignore\""));
+        assert_eq!(
+            strict.admit(&mut reading("yz", "x1", Kind::Gate, 1), 1),
+            Err(Reject::UnknownDevice)
+        );
+    }
+
+    #[test]
+    fn online_follows_heartbeat() {
+        let reg = Registry::new(&config(""));
+        assert_eq!(reg.counts(0)[0], (Kind::Smoke, KindCounts { online: 0, offline: 1 }));
+        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0).expect("admit");
+        assert_eq!(reg.counts(90_000)[0].1.online, 1);
+        assert_eq!(reg.counts(90_001)[0].1.offline, 1);
+        let d = &reg.devices(1)[0];
+        assert!(d.online);
+        assert_eq!(d.fields["temp_c"], serde_json::json!(20.0));
+    }
+}

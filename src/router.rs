@@ -1,0 +1,42 @@
+//! The router: the one task between the sources and the consumers. It admits
+//! each reading through the registry (declared? kind right? location?),
+//! counts it, and hands it to the sink (and, as they land, the rule engine).
+//!
+//! It ends when every source has dropped its sender, and then drops its own
+//! senders, so the consumers drain and flush in order at shutdown.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::reading::{Kind, Reading};
+use crate::registry::Registry;
+use crate::sources::now_ms;
+use crate::telemetry::{LogLimiter, Metrics};
+
+/// Runs until `rx` closes or the sink is gone.
+pub async fn run(
+    mut rx: mpsc::Receiver<Reading>,
+    sink: mpsc::Sender<Reading>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) {
+    let readings = Kind::ALL.map(|k| metrics.readings(k));
+    let depth = metrics.queue_depth("router");
+    let log_limit = LogLimiter::new(std::time::Duration::from_secs(10));
+    while let Some(mut r) = rx.recv().await {
+        depth.set(rx.len() as i64);
+        if let Err(reason) = registry.admit(&mut r, now_ms()) {
+            metrics.reject(reason);
+            if let Some(held) = log_limit.check(reason.as_str()) {
+                warn!(site = %r.site, device = %r.device, kind = %r.kind, reason = reason.as_str(), held_back = held, "Reading rejected.");
+            }
+            continue;
+        }
+        readings[r.kind as usize].inc();
+        if sink.send(r).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! InfluxDB line protocol: the only place that knows its escaping rules.
+//!
+//! A reading becomes `kind,tags fields ts` with tags sorted by key (InfluxDB
+//! indexes sorted tags fastest) and the timestamp in milliseconds.
+
+use std::fmt::Write as _;
+
+use crate::reading::{Reading, Value};
+
+/// Appends one line for `r` to `out`.
+pub fn encode(r: &Reading, out: &mut String) {
+    out.push_str(r.kind.as_str());
+    let loc = r.location.as_deref();
+    let tags = [
+        ("building", loc.and_then(|l| l.building.as_deref())),
+        ("device", Some(&*r.device)),
+        ("floor", loc.and_then(|l| l.floor.as_deref())),
+        ("room", loc.and_then(|l| l.room.as_deref())),
+        ("site", Some(&*r.site)),
+    ];
+    for (key, value) in tags {
+        // InfluxDB refuses empty tag values; an absent part is simply no tag.
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.push(',');
+            out.push_str(key);
+            out.push('=');
+            escape_key(v, out);
+        }
+    }
+    write_fields(r.fields.iter().map(|(n, v)| (&**n, v)), out);
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, " {}", r.ts_ms);
+}
+
+/// Appends ` name=value,…` for the fields.
+pub fn write_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>, out: &mut String) {
+    let mut sep = ' ';
+    for (name, value) in fields {
+        out.push(sep);
+        sep = ',';
+        escape_key(name, out);
+        out.push('=');
+        match value {
+            Value::F64(f) => {
+                // `{:?}` keeps a decimal point or exponent, so the type stays float.
+                let _ = write!(out, "{f:?}");
+            }
+            Value::I64(i) => {
+                let _ = write!(out, "{i}i");
+            }
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Str(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match c {
+                        '"' | '\\' => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        // A raw newline would end the line.
+                        '\n' | '\r' => out.push(' '),
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+        }
+    }
+}
+
+/// Escapes a measurement, tag key, tag value or field key.
+pub fn escape_key(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            ',' | '=' | ' ' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Kind, Location, Source};
+    use std::sync::Arc;
+
+    fn line(r: &Reading) -> String {
+        let mut s = String::new();
+        encode(r, &mut s);
+        s
+    }
+
+    #[test]
+    fn reading_with_location() {
+        let r = Reading {
+            site: Arc::from("yazhong"),
+            device: Arc::from("a3-301"),
+            kind: Kind::Smoke,
+            ts_ms: 1_764_380_000_123,
+            fields: vec![
+                ("temp_c".into(), Value::F64(24.0)),
+                ("alarm".into(), Value::Bool(false)),
+                ("note".into(), Value::Str("say \"hi\"\\\n".into())),
+                ("n".into(), Value::I64(-3)),
+            ],
+            source: Source::Mqtt,
+            location: Some(Arc::new(Location {
+                building: Some("A 3".into()),
+                floor: Some("3".into()),
+                room: None,
+                name: Some("ignored".into()),
+            })),
+        };
+        assert_eq!(
+            line(&r),
+            "smoke,building=A\\ 3,device=a3-301,floor=3,site=yazhong temp_c=24.0,alarm=false,note=\"say \\\"hi\\\"\\\\ \",n=-3i 1764380000123\n"
+        );
+    }
+
+    #[test]
+    fn floats_keep_their_type() {
+        let mut s = String::new();
+        write_fields([("x", &Value::F64(1e300)), ("y", &Value::F64(0.1))].into_iter(), &mut s);
+        assert_eq!(s, " x=1e300,y=0.1");
+    }
+}

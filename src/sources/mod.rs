@@ -1,0 +1,11 @@
+//! Where readings come from. Each source is a task that owns its connection
+//! and sends `Reading`s into a bounded channel; it never calls the router or
+//! the sink. Only this module knows topics and registers.
+
+pub mod decode;
+pub mod mqtt;
+
+/// Milliseconds since the epoch, from the wall clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,244 @@
+//! Prometheus metrics, one registry per gateway (tests run several in one process).
+//!
+//! Hot-path counters are resolved once into plain handles so counting a
+//! message is one atomic add.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::reading::{Kind, Source};
+use crate::sources::decode::Reject;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabel {
+    kind: &'static str,
+    state: &'static str,
+}
+
+/// Why a write to InfluxDB failed; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteErrorKind {
+    /// Connection refused, timeout, reset.
+    Network,
+    /// 5xx or 429: the database is there but cannot take it now.
+    Server,
+    /// 401/403/404: credentials, org, bucket or database are wrong.
+    Config,
+    /// 400/413/422: the database refuses the data itself.
+    Rejected,
+}
+
+impl WriteErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WriteErrorKind::Network => "network",
+            WriteErrorKind::Server => "server",
+            WriteErrorKind::Config => "config",
+            WriteErrorKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// All of the gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    messages_in: Family<SourceLabel, Counter>,
+    rejected: Family<ReasonLabel, Counter>,
+    readings: Family<KindLabel, Counter>,
+    write_errors: Family<ReasonLabel, Counter>,
+    points_dropped: Family<ReasonLabel, Counter>,
+    queue_depth: Family<QueueLabel, Gauge>,
+    devices: Family<DeviceLabel, Gauge>,
+    /// Points InfluxDB acknowledged.
+    pub points_written: Counter,
+    /// Write requests InfluxDB acknowledged.
+    pub batches_written: Counter,
+    /// Duration of successful write requests.
+    pub write_seconds: Histogram,
+    /// Bytes in the disk spool.
+    pub spool_bytes: Gauge,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: Gauge,
+    /// Connection attempts that failed or connections that dropped.
+    pub mqtt_connection_errors: Counter,
+    /// Subscriptions the broker refused.
+    pub mqtt_subscribe_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric, with every known label pre-created so dashboards see zeros.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("campusgw");
+        let m = Self {
+            messages_in: Family::default(),
+            rejected: Family::default(),
+            readings: Family::default(),
+            write_errors: Family::default(),
+            points_dropped: Family::default(),
+            queue_depth: Family::default(),
+            devices: Family::default(),
+            points_written: Counter::default(),
+            batches_written: Counter::default(),
+            write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            spool_bytes: Gauge::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_connection_errors: Counter::default(),
+            mqtt_subscribe_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("messages_received", "Messages received, by source", m.messages_in.clone());
+        r.register("messages_rejected", "Messages refused, by reason", m.rejected.clone());
+        r.register("readings", "Readings accepted, by kind", m.readings.clone());
+        r.register("points_written", "Points InfluxDB acknowledged", m.points_written.clone());
+        r.register("write_batches", "Write requests InfluxDB acknowledged", m.batches_written.clone());
+        r.register("write_errors", "Failed write requests, by cause", m.write_errors.clone());
+        r.register("points_dropped", "Points given up on, by reason", m.points_dropped.clone());
+        r.register("write_duration_seconds", "Duration of successful writes", m.write_seconds.clone());
+        r.register("queue_depth", "Items waiting in each internal queue", m.queue_depth.clone());
+        r.register("spool_bytes", "Bytes waiting in the disk spool", m.spool_bytes.clone());
+        r.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
+        r.register("mqtt_connection_errors", "Failed or dropped broker connections", m.mqtt_connection_errors.clone());
+        r.register("mqtt_subscribe_failures", "Subscriptions the broker refused", m.mqtt_subscribe_failures.clone());
+        r.register("devices", "Known devices, by kind and state", m.devices.clone());
+        for s in [Source::Mqtt, Source::Modbus] {
+            let _ = m.messages_in.get_or_create(&SourceLabel { source: s.as_str() });
+        }
+        for reason in Reject::ALL {
+            let _ = m.rejected.get_or_create(&ReasonLabel { reason: reason.as_str() });
+        }
+        for k in Kind::ALL {
+            let _ = m.readings.get_or_create(&KindLabel { kind: k.as_str() });
+        }
+        for e in [
+            WriteErrorKind::Network,
+            WriteErrorKind::Server,
+            WriteErrorKind::Config,
+            WriteErrorKind::Rejected,
+        ] {
+            let _ = m.write_errors.get_or_create(&ReasonLabel { reason: e.as_str() });
+        }
+        Self { registry, ..m }
+    }
+
+    /// The counter of messages from one source.
+    pub fn messages_in(&self, source: Source) -> Counter {
+        self.messages_in
+            .get_or_create(&SourceLabel {
+                source: source.as_str(),
+            })
+            .clone()
+    }
+
+    /// Counts a refused message.
+    pub fn reject(&self, reason: Reject) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// How many messages were refused for `reason`.
+    pub fn rejected(&self, reason: Reject) -> u64 {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
+    /// The counter of accepted readings of one kind.
+    pub fn readings(&self, kind: Kind) -> Counter {
+        self.readings
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .clone()
+    }
+
+    /// Counts a failed write request.
+    pub fn write_error(&self, kind: WriteErrorKind) {
+        self.write_errors
+            .get_or_create(&ReasonLabel {
+                reason: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts points given up on.
+    pub fn drop_points(&self, reason: &'static str, n: u64) {
+        self.points_dropped.get_or_create(&ReasonLabel { reason }).inc_by(n);
+    }
+
+    /// The gauge of one internal queue's depth.
+    pub fn queue_depth(&self, queue: &'static str) -> Gauge {
+        self.queue_depth.get_or_create(&QueueLabel { queue }).clone()
+    }
+
+    /// Sets the number of devices of a kind in a state (`online`, `offline`).
+    pub fn set_devices(&self, kind: Kind, state: &'static str, n: i64) {
+        self.devices
+            .get_or_create(&DeviceLabel {
+                kind: kind.as_str(),
+                state,
+            })
+            .set(n);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_and_pre_registered() {
+        let m = Metrics::new();
+        m.reject(Reject::MalformedJson);
+        m.messages_in(Source::Mqtt).inc_by(3);
+        let text = m.render();
+        assert!(text.contains("campusgw_messages_rejected_total{reason=\"malformed_json\"} 1"), "{text}");
+        assert!(text.contains("campusgw_messages_rejected_total{reason=\"bad_id\"} 0"), "{text}");
+        assert!(text.contains("campusgw_messages_received_total{source=\"mqtt\"} 3"), "{text}");
+        assert_eq!(m.rejected(Reject::MalformedJson), 1);
+    }
+}
