@@ -124,7 +124,10 @@ impl Gateway {
                 warn!(timeout = ?deadline, "Flushing took too long; giving up on the rest.");
                 give_up.cancel();
             }
-            if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
+            if tokio::time::timeout(deadline, tracker.wait())
+                .await
+                .is_err()
+            {
                 error!("Some tasks did not stop in time.");
             }
             info!("Stopped.");

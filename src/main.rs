@@ -73,7 +73,14 @@ fn main() -> ExitCode {
             init_logging(cli.log_format);
             runtime(|| async move {
                 let shutdown = app::signal_token();
-                demo::run(demo::Options { web_port, mqtt_port }, shutdown).await
+                demo::run(
+                    demo::Options {
+                        web_port,
+                        mqtt_port,
+                    },
+                    shutdown,
+                )
+                .await
             })
         }
     }
@@ -84,7 +91,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -41,7 +41,13 @@ pub enum FieldType {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 5] = [Kind::Smoke, Kind::Gate, Kind::Kitchen, Kind::Labcab, Kind::Bus];
+    pub const ALL: [Kind; 5] = [
+        Kind::Smoke,
+        Kind::Gate,
+        Kind::Kitchen,
+        Kind::Labcab,
+        Kind::Bus,
+    ];
 
     /// The name used in topics, measurements and the API.
     pub fn as_str(self) -> &'static str {
@@ -255,7 +261,10 @@ mod tests {
 
     #[test]
     fn schema_has_feed_fields() {
-        assert_eq!(Kind::Bus.field_type("passengers"), Some(("passengers", FieldType::I64)));
+        assert_eq!(
+            Kind::Bus.field_type("passengers"),
+            Some(("passengers", FieldType::I64))
+        );
         assert_eq!(Kind::Smoke.field_type("passengers"), None);
     }
 }

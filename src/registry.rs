@@ -97,7 +97,10 @@ impl Registry {
                 last_ts_ms: None,
                 latest: Vec::new(),
             };
-            sites.entry(site).or_default().insert(entry.id.clone(), entry);
+            sites
+                .entry(site)
+                .or_default()
+                .insert(entry.id.clone(), entry);
         }
         Self {
             policy: cfg.gateway.undeclared_devices,
@@ -177,8 +180,10 @@ impl Registry {
     /// Online and offline counts per kind.
     pub fn counts(&self, now_ms: i64) -> Vec<(Kind, KindCounts)> {
         let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let mut counts: Vec<(Kind, KindCounts)> =
-            Kind::ALL.iter().map(|k| (*k, KindCounts::default())).collect();
+        let mut counts: Vec<(Kind, KindCounts)> = Kind::ALL
+            .iter()
+            .map(|k| (*k, KindCounts::default()))
+            .collect();
         for e in sites.values().flat_map(HashMap::values) {
             if let Some((_, c)) = counts.iter_mut().find(|(k, _)| *k == e.kind) {
                 if is_online(e, now_ms) {
@@ -269,7 +274,10 @@ mod tests {
         let reg = Registry::new(&config(""));
         let mut r = reading("yz", "a3-301", Kind::Smoke, 1000);
         reg.admit(&mut r, 1000).expect("admitted");
-        assert_eq!(r.location.as_ref().and_then(|l| l.room.as_deref()), Some("301"));
+        assert_eq!(
+            r.location.as_ref().and_then(|l| l.room.as_deref()),
+            Some("301")
+        );
         let mut wrong = reading("yz", "a3-301", Kind::Gate, 1000);
         assert_eq!(reg.admit(&mut wrong, 1000), Err(Reject::KindMismatch));
     }
@@ -277,7 +285,9 @@ mod tests {
     #[test]
     fn undeclared_policy_and_capacity() {
         let reg = Registry::new(&config("[gateway]\nmax_devices = 2"));
-        assert!(reg.admit(&mut reading("yz", "x1", Kind::Gate, 1), 1).is_ok());
+        assert!(reg
+            .admit(&mut reading("yz", "x1", Kind::Gate, 1), 1)
+            .is_ok());
         assert_eq!(
             reg.admit(&mut reading("yz", "x2", Kind::Gate, 1), 1),
             Err(Reject::RegistryFull)
@@ -292,8 +302,18 @@ mod tests {
     #[test]
     fn online_follows_heartbeat() {
         let reg = Registry::new(&config(""));
-        assert_eq!(reg.counts(0)[0], (Kind::Smoke, KindCounts { online: 0, offline: 1 }));
-        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0).expect("admit");
+        assert_eq!(
+            reg.counts(0)[0],
+            (
+                Kind::Smoke,
+                KindCounts {
+                    online: 0,
+                    offline: 1
+                }
+            )
+        );
+        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0)
+            .expect("admit");
         assert_eq!(reg.counts(90_000)[0].1.online, 1);
         assert_eq!(reg.counts(90_001)[0].1.offline, 1);
         let d = &reg.devices(1)[0];

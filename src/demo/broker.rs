@@ -50,7 +50,11 @@ fn pick_port(port: u16) -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).context("no free port")?;
     let addr = l.local_addr()?;
     if port != 0 {
-        tracing::warn!(wanted = port, using = addr.port(), "MQTT port busy; the embedded broker uses another.");
+        tracing::warn!(
+            wanted = port,
+            using = addr.port(),
+            "MQTT port busy; the embedded broker uses another."
+        );
     }
     Ok(addr)
 }

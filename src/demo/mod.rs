@@ -31,7 +31,11 @@ pub struct Options {
 
 /// The example configuration adapted to the demo: the embedded broker, a
 /// private data directory, InfluxDB only when the environment names one.
-pub fn config(mqtt_addr: SocketAddr, web_port: u16, data_dir: &std::path::Path) -> anyhow::Result<Config> {
+pub fn config(
+    mqtt_addr: SocketAddr,
+    web_port: u16,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Config> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let influx_from_env = env.iter().any(|(k, _)| k == "CAMPUSGW__INFLUX__URL");
     let mut cfg = Config::from_toml(EXAMPLE_CONFIG, env)
@@ -52,7 +56,8 @@ pub fn config(mqtt_addr: SocketAddr, web_port: u16, data_dir: &std::path::Path) 
 
 /// Runs the demo until `shutdown`.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mqtt_addr = broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
+    let mqtt_addr =
+        broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
     let data_dir = std::env::temp_dir().join("campusgw-demo");
     let cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
     let devices = cfg.devices.clone();
@@ -64,11 +69,20 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
 
     println!();
     println!("  Campus Gateway demo is running.");
-    println!("  Status:   http://{}/healthz   metrics: http://{}/metrics", gw.web_addr, gw.web_addr);
-    println!("  MQTT:     mqtt://{mqtt_addr}  (try: mosquitto_sub -h {} -p {} -t 'campus/#' -v)", mqtt_addr.ip(), mqtt_addr.port());
+    println!(
+        "  Status:   http://{}/healthz   metrics: http://{}/metrics",
+        gw.web_addr, gw.web_addr
+    );
+    println!(
+        "  MQTT:     mqtt://{mqtt_addr}  (try: mosquitto_sub -h {} -p {} -t 'campus/#' -v)",
+        mqtt_addr.ip(),
+        mqtt_addr.port()
+    );
     match stored {
         Some(url) => println!("  InfluxDB: {url}"),
-        None => println!("  InfluxDB: none configured (set CAMPUSGW__INFLUX__URL to store time series)"),
+        None => {
+            println!("  InfluxDB: none configured (set CAMPUSGW__INFLUX__URL to store time series)")
+        }
     }
     println!("  Stop with Ctrl-C.");
     println!();

@@ -38,7 +38,13 @@ pub fn payload(kind: Kind, seq: u64, salt: u64, ts_ms: i64) -> String {
             "tamper": false,
         }),
         Kind::Gate => {
-            let events = ["access_granted", "closed", "access_granted", "closed", "access_denied"];
+            let events = [
+                "access_granted",
+                "closed",
+                "access_granted",
+                "closed",
+                "access_denied",
+            ];
             let event = events[((seq + salt) % events.len() as u64) as usize];
             json!({
                 "ts": ts_ms,
@@ -155,7 +161,9 @@ pub async fn run(addr: SocketAddr, devices: Vec<DeviceConfig>, stop: Cancellatio
         seconds += 1;
         // Every ten minutes, one smoke detector falls silent for four: it goes offline.
         if seconds % 600 == 120 {
-            let smoke: Vec<usize> = (0..devices.len()).filter(|i| devices[*i].kind == Kind::Smoke).collect();
+            let smoke: Vec<usize> = (0..devices.len())
+                .filter(|i| devices[*i].kind == Kind::Smoke)
+                .collect();
             if !smoke.is_empty() {
                 let i = smoke[rng.gen_range(0..smoke.len())];
                 debug!(device = %devices[i].id, "Simulating a silent detector.");
@@ -172,12 +180,18 @@ pub async fn run(addr: SocketAddr, devices: Vec<DeviceConfig>, stop: Cancellatio
                 continue;
             }
             let body = payload(d.kind, seconds / p, i as u64, now);
-            let _ = client.try_publish(topic(&d.site, d.kind, &d.id), QoS::AtLeastOnce, false, body);
+            let _ =
+                client.try_publish(topic(&d.site, d.kind, &d.id), QoS::AtLeastOnce, false, body);
         }
         // Now and then, what a real campus also sends: a truncated payload.
         if seconds % 45 == 0 {
             if let Some(d) = devices.first() {
-                let _ = client.try_publish(topic(&d.site, d.kind, &d.id), QoS::AtLeastOnce, false, "{\"ts\":17643800");
+                let _ = client.try_publish(
+                    topic(&d.site, d.kind, &d.id),
+                    QoS::AtLeastOnce,
+                    false,
+                    "{\"ts\":17643800",
+                );
             }
         }
     }

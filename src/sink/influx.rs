@@ -69,7 +69,9 @@ pub struct InfluxWriter {
 
 impl std::fmt::Debug for InfluxWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxWriter").field("target", &self.target).finish()
+        f.debug_struct("InfluxWriter")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -93,7 +95,10 @@ impl InfluxWriter {
         };
         let secret = |key: &'static str, s: &Option<crate::config::Secret>| {
             s.as_ref()
-                .map(|s| s.resolve().map_err(|message| SinkError::Secret { key, message }))
+                .map(|s| {
+                    s.resolve()
+                        .map_err(|message| SinkError::Secret { key, message })
+                })
                 .transpose()
         };
         let (api, target) = match cfg.api {
@@ -105,11 +110,20 @@ impl InfluxWriter {
                     .build()
                     .map_err(|e| SinkError::Client(e.to_string()))?;
                 let target = format!("{url} (v2, org {org}, bucket {bucket})");
-                (Api::V2 { client, org, bucket }, target)
+                (
+                    Api::V2 {
+                        client,
+                        org,
+                        bucket,
+                    },
+                    target,
+                )
             }
             InfluxApi::V1 => {
                 let db = cfg.database.clone().unwrap_or_default();
-                let mut write = base.join("write").map_err(|_| SinkError::Url(url.clone()))?;
+                let mut write = base
+                    .join("write")
+                    .map_err(|_| SinkError::Url(url.clone()))?;
                 {
                     let mut q = write.query_pairs_mut();
                     q.append_pair("db", &db).append_pair("precision", "ms");
@@ -225,7 +239,10 @@ mod tests {
         assert_eq!(classify(401, "unauthorized").kind, WriteErrorKind::Config);
         assert!(classify(401, "").detail.contains("influx.token"));
         assert_eq!(classify(404, "").kind, WriteErrorKind::Config);
-        assert_eq!(classify(400, "partial write").kind, WriteErrorKind::Rejected);
+        assert_eq!(
+            classify(400, "partial write").kind,
+            WriteErrorKind::Rejected
+        );
         assert_eq!(classify(503, "").kind, WriteErrorKind::Server);
         assert_eq!(classify(429, "").kind, WriteErrorKind::Server);
     }

@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn floats_keep_their_type() {
         let mut s = String::new();
-        write_fields([("x", &Value::F64(1e300)), ("y", &Value::F64(0.1))].into_iter(), &mut s);
+        write_fields(
+            [("x", &Value::F64(1e300)), ("y", &Value::F64(0.1))].into_iter(),
+            &mut s,
+        );
         assert_eq!(s, " x=1e300,y=0.1");
     }
 }

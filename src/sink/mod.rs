@@ -142,7 +142,9 @@ async fn write_loop(
             };
             match result {
                 Ok(()) => {
-                    metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .write_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     metrics.points_written.inc_by(batch.points as u64);
                     metrics.batches_written.inc();
                     if health.set(COMPONENT, Status::Ok, Some(writer.target.clone())) {

@@ -228,7 +228,11 @@ impl Decoder {
             ts_pointer: cfg.ts_field.clone(),
             ts_unit: cfg.ts_unit,
             keep_unmapped: cfg.keep_unmapped,
-            fields: cfg.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            fields: cfg
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -265,7 +269,10 @@ impl Decoder {
             (None, Some(s)) if crate::config::is_valid_id(s) => Arc::from(s),
             _ => return Err(Reject::BadId),
         };
-        let device = caps.device.filter(|d| crate::config::is_valid_id(d)).ok_or(Reject::BadId)?;
+        let device = caps
+            .device
+            .filter(|d| crate::config::is_valid_id(d))
+            .ok_or(Reject::BadId)?;
 
         let json: Json = serde_json::from_slice(payload).map_err(|_| Reject::MalformedJson)?;
         let Json::Object(obj) = &json else {
@@ -426,7 +433,10 @@ mod tests {
         let p = TopicPattern::parse("campus/{site}/{kind}/{device}").expect("pattern");
         assert_eq!(p.filter(), "campus/+/+/+");
         let c = p.matches("campus/yz/smoke/a3-301").expect("match");
-        assert_eq!((c.site, c.kind, c.device), (Some("yz"), Some("smoke"), Some("a3-301")));
+        assert_eq!(
+            (c.site, c.kind, c.device),
+            (Some("yz"), Some("smoke"), Some("a3-301"))
+        );
         assert!(p.matches("campus/yz/smoke").is_none());
         assert!(p.matches("campus/yz/smoke/a/b").is_none());
         assert!(p.matches("other/yz/smoke/a").is_none());
@@ -437,10 +447,18 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_explained() {
-        assert!(TopicPattern::parse("a/{site}").unwrap_err().contains("{device}"));
-        assert!(TopicPattern::parse("a/#/{device}").unwrap_err().contains("last"));
-        assert!(TopicPattern::parse("a/{room}/{device}").unwrap_err().contains("room"));
-        assert!(TopicPattern::parse("a/x+/{device}").unwrap_err().contains("mixes"));
+        assert!(TopicPattern::parse("a/{site}")
+            .unwrap_err()
+            .contains("{device}"));
+        assert!(TopicPattern::parse("a/#/{device}")
+            .unwrap_err()
+            .contains("last"));
+        assert!(TopicPattern::parse("a/{room}/{device}")
+            .unwrap_err()
+            .contains("room"));
+        assert!(TopicPattern::parse("a/x+/{device}")
+            .unwrap_err()
+            .contains("mixes"));
     }
 
     #[test]
@@ -452,7 +470,11 @@ mod tests {
         .expect("smoke");
         assert_eq!(r.ts_ms, 1_764_380_000_123);
         assert_eq!(r.kind, Kind::Smoke);
-        assert_eq!(r.field("battery_pct"), Some(&Value::F64(88.0)), "integers widen to float");
+        assert_eq!(
+            r.field("battery_pct"),
+            Some(&Value::F64(88.0)),
+            "integers widen to float"
+        );
         assert_eq!(r.fields.len(), 6);
         let b = check(
             "campus/yazhong/bus/bus-07",
@@ -467,11 +489,17 @@ mod tests {
     fn timestamps() {
         let r = check("campus/s/gate/g", r#"{"door_open":true}"#).expect("no ts");
         assert_eq!(r.ts_ms, NOW, "missing ts takes the receive time");
-        let r = check("campus/s/gate/g", r#"{"ts":"2025-11-29T01:33:20.5Z","door_open":true}"#)
-            .expect("rfc3339");
+        let r = check(
+            "campus/s/gate/g",
+            r#"{"ts":"2025-11-29T01:33:20.5Z","door_open":true}"#,
+        )
+        .expect("rfc3339");
         assert_eq!(r.ts_ms, 1_764_380_000_500);
         assert_eq!(
-            check("campus/s/gate/g", r#"{"ts":1448844000000,"door_open":true}"#),
+            check(
+                "campus/s/gate/g",
+                r#"{"ts":1448844000000,"door_open":true}"#
+            ),
             Err(Reject::TsOutOfRange),
             "ten years off"
         );
@@ -484,22 +512,49 @@ mod tests {
     #[test]
     fn every_bad_input_of_the_feed_has_a_reason() {
         let cases: &[(&str, &str, Reject)] = &[
-            ("campus/s/smoke/d", r#"{"temp_c":24.1,"alar"#, Reject::MalformedJson),
-            ("campus/s/smoke/d", r#"{"temp_c":"hot"}"#, Reject::BadFieldType),
-            ("campus/s/smoke/d", r#"{"temp_c":NaN}"#, Reject::MalformedJson),
+            (
+                "campus/s/smoke/d",
+                r#"{"temp_c":24.1,"alar"#,
+                Reject::MalformedJson,
+            ),
+            (
+                "campus/s/smoke/d",
+                r#"{"temp_c":"hot"}"#,
+                Reject::BadFieldType,
+            ),
+            (
+                "campus/s/smoke/d",
+                r#"{"temp_c":NaN}"#,
+                Reject::MalformedJson,
+            ),
             ("campus/s/smoke/d", r#"[1,2]"#, Reject::NotAnObject),
             ("campus/s/lift/d", r#"{"x":1}"#, Reject::UnknownKind),
             ("campus/s/smoke/d!", r#"{"temp_c":1}"#, Reject::BadId),
             ("campus/s/smoke/d", r#"{}"#, Reject::NoFields),
-            ("campus/s/bus/b", r#"{"passengers":3.5}"#, Reject::BadFieldType),
-            ("campus/s/smoke/d", r#"{"temp_c":1e400}"#, Reject::MalformedJson),
+            (
+                "campus/s/bus/b",
+                r#"{"passengers":3.5}"#,
+                Reject::BadFieldType,
+            ),
+            (
+                "campus/s/smoke/d",
+                r#"{"temp_c":1e400}"#,
+                Reject::MalformedJson,
+            ),
         ];
         for (topic, payload, want) in cases {
-            assert_eq!(check(topic, payload).map(|_| ()), Err(*want), "{topic} {payload}");
+            assert_eq!(
+                check(topic, payload).map(|_| ()),
+                Err(*want),
+                "{topic} {payload}"
+            );
         }
         assert_eq!(check("campus/s/smoke", "{}"), Err(Reject::TopicMismatch));
         let big = format!(r#"{{"temp_c":1,"pad":"{}"}}"#, "x".repeat(5 * 1024 * 1024));
-        assert_eq!(check("campus/s/smoke/d", &big), Err(Reject::PayloadTooLarge));
+        assert_eq!(
+            check("campus/s/smoke/d", &big),
+            Err(Reject::PayloadTooLarge)
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, QoS,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -168,8 +168,11 @@ impl MqttSource {
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(10);
         events.set_network_options(net);
-        self.health
-            .set(COMPONENT, Status::Starting, Some(format!("connecting to {}", self.cfg.url)));
+        self.health.set(
+            COMPONENT,
+            Status::Starting,
+            Some(format!("connecting to {}", self.cfg.url)),
+        );
         let filters: Vec<SubscribeFilter> = self
             .cfg
             .topics
@@ -196,7 +199,11 @@ impl MqttSource {
                     backoff = self.cfg.reconnect_min;
                     self.metrics.mqtt_connected.set(1);
                     info!(url = %self.cfg.url, session_present = ack.session_present, "Connected to the MQTT broker.");
-                    self.health.set(COMPONENT, Status::Ok, Some(format!("connected to {}", self.cfg.url)));
+                    self.health.set(
+                        COMPONENT,
+                        Status::Ok,
+                        Some(format!("connected to {}", self.cfg.url)),
+                    );
                     // try_: the request channel is drained by this very loop, so awaiting could deadlock.
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
                         warn!(error = %e, "Could not queue the subscriptions.");
@@ -222,7 +229,10 @@ impl MqttSource {
                     self.metrics.mqtt_connected.set(0);
                     self.metrics.mqtt_connection_errors.inc();
                     let detail = describe(&e);
-                    if self.health.set(COMPONENT, Status::Down, Some(detail.clone())) {
+                    if self
+                        .health
+                        .set(COMPONENT, Status::Down, Some(detail.clone()))
+                    {
                         warn!(url = %self.cfg.url, error = %detail, "MQTT connection lost; reconnecting with backoff.");
                     } else {
                         debug!(error = %detail, "MQTT reconnect failed.");
@@ -304,17 +314,28 @@ fn describe(e: &ConnectionError) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("mqtt://10.0.0.5:1883"), Ok(("10.0.0.5".into(), 1883, false)));
-        assert_eq!(parse_url("mqtts://broker.school"), Ok(("broker.school".into(), 8883, true)));
-        assert_eq!(parse_url("tcp://localhost"), Ok(("localhost".into(), 1883, false)));
-        assert_eq!(parse_url("mqtt://[::1]:1884"), Ok(("::1".into(), 1884, false)));
+        assert_eq!(
+            parse_url("mqtt://10.0.0.5:1883"),
+            Ok(("10.0.0.5".into(), 1883, false))
+        );
+        assert_eq!(
+            parse_url("mqtts://broker.school"),
+            Ok(("broker.school".into(), 8883, true))
+        );
+        assert_eq!(
+            parse_url("tcp://localhost"),
+            Ok(("localhost".into(), 1883, false))
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]:1884"),
+            Ok(("::1".into(), 1884, false))
+        );
         assert!(parse_url("http://x:1").is_err());
         assert!(parse_url("mqtt://x:notaport").is_err());
         assert!(parse_url("mqtt://").is_err());

@@ -118,25 +118,81 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("messages_received", "Messages received, by source", m.messages_in.clone());
-        r.register("messages_rejected", "Messages refused, by reason", m.rejected.clone());
+        r.register(
+            "messages_received",
+            "Messages received, by source",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Messages refused, by reason",
+            m.rejected.clone(),
+        );
         r.register("readings", "Readings accepted, by kind", m.readings.clone());
-        r.register("points_written", "Points InfluxDB acknowledged", m.points_written.clone());
-        r.register("write_batches", "Write requests InfluxDB acknowledged", m.batches_written.clone());
-        r.register("write_errors", "Failed write requests, by cause", m.write_errors.clone());
-        r.register("points_dropped", "Points given up on, by reason", m.points_dropped.clone());
-        r.register("write_duration_seconds", "Duration of successful writes", m.write_seconds.clone());
-        r.register("queue_depth", "Items waiting in each internal queue", m.queue_depth.clone());
-        r.register("spool_bytes", "Bytes waiting in the disk spool", m.spool_bytes.clone());
-        r.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
-        r.register("mqtt_connection_errors", "Failed or dropped broker connections", m.mqtt_connection_errors.clone());
-        r.register("mqtt_subscribe_failures", "Subscriptions the broker refused", m.mqtt_subscribe_failures.clone());
-        r.register("devices", "Known devices, by kind and state", m.devices.clone());
+        r.register(
+            "points_written",
+            "Points InfluxDB acknowledged",
+            m.points_written.clone(),
+        );
+        r.register(
+            "write_batches",
+            "Write requests InfluxDB acknowledged",
+            m.batches_written.clone(),
+        );
+        r.register(
+            "write_errors",
+            "Failed write requests, by cause",
+            m.write_errors.clone(),
+        );
+        r.register(
+            "points_dropped",
+            "Points given up on, by reason",
+            m.points_dropped.clone(),
+        );
+        r.register(
+            "write_duration_seconds",
+            "Duration of successful writes",
+            m.write_seconds.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Items waiting in each internal queue",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes waiting in the disk spool",
+            m.spool_bytes.clone(),
+        );
+        r.register(
+            "mqtt_connected",
+            "1 while connected to the broker",
+            m.mqtt_connected.clone(),
+        );
+        r.register(
+            "mqtt_connection_errors",
+            "Failed or dropped broker connections",
+            m.mqtt_connection_errors.clone(),
+        );
+        r.register(
+            "mqtt_subscribe_failures",
+            "Subscriptions the broker refused",
+            m.mqtt_subscribe_failures.clone(),
+        );
+        r.register(
+            "devices",
+            "Known devices, by kind and state",
+            m.devices.clone(),
+        );
         for s in [Source::Mqtt, Source::Modbus] {
-            let _ = m.messages_in.get_or_create(&SourceLabel { source: s.as_str() });
+            let _ = m
+                .messages_in
+                .get_or_create(&SourceLabel { source: s.as_str() });
         }
         for reason in Reject::ALL {
-            let _ = m.rejected.get_or_create(&ReasonLabel { reason: reason.as_str() });
+            let _ = m.rejected.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
         for k in Kind::ALL {
             let _ = m.readings.get_or_create(&KindLabel { kind: k.as_str() });
@@ -147,7 +203,9 @@ impl Metrics {
             WriteErrorKind::Config,
             WriteErrorKind::Rejected,
         ] {
-            let _ = m.write_errors.get_or_create(&ReasonLabel { reason: e.as_str() });
+            let _ = m
+                .write_errors
+                .get_or_create(&ReasonLabel { reason: e.as_str() });
         }
         Self { registry, ..m }
     }
@@ -199,12 +257,16 @@ impl Metrics {
 
     /// Counts points given up on.
     pub fn drop_points(&self, reason: &'static str, n: u64) {
-        self.points_dropped.get_or_create(&ReasonLabel { reason }).inc_by(n);
+        self.points_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
     }
 
     /// The gauge of one internal queue's depth.
     pub fn queue_depth(&self, queue: &'static str) -> Gauge {
-        self.queue_depth.get_or_create(&QueueLabel { queue }).clone()
+        self.queue_depth
+            .get_or_create(&QueueLabel { queue })
+            .clone()
     }
 
     /// Sets the number of devices of a kind in a state (`online`, `offline`).
@@ -236,9 +298,18 @@ mod tests {
         m.reject(Reject::MalformedJson);
         m.messages_in(Source::Mqtt).inc_by(3);
         let text = m.render();
-        assert!(text.contains("campusgw_messages_rejected_total{reason=\"malformed_json\"} 1"), "{text}");
-        assert!(text.contains("campusgw_messages_rejected_total{reason=\"bad_id\"} 0"), "{text}");
-        assert!(text.contains("campusgw_messages_received_total{source=\"mqtt\"} 3"), "{text}");
+        assert!(
+            text.contains("campusgw_messages_rejected_total{reason=\"malformed_json\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("campusgw_messages_rejected_total{reason=\"bad_id\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("campusgw_messages_received_total{source=\"mqtt\"} 3"),
+            "{text}"
+        );
         assert_eq!(m.rejected(Reject::MalformedJson), 1);
     }
 }

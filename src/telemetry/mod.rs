@@ -27,7 +27,8 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the level.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Human => false,
@@ -40,6 +41,8 @@ pub fn init_logging(format: LogFormat) {
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init()
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()
     };
 }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, then
+# runs formatting, lints and every test (unit and integration, against real
+# mosquitto, InfluxDB 1.x and VictoriaMetrics started by the tests themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: command → package.
+declare -A want=(
+  [mosquitto]=mosquitto
+  [mosquitto_passwd]=mosquitto
+  [mosquitto_pub]=mosquitto-clients
+  [influxd]=influxdb
+  [victoria-metrics]=victoria-metrics
+  [socat]=socat
+)
+missing=()
+for cmd in "${!want[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "test.sh: installing $pkgs"
+  as_root apt-get update -qq
+  # Their post-install scripts try to start services; that is refused in a container and harmless.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "test.sh: cargo nextest run"
+cargo nextest run --locked --profile "${NEXTEST_PROFILE:-ci}" "$@"

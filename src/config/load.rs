@@ -1,0 +1,445 @@
+//! Loading: parse the TOML (syntax errors carry a line), merge the
+//! environment overrides into the parsed table, deserialize with
+//! `serde_path_to_error` (type errors carry a key path), then validate. Key
+//! paths are mapped back to lines with `toml_edit`'s spans; a key set from
+//! the environment names its variable instead. (figment would merge the
+//! environment for us but loses the line numbers installers need.)
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::Config;
+
+/// The prefix of environment overrides: `CAMPUSGW__MQTT__URL` sets `mqtt.url`.
+pub const ENV_PREFIX: &str = "CAMPUSGW__";
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `mqtt.topics[0].qos`.
+    pub path: String,
+    /// Where the key is: `line 12`, or the environment variable that set it.
+    pub origin: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)?;
+        } else {
+            write!(f, "{}: {}", self.path, self.message)?;
+        }
+        if let Some(o) = &self.origin {
+            write!(f, " ({o})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem of a configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, when loaded from one.
+    pub file: Option<PathBuf>,
+    /// All problems found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(p) => writeln!(f, "{} has {} problem(s):", p.display(), self.problems.len())?,
+            None => writeln!(
+                f,
+                "the configuration has {} problem(s):",
+                self.problems.len()
+            )?,
+        }
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that loaded, with what `check` should warn about.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Usable but worth a look (inline secrets, no database).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// Loads `path` with the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            problems: vec![Problem {
+                path: String::new(),
+                origin: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::from_toml(&text, std::env::vars()).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Parses TOML text, applies `CAMPUSGW__…` overrides from `env`, validates.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: None,
+            problems,
+        };
+        let doc = text
+            .parse::<toml_edit::ImDocument<String>>()
+            .map_err(|e| fail(vec![syntax_problem(text, &e)]))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            fail(vec![Problem {
+                path: String::new(),
+                origin: None,
+                message: e.message().to_owned(),
+            }])
+        })?;
+        let overrides = apply_env(&mut table, env).map_err(fail)?;
+        let locate = |path: &str| locate(&doc, text, &overrides, path);
+
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                // An unknown key's own position is more useful than its parent's.
+                let key_path = unknown_field(&message)
+                    .map(|k| join_path(&path, k))
+                    .unwrap_or_else(|| path.clone());
+                fail(vec![Problem {
+                    origin: locate(&key_path).or_else(|| locate(&path)),
+                    path: if path == "." { String::new() } else { path },
+                    message,
+                }])
+            })?;
+
+        let (errors, warnings) = config.validate();
+        let with_origin = |ps: Vec<(String, String)>| {
+            ps.into_iter()
+                .map(|(path, message)| Problem {
+                    origin: locate(&path),
+                    path,
+                    message,
+                })
+                .collect::<Vec<_>>()
+        };
+        let errors = with_origin(errors);
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+        Ok(Loaded {
+            config,
+            warnings: with_origin(warnings),
+        })
+    }
+}
+
+fn syntax_problem(text: &str, e: &toml_edit::TomlError) -> Problem {
+    let origin = e.span().map(|s| format!("line {}", line_of(text, s.start)));
+    let message = e.message().trim().to_owned();
+    Problem {
+        path: String::new(),
+        origin,
+        message: format!("TOML syntax: {message}"),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() || parent == "." {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Finds the line of a dotted key path (`a.b[2].c`) in the file, or the
+/// environment variable that set it. Falls back to the deepest part found.
+fn locate(
+    doc: &toml_edit::ImDocument<String>,
+    text: &str,
+    overrides: &BTreeMap<String, String>,
+    path: &str,
+) -> Option<String> {
+    use toml_edit::{Item, TableLike, Value};
+    if let Some((var, _)) = overrides.iter().find(|(_, p)| path.starts_with(p.as_str())) {
+        return Some(format!("set by environment variable {var}"));
+    }
+    let mut table: &dyn TableLike = doc.as_table();
+    let mut span = None;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((k, v)) = table.get_key_value(key) else {
+            break;
+        };
+        span = k.span().or(span);
+        let next: Option<&dyn TableLike> = match (v, index) {
+            (Item::ArrayOfTables(a), Some(i)) => match a.get(i) {
+                Some(t) => {
+                    span = t.span().or(span);
+                    Some(t)
+                }
+                None => None,
+            },
+            (Item::Value(Value::Array(a)), Some(i)) => match a.get(i) {
+                Some(v) => {
+                    span = v.span().or(span);
+                    v.as_inline_table().map(|t| t as &dyn TableLike)
+                }
+                None => None,
+            },
+            (v, None) => v.as_table_like(),
+            _ => None,
+        };
+        match next {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    span.map(|s| format!("line {}", line_of(text, s.start)))
+}
+
+/// Merges `CAMPUSGW__SECTION__KEY=value` into the table. A value that parses
+/// as a TOML value (number, bool, array) takes that type, else it is a string.
+/// Returns variable → key path, so problems can name the variable.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, Vec<Problem>> {
+    let mut applied = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            problems.push(Problem {
+                path: String::new(),
+                origin: Some(format!("environment variable {var}")),
+                message: "has an empty key part".into(),
+            });
+            continue;
+        }
+        match insert_path(table, &keys, parse_env_value(&raw)) {
+            Ok(()) => {
+                applied.insert(var, keys.join("."));
+            }
+            Err(section) => problems.push(Problem {
+                path: keys.join("."),
+                origin: Some(format!("environment variable {var}")),
+                message: format!("`{section}` is not a section"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(applied)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Sets `keys` (a path) to `value`, creating sections; `Err(key)` when a
+/// parent key holds a value, not a section.
+fn insert_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    match keys {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(inner) => insert_path(inner, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // `x = <raw>` parses numbers, booleans and arrays; anything else is a string.
+    match format!("x = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("x") {
+            Some(
+                v @ (toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{InfluxApi, Secret};
+
+    const MINIMAL: &str = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n";
+
+    fn load(text: &str) -> Result<Loaded, ConfigError> {
+        Config::from_toml(text, Vec::new())
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match load(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let l = load(MINIMAL).expect("minimal config");
+        assert_eq!(
+            l.config.mqtt.topics[0].pattern,
+            "campus/{site}/{kind}/{device}"
+        );
+        assert_eq!(l.config.influx.batch_size, 5000);
+        assert!(l.warnings.iter().any(|w| w.path == "influx.url"));
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let p = problems("[mqtt]\nurl = \"mqtt://a:1\"\n\n[influx]\nurll = \"x\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown field `urll`"), "{p:?}");
+        assert!(p[0].contains("line 5"), "{p:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_path_and_line() {
+        let p = problems(
+            "[mqtt]\nurl = \"mqtt://a:1\"\n[[mqtt.topics]]\npattern = \"a/{site}/{kind}/{device}\"\nqos = \"one\"\n",
+        );
+        assert!(p[0].starts_with("mqtt.topics[0].qos"), "{p:?}");
+        assert!(p[0].contains("line 5"), "{p:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let p = problems(
+            "[mqtt]\nurl = \"http://x\"\n[[mqtt.topics]]\npattern = \"a/{device}\"\nqos = 2\n[influx]\nurl = \"http://db:8086\"\n",
+        );
+        let joined = p.join("\n");
+        for needle in [
+            "mqtt.url",
+            "mqtt.topics[0].qos",
+            "mqtt.topics[0].site",
+            "mqtt.topics[0].kind",
+            "influx.org",
+            "influx.bucket",
+            "influx.token",
+        ] {
+            assert!(joined.contains(needle), "{needle} missing in {joined}");
+        }
+        assert!(joined.contains("line 5"), "{joined}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let p = problems("[mqtt]\nurl = \"mqtt://a:1\"\nfoo = = 3\n");
+        assert!(p[0].contains("line 3"), "{p:?}");
+    }
+
+    #[test]
+    fn env_overrides_and_types() {
+        let env = vec![
+            (
+                "CAMPUSGW__INFLUX__URL".to_owned(),
+                "http://db:8086".to_owned(),
+            ),
+            ("CAMPUSGW__INFLUX__API".to_owned(), "v1".to_owned()),
+            ("CAMPUSGW__INFLUX__DATABASE".to_owned(), "campus".to_owned()),
+            ("CAMPUSGW__INFLUX__BATCH_SIZE".to_owned(), "100".to_owned()),
+            ("CAMPUSGW__WEB__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let l = Config::from_toml(MINIMAL, env).expect("overridden config");
+        assert_eq!(l.config.influx.url.as_deref(), Some("http://db:8086"));
+        assert_eq!(l.config.influx.api, InfluxApi::V1);
+        assert_eq!(l.config.influx.batch_size, 100);
+        assert_eq!(l.config.web.listen.port(), 0);
+    }
+
+    #[test]
+    fn env_problem_names_variable() {
+        let env = vec![("CAMPUSGW__INFLUX__BATCH_SIZE".to_owned(), "0".to_owned())];
+        let e = Config::from_toml(MINIMAL, env).expect_err("batch size 0");
+        assert!(
+            e.to_string().contains("CAMPUSGW__INFLUX__BATCH_SIZE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_from_env_and_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").expect("write token");
+        let s = Secret::File { file: path };
+        assert_eq!(s.resolve().as_deref(), Ok("s3cret"));
+        let missing = Secret::Env {
+            env: "CAMPUSGW_TEST_SURELY_UNSET".into(),
+        };
+        assert!(missing.resolve().is_err());
+        assert_eq!(
+            format!("{:?}", Secret::Inline("pw".into())),
+            "Secret(inline, redacted)"
+        );
+    }
+
+    #[test]
+    fn duplicate_devices_are_refused() {
+        let text = format!(
+            "{MINIMAL}[[devices]]\nid = \"a\"\nkind = \"smoke\"\nsite = \"s\"\n[[devices]]\nid = \"a\"\nkind = \"gate\"\nsite = \"s\"\n"
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|x| x.contains("devices[1].id") && x.contains("line 8")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../config/campus.example.toml");
+        let l = load(text).unwrap_or_else(|e| panic!("example config: {e}"));
+        assert!(!l.config.devices.is_empty());
+    }
+}
