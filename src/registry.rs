@@ -62,12 +62,15 @@ pub struct KindCounts {
     pub offline: usize,
 }
 
+/// Devices by site, then by id: lookups by `&str` need no allocation.
+type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry>>;
+
 /// The device registry.
 #[derive(Debug)]
 pub struct Registry {
     policy: UndeclaredPolicy,
     max_devices: usize,
-    inner: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Entry>>>,
+    inner: RwLock<Sites>,
 }
 
 /// How long a device of `kind` may stay silent before it counts as offline:
@@ -79,7 +82,7 @@ pub fn offline_after_ms(kind: Kind) -> i64 {
 impl Registry {
     /// A registry holding the configuration's declared devices.
     pub fn new(cfg: &Config) -> Self {
-        let mut sites: HashMap<Arc<str>, HashMap<Arc<str>, Entry>> = HashMap::new();
+        let mut sites = Sites::new();
         for d in &cfg.devices {
             let site: Arc<str> = match sites.get_key_value(d.site.as_str()) {
                 Some((k, _)) => k.clone(),

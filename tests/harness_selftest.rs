@@ -81,14 +81,16 @@ async fn mosquitto_password_auth() {
 
     let mut sub = Subscriber::connect_with(
         broker.client_config().credentials("other", "pw2"),
-        &["t/#"],
+        &["t/#", "u/#"],
         QoS::AtLeastOnce,
     )
     .await;
     let publisher = Publisher::connect_with(broker.client_config()).await;
     publisher.publish("t/1", "hello", QoS::AtLeastOnce).await;
+    publisher.publish("u/1", "world", QoS::AtLeastOnce).await;
     publisher.flush().await;
     assert_eq!(sub.recv().await.payload_str(), "hello");
+    assert_eq!(sub.recv().await.payload_str(), "world");
 }
 
 #[tokio::test]
@@ -99,9 +101,12 @@ async fn mosquitto_tls_round_trip() {
     assert!(broker.client_cert_path().is_file());
     assert!(broker.client_key_path().is_file());
 
-    let mut sub = Subscriber::connect_with(broker.client_config(), &["t/#"], QoS::AtLeastOnce).await;
+    let mut sub =
+        Subscriber::connect_with(broker.client_config(), &["t/#"], QoS::AtLeastOnce).await;
     let publisher = Publisher::connect_with(broker.client_config()).await;
-    publisher.publish("t/tls", "over tls", QoS::AtLeastOnce).await;
+    publisher
+        .publish("t/tls", "over tls", QoS::AtLeastOnce)
+        .await;
     publisher.flush().await;
     assert_eq!(sub.recv().await.payload_str(), "over tls");
 
@@ -112,7 +117,10 @@ async fn mosquitto_tls_round_trip() {
         .await
         .err()
         .expect("a server cert from another CA must be refused");
-    assert!(error.contains("TLS") || error.contains("certificate"), "{error}");
+    assert!(
+        error.contains("TLS") || error.contains("certificate"),
+        "{error}"
+    );
 
     // 127.0.0.1 is in the SAN too.
     let by_ip = broker
@@ -230,7 +238,11 @@ async fn influx1_write_and_count() {
     assert_eq!(influx.write_lines("missing", &lines).await.0, 404);
 
     influx.restart();
-    assert_eq!(influx.count("campus", "smoke").await, 3, "data survives restart");
+    assert_eq!(
+        influx.count("campus", "smoke").await,
+        3,
+        "data survives restart"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +251,10 @@ async fn influx1_with_auth() {
     influx.create_database("campus").await;
     let ts = now_ms();
     let (status, body) = influx
-        .write_lines("campus", &format!("gate,site=s,device=d door_open=true {ts}"))
+        .write_lines(
+            "campus",
+            &format!("gate,site=s,device=d door_open=true {ts}"),
+        )
         .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(influx.count("campus", "gate").await, 1);
@@ -279,9 +294,7 @@ async fn victoria_v2_write_and_export() {
     let ts = now_ms();
     let (status, body) = vm
         .write_v2(
-            &format!(
-                "smoke,site=yazhong,device=a3-301 temp_c=24.1,alarm=true,fault=false {ts}"
-            ),
+            &format!("smoke,site=yazhong,device=a3-301 temp_c=24.1,alarm=true,fault=false {ts}"),
             None,
         )
         .await;
@@ -297,7 +310,9 @@ async fn victoria_v2_write_and_export() {
     assert_eq!(series[0]["values"][0], 24.1);
     assert_eq!(series[0]["timestamps"][0], ts);
     eventually("bools are exported as 1/0", || async {
-        vm.count_samples(r#"{__name__=~"smoke_(alarm|fault)"}"#).await == 2
+        vm.count_samples(r#"{__name__=~"smoke_(alarm|fault)"}"#)
+            .await
+            == 2
     })
     .await;
 

@@ -128,7 +128,7 @@ impl Config {
                 }])
             })?;
 
-        let (errors, warnings) = config.validate();
+        let super::validate::Findings { errors, warnings } = config.validate();
         let with_origin = |ps: Vec<(String, String)>| {
             ps.into_iter()
                 .map(|(path, message)| Problem {

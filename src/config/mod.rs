@@ -9,6 +9,7 @@ mod load;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
+pub use validate::Findings;
 
 use std::collections::BTreeMap;
 use std::fmt;

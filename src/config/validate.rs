@@ -5,9 +5,18 @@ use std::collections::HashSet;
 
 use super::{is_valid_id, Config, InfluxApi, Secret};
 
+/// Problems found by `validate`, each as (key path, message).
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Make the configuration unusable.
+    pub errors: Vec<(String, String)>,
+    /// Usable, but worth a look.
+    pub warnings: Vec<(String, String)>,
+}
+
 impl Config {
-    /// Every semantic problem: `(errors, warnings)` as `(key path, message)`.
-    pub fn validate(&self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    /// Every semantic problem, errors and warnings.
+    pub fn validate(&self) -> Findings {
         let mut errs = Vec::new();
         let mut warns = Vec::new();
         let mut err = |p: &str, m: String| errs.push((p.to_owned(), m));
@@ -199,7 +208,10 @@ impl Config {
                 format!("is below the {} declared devices", self.devices.len()),
             );
         }
-        (errs, warns)
+        Findings {
+            errors: errs,
+            warnings: warns,
+        }
     }
 }
 

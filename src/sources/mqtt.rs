@@ -201,8 +201,8 @@ impl MqttSource {
                     info!(url = %self.cfg.url, session_present = ack.session_present, "Connected to the MQTT broker.");
                     self.health.set(
                         COMPONENT,
-                        Status::Ok,
-                        Some(format!("connected to {}", self.cfg.url)),
+                        Status::Starting,
+                        Some(format!("connected to {}, subscribing", self.cfg.url)),
                     );
                     // try_: the request channel is drained by this very loop, so awaiting could deadlock.
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -210,6 +210,17 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure));
+                    if !refused {
+                        self.health.set(
+                            COMPONENT,
+                            Status::Ok,
+                            Some(format!("connected to {}", self.cfg.url)),
+                        );
+                    }
                     for (code, f) in ack.return_codes.iter().zip(&filters) {
                         if matches!(code, SubscribeReasonCode::Failure) {
                             self.metrics.mqtt_subscribe_failures.inc();

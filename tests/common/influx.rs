@@ -30,9 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::{
-    require_executable, restart_with_retries, start_with_retries, ServerProcess,
-};
+use super::process::{require_executable, restart_with_retries, start_with_retries, ServerProcess};
 use super::{free_port, http_client, http_sync, urlencode, START_DEADLINE};
 
 const INSTALL_HINT: &str =
@@ -288,7 +286,10 @@ bind-address = "127.0.0.1:{rpc}"
     /// `SELECT COUNT("field") FROM "measurement"`: points that carry `field`.
     pub async fn count_field(&self, db: &str, measurement: &str, field: &str) -> u64 {
         let rows = self
-            .rows(db, &format!("SELECT COUNT(\"{field}\") FROM \"{measurement}\""))
+            .rows(
+                db,
+                &format!("SELECT COUNT(\"{field}\") FROM \"{measurement}\""),
+            )
             .await;
         rows.first()
             .and_then(|row| row.get("count"))

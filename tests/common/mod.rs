@@ -18,9 +18,10 @@
 //! - [`tls`]: a throw-away PKI made with rcgen (CA, server, client certs).
 //! - [`mqtt`]: [`Publisher`] / [`Subscriber`] on rumqttc 0.25.
 //! - [`feed`]: reference-feed messages per `shared/docs/FEED.md`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod feed;
+pub mod gateway;
 pub mod influx;
 pub mod mosquitto;
 pub mod mqtt;
@@ -52,8 +53,8 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Another process may take it before the server binds it; the starters
 /// retry with a new port when the server exits early.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .expect("bind 127.0.0.1:0 to find a free port");
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to find a free port");
     listener
         .local_addr()
         .expect("local_addr of the port-probe listener")
@@ -214,10 +215,13 @@ pub fn base64(input: &[u8]) -> String {
 }
 
 /// A reqwest 0.11 client for talking to the test servers on loopback
-/// (no proxy from the environment, 30 s timeout).
+/// (no proxy from the environment, 30 s timeout, and no idle-connection
+/// reuse: a pooled keep-alive connection to a server that was restarted
+/// fails with "connection closed before message completed").
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("build reqwest client for the test servers")

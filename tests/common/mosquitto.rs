@@ -12,15 +12,25 @@
 //! `mosquitto`, which cannot read root's 0600 files in the temp dir),
 //! `set_tcp_nodelay true` (Nagle adds tens of ms towards quiet clients),
 //! `log_dest stderr` (into the log file), `connection_messages true`.
+//!
+//! Traps seen with mosquitto 2.0.11 + rumqttc 0.25:
+//! - A wrong password (and an anonymous client when anonymous is off) is
+//!   refused with CONNACK code 5 `NotAuthorized`, not 4 `BadUserNamePassword`.
+//! - With `require_certificate true` a client without a certificate still
+//!   completes the TLS 1.3 handshake; it fails on its first read with
+//!   "received fatal alert: CertificateRequired" (an `MqttState` error, not
+//!   a `Tls` one). A server cert from another CA fails as a `TLS:` error
+//!   ("invalid peer certificate: UnknownIssuer").
+//! - Persistence is written on a graceful stop (SIGTERM, [`Mosquitto::stop`],
+//!   [`Mosquitto::restart`]) and every `autosave_interval`; after
+//!   [`Mosquitto::kill`] without autosave, queued messages are gone.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use super::mqtt::MqttClientConfig;
-use super::process::{
-    require_executable, restart_with_retries, start_with_retries, ServerProcess,
-};
+use super::process::{require_executable, restart_with_retries, start_with_retries, ServerProcess};
 use super::tls::{TestPki, TlsFiles};
 use super::{free_port, tcp_accepts, START_DEADLINE};
 
@@ -72,7 +82,8 @@ impl MosquittoOptions {
     }
     /// Adds a password user (call again for more users).
     pub fn user(mut self, username: &str, password: &str) -> Self {
-        self.users.push((username.to_string(), password.to_string()));
+        self.users
+            .push((username.to_string(), password.to_string()));
         self
     }
     pub fn tls(mut self) -> Self {

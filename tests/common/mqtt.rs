@@ -235,8 +235,7 @@ impl Publisher {
     /// `BadUserNamePassword`", or a TLS error); the client is then dropped.
     pub async fn try_connect(config: MqttClientConfig) -> Result<Publisher, String> {
         let options = config.mqtt_options();
-        let (client, eventloop) =
-            AsyncClient::new(options, config.request_channel_capacity.max(1));
+        let (client, eventloop) = AsyncClient::new(options, config.request_channel_capacity.max(1));
         let state = Arc::new(PublisherState::default());
         let (first_tx, first_rx) = oneshot::channel();
         let task = tokio::spawn(publisher_loop(eventloop, state.clone(), first_tx));
@@ -454,8 +453,7 @@ impl Subscriber {
         qos: QoS,
     ) -> Result<Subscriber, String> {
         let options = config.mqtt_options();
-        let (client, eventloop) =
-            AsyncClient::new(options, config.request_channel_capacity.max(1));
+        let (client, eventloop) = AsyncClient::new(options, config.request_channel_capacity.max(1));
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let connected = Arc::new(AtomicBool::new(false));

@@ -192,11 +192,11 @@ impl ServerProcess {
     pub fn signal(&mut self, signal: &str) {
         if let Some(pid) = self.pid() {
             let status = Command::new(find_executable("kill").unwrap_or_else(|| "kill".into()))
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
             if let Err(e) = status {
                 panic!("send SIG{signal} to {} (pid {pid}): {e}", self.name);
             }

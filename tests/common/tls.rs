@@ -43,9 +43,15 @@ impl TestPki {
     /// "wrong CA" in negative tests).
     pub fn generate() -> TestPki {
         let ca_key = KeyPair::generate().expect("rcgen: generate CA key");
-        let mut ca_params =
-            CertificateParams::new(Vec::<String>::new()).expect("rcgen: CA params");
-        ca_params.distinguished_name = name("campusgw test CA");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("rcgen: CA params");
+        // A unique CA name: a second TestPki is then an *unknown* issuer to
+        // clients of the first (same name would give "BadSignature" instead).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        ca_params.distinguished_name =
+            name(&format!("campusgw test CA {}-{nanos}", std::process::id()));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -104,8 +110,7 @@ impl TestPki {
             (&files.client_cert, &self.client_cert_pem),
             (&files.client_key, &self.client_key_pem),
         ] {
-            std::fs::write(path, pem)
-                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::write(path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
         files
     }

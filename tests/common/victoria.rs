@@ -36,9 +36,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::{
-    require_executable, restart_with_retries, start_with_retries, ServerProcess,
-};
+use super::process::{require_executable, restart_with_retries, start_with_retries, ServerProcess};
 use super::{free_port, http_client, http_sync, START_DEADLINE};
 
 const INSTALL_HINT: &str =
@@ -172,7 +170,10 @@ impl Victoria {
     /// GET /internal/force_flush: makes recently written data searchable.
     pub async fn force_flush(&self) {
         let response = self
-            .authed(self.client.get(format!("{}/internal/force_flush", self.url())))
+            .authed(
+                self.client
+                    .get(format!("{}/internal/force_flush", self.url())),
+            )
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET /internal/force_flush: {e}"));
@@ -247,7 +248,10 @@ impl Victoria {
                     .get("timestamps")
                     .and_then(Value::as_array)
                     .map_or(0, |ts| {
-                        ts.iter().filter_map(Value::as_i64).collect::<BTreeSet<_>>().len()
+                        ts.iter()
+                            .filter_map(Value::as_i64)
+                            .collect::<BTreeSet<_>>()
+                            .len()
                     }) as u64
             })
             .sum()

@@ -1,0 +1,50 @@
+//! Starting the gateway under test in-process, on port 0, with logs on.
+
+use campus_gateway::app::Gateway;
+use campus_gateway::config::Config;
+use campus_gateway::telemetry::{init_logging, LogFormat, Status};
+
+/// Parses a test configuration (no environment overrides), panicking with every problem.
+pub fn config(text: &str) -> Config {
+    Config::from_toml(text, Vec::new())
+        .unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+        .config
+}
+
+/// Starts a gateway with logs on stderr (nextest shows them for failed tests).
+pub async fn start(cfg: Config) -> Gateway {
+    init_logging(LogFormat::Human);
+    Gateway::start(cfg).await.expect("the gateway starts")
+}
+
+/// Waits until the gateway's subscriptions are acknowledged: messages
+/// published before that would go to no one on a fresh session.
+pub async fn wait_subscribed(gw: &Gateway) {
+    super::eventually("the gateway subscribed to the broker", || async {
+        gw.health.status("mqtt") == Some(Status::Ok)
+    })
+    .await;
+}
+
+/// GET a path of the gateway's HTTP server: (status, body).
+pub async fn get(gw: &Gateway, path: &str) -> (u16, String) {
+    let resp = super::http_client()
+        .get(format!("http://{}{path}", gw.web_addr))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// The value of one sample line of `/metrics`, e.g.
+/// `campusgw_messages_rejected_total{reason="malformed_json"}`; 0 when absent.
+pub async fn metric(gw: &Gateway, series: &str) -> f64 {
+    let (_, text) = get(gw, "/metrics").await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
