@@ -211,6 +211,7 @@ fn default_reconnect_max() -> Duration {
 fn default_topics() -> Vec<TopicConfig> {
     vec![TopicConfig {
         pattern: default_pattern(),
+        subscribe: None,
         qos: default_qos(),
         site: None,
         kind: None,
@@ -250,6 +251,10 @@ pub struct TopicConfig {
     /// Topic with named segments: `{site}`, `{kind}`, `{device}`; `+`/`{_}` match any one level, a final `#` the rest.
     #[serde(default = "default_pattern")]
     pub pattern: String,
+    /// The MQTT filter to subscribe to; by default the pattern with its named
+    /// levels as `+`. A broader filter (`campus/#`) makes messages that do not
+    /// fit the pattern arrive and be counted as `topic_mismatch` instead of unseen.
+    pub subscribe: Option<String>,
     /// QoS of the subscription, 0 or 1.
     #[serde(default = "default_qos")]
     pub qos: u8,

@@ -96,6 +96,14 @@ impl Config {
                 }
                 Err(e) => err(&at("pattern"), e),
             }
+            if let Some(f) = &t.subscribe {
+                if !valid_filter(f) {
+                    err(
+                        &at("subscribe"),
+                        format!("`{f}` is not a valid MQTT topic filter"),
+                    );
+                }
+            }
             if let Some(s) = &t.site {
                 if !is_valid_id(s) {
                     err(&at("site"), "may hold only letters, digits, - and _".into());
@@ -213,6 +221,17 @@ impl Config {
             warnings: warns,
         }
     }
+}
+
+/// An MQTT filter: non-empty, `+` alone in its level, `#` alone and last.
+fn valid_filter(f: &str) -> bool {
+    let levels: Vec<&str> = f.split('/').collect();
+    !f.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| match *l {
+            "+" => true,
+            "#" => i + 1 == levels.len(),
+            l => !l.contains(['+', '#']),
+        })
 }
 
 const INLINE_SECRET: &str =

@@ -178,7 +178,10 @@ impl MqttSource {
             .topics
             .iter()
             .zip(&self.decoders)
-            .map(|(t, d)| SubscribeFilter::new(d.pattern.filter(), qos(t.qos)))
+            .map(|(t, d)| {
+                let filter = t.subscribe.clone().unwrap_or_else(|| d.pattern.filter());
+                SubscribeFilter::new(filter, qos(t.qos))
+            })
             .collect();
 
         let received = self.metrics.messages_in(Source::Mqtt);

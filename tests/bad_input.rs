@@ -1,0 +1,140 @@
+//! Bad input as a real campus sends it (FEED.md): each kind is refused,
+//! counted under its reason in `/metrics`, and the gateway keeps serving and
+//! storing the good messages around it.
+
+mod common;
+
+use common::gateway::{self, metric};
+use common::{eventually, feed, Influx1, Mosquitto, Publisher, QoS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_is_counted_and_the_gateway_goes_on() {
+    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let influx = Influx1::start();
+    influx.create_database("campus").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = gateway::config(&format!(
+        r#"
+[gateway]
+data_dir = "{}"
+undeclared_devices = "ignore"
+
+[mqtt]
+url = "{}"
+[[mqtt.topics]]
+pattern = "campus/{{site}}/{{kind}}/{{device}}"
+subscribe = "campus/#"
+
+[influx]
+url = "{}"
+api = "v1"
+database = "campus"
+flush_interval = "100ms"
+
+[web]
+listen = "127.0.0.1:0"
+
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+"#,
+        dir.path().display(),
+        broker.url(),
+        influx.url()
+    ));
+    let gw = gateway::start(cfg).await;
+    gateway::wait_subscribed(&gw).await;
+
+    let now = common::now_ms();
+    let good =
+        |seq: u64| feed::message("smoke", "yazhong", "a3-301", now - 10_000 + seq as i64, seq);
+    let ten_years_ago = now - 10 * 365 * 86_400_000;
+    let smoke = "campus/yazhong/smoke/a3-301";
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "malformed_json",
+            smoke.into(),
+            br#"{"ts":1764380000123,"temp_c":24."#.to_vec(),
+        ),
+        (
+            "bad_field_type",
+            smoke.into(),
+            br#"{"temp_c":"warm"}"#.to_vec(),
+        ),
+        (
+            "malformed_json",
+            smoke.into(),
+            br#"{"temp_c":NaN}"#.to_vec(),
+        ),
+        (
+            "topic_mismatch",
+            "campus/yazhong/smoke".into(),
+            br#"{"temp_c":20}"#.to_vec(),
+        ),
+        ("payload_too_large", smoke.into(), {
+            let mut big = br#"{"temp_c":20,"pad":""#.to_vec();
+            big.resize(5 * 1024 * 1024, b'x');
+            big.extend_from_slice(b"\"}");
+            big
+        }),
+        (
+            "ts_out_of_range",
+            smoke.into(),
+            format!(r#"{{"ts":{ten_years_ago},"temp_c":20}}"#).into_bytes(),
+        ),
+        (
+            "unknown_kind",
+            "campus/yazhong/elevator/e1".into(),
+            br#"{"temp_c":20}"#.to_vec(),
+        ),
+        (
+            "unknown_device",
+            "campus/yazhong/smoke/z9-999".into(),
+            br#"{"temp_c":20}"#.to_vec(),
+        ),
+        ("not_an_object", smoke.into(), b"[1,2,3]".to_vec()),
+        (
+            "bad_id",
+            "campus/yazhong/smoke/bad$id".into(),
+            br#"{"temp_c":20}"#.to_vec(),
+        ),
+        ("malformed_json", smoke.into(), vec![0xff, 0xfe, 0x00]),
+    ];
+
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut seq = 0;
+    for (_, topic, payload) in &cases {
+        // A good message between every bad one: what was accepted must survive.
+        let (t, p) = good(seq);
+        seq += 1;
+        publisher.publish(&t, p, QoS::AtLeastOnce).await;
+        publisher
+            .publish(topic, payload.clone(), QoS::AtLeastOnce)
+            .await;
+    }
+    let (t, p) = good(seq);
+    seq += 1;
+    publisher.publish(&t, p, QoS::AtLeastOnce).await;
+    publisher.flush().await;
+
+    eventually("all good messages in InfluxDB", || async {
+        influx.count("campus", "smoke").await == seq
+    })
+    .await;
+
+    let mut expected = std::collections::BTreeMap::<&str, f64>::new();
+    for (reason, _, _) in &cases {
+        *expected.entry(reason).or_default() += 1.0;
+    }
+    for (reason, n) in expected {
+        let series = format!("campusgw_messages_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&gw, &series).await, n, "{series}");
+    }
+    let received = metric(&gw, "campusgw_messages_received_total{source=\"mqtt\"}").await;
+    assert_eq!(received, (cases.len() as u64 + seq) as f64);
+
+    let (status, body) = gateway::get(&gw, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    gw.stop().await;
+}
