@@ -1,0 +1,451 @@
+//! End-to-end benchmark: reference-feed messages published through a real
+//! mosquitto at fixed rates and at the highest rate the gateway sustains,
+//! into a real InfluxDB 1.x, every point counted.
+//!
+//! Run with `cargo bench --bench pipeline` (release build). The gateway runs
+//! as its own process (`campusgw run`) so its CPU and peak RSS are its own;
+//! broker, database and load generator share the same machine.
+//!
+//! Per phase: a fresh database and gateway, `BENCH_SECONDS` (default 15) of
+//! load from 10,000 devices, then wait until every point is in InfluxDB.
+//! Reported: messages/s end to end (published → counted in InfluxDB), the
+//! gateway's CPU (% of one core, and per 1,000 msg/s), its peak RSS, and the
+//! lag from publish to point, read off the cumulative curves of published
+//! messages and of `campusgw_points_written_total` (sampled every 20 ms).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{feed, free_port, Influx1, Mosquitto};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+const DEVICES: usize = 10_000;
+const CONNECTIONS: usize = 4;
+
+struct Phase {
+    name: String,
+    rate: Option<u64>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    published: u64,
+    stored: u64,
+    seconds: f64,
+    msgs_per_s: f64,
+    cpu_pct: f64,
+    rss_mb: f64,
+    lag_p50_ms: f64,
+    lag_p99_ms: f64,
+    lag_max_ms: f64,
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let rates: Vec<u64> = std::env::var("BENCH_RATES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 5_000, 10_000, 20_000, 40_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let influx = Influx1::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let config_path = work.path().join("bench.toml");
+
+    let mut phases: Vec<Phase> = rates
+        .iter()
+        .map(|r| Phase {
+            name: format!("{r} msg/s"),
+            rate: Some(*r),
+        })
+        .collect();
+    phases.push(Phase {
+        name: "max".into(),
+        rate: None,
+    });
+
+    let mut rows = Vec::new();
+    for (i, phase) in phases.iter().enumerate() {
+        let db = format!("bench{i}");
+        rt.block_on(influx.create_database(&db));
+        let web_port = free_port();
+        std::fs::write(
+            &config_path,
+            config(&broker.url(), &influx.url(), &db, web_port, work.path()),
+        )
+        .expect("write config");
+        let mut gw = start_gateway(&config_path, web_port);
+        let pid = gw.id();
+        let outcome = rt.block_on(run_phase(
+            &broker.url(),
+            &influx,
+            &db,
+            web_port,
+            pid,
+            phase.rate,
+            seconds,
+        ));
+        stop(&mut gw);
+        eprintln!(
+            "{:>12}: {:>8.0} msg/s end to end, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms",
+            phase.name, outcome.msgs_per_s, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms
+        );
+        rows.push((phase, outcome));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s).\n", machine(), DEVICES, CONNECTIONS);
+    let _ = writeln!(out, "| offered | published | in InfluxDB | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for (phase, o) in &rows {
+        let per_k = if o.msgs_per_s > 0.0 {
+            o.cpu_pct / (o.msgs_per_s / 1000.0)
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.1}% | {:.2}% | {:.1} MB | {:.0} / {:.0} / {:.0} ms |",
+            phase.name,
+            o.published,
+            o.stored,
+            o.msgs_per_s,
+            o.cpu_pct,
+            per_k,
+            o.rss_mb,
+            o.lag_p50_ms,
+            o.lag_p99_ms,
+            o.lag_max_ms
+        );
+    }
+    println!("\n{out}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline.md");
+    let _ = std::fs::write(&path, &out);
+    eprintln!("written to {}", path.display());
+    let lost: u64 = rows
+        .iter()
+        .map(|(_, o)| o.published.saturating_sub(o.stored))
+        .sum();
+    if lost > 0 {
+        eprintln!("LOST {lost} messages");
+        std::process::exit(1);
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu})")
+}
+
+fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
+    let mut s = format!(
+        "[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n[influx]\nurl = \"{influx}\"\napi = \"v1\"\ndatabase = \"{db}\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+        dir.join("data").display()
+    );
+    for d in 0..DEVICES {
+        let kind = feed::KINDS[d % 5];
+        let _ = write!(
+            s,
+            "[[devices]]\nid = \"{kind}-{d}\"\nkind = \"{kind}\"\nsite = \"bench\"\nbuilding = \"B{}\"\nfloor = \"{}\"\nroom = \"{}\"\n",
+            d % 20,
+            d % 6,
+            d % 400
+        );
+    }
+    s
+}
+
+fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start campusgw");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = common::http_sync(web_port, "GET", "/healthz", None, None) {
+            if body.contains("\"mqtt\":{")
+                && body.contains("connected to")
+                && !body.contains("subscribing")
+            {
+                return child;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the gateway did not become ready");
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// (user+system CPU seconds, peak RSS in MB) of a process.
+fn proc_stats(pid: u32) -> (f64, f64) {
+    let ticks: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let cpu = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kb / 1024.0)
+}
+
+fn points_written(web_port: u16) -> u64 {
+    common::http_sync(web_port, "GET", "/metrics", None, None)
+        .ok()
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("campusgw_points_written_total "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn run_phase(
+    url: &str,
+    influx: &Influx1,
+    db: &str,
+    web_port: u16,
+    pid: u32,
+    rate: Option<u64>,
+    seconds: u64,
+) -> Outcome {
+    let published = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let (cpu0, _) = proc_stats(pid);
+    let start = Instant::now();
+
+    // Cumulative curves for the lag: (elapsed ms, count).
+    let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let published = published.clone();
+        let stop = sampler_stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut pub_curve = Vec::new();
+            let mut written_curve = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = start.elapsed().as_secs_f64() * 1000.0;
+                pub_curve.push((t, published.load(Ordering::Relaxed)));
+                written_curve.push((
+                    start.elapsed().as_secs_f64() * 1000.0,
+                    points_written(web_port),
+                ));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (pub_curve, written_curve)
+        })
+    };
+
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let published = published.clone();
+        let acked = acked.clone();
+        let url = url.to_owned();
+        let per_conn_rate = rate.map(|r| r as f64 / CONNECTIONS as f64);
+        tasks.push(tokio::spawn(async move {
+            publish_load(
+                &url,
+                c,
+                per_conn_rate,
+                Duration::from_secs(seconds),
+                published,
+                acked,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let total = published.load(Ordering::Relaxed);
+
+    // Drain: wait until InfluxDB holds every point (or stops growing for 30 s).
+    let mut stored = 0;
+    let mut last_change = Instant::now();
+    while stored < total && last_change.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let w = points_written(web_port);
+        if w != stored {
+            stored = w;
+            last_change = Instant::now();
+        }
+    }
+    let end = start.elapsed().as_secs_f64();
+    let (cpu1, rss) = proc_stats(pid);
+    sampler_stop.store(true, Ordering::Relaxed);
+    let (pub_curve, written_curve) = sampler.await.expect("sampler");
+
+    // Count what InfluxDB really has: one always-present field per kind.
+    let mut in_db = 0;
+    for (kind, field) in [
+        ("smoke", "temp_c"),
+        ("gate", "person_count"),
+        ("kitchen", "duct_temp_c"),
+        ("labcab", "voc_ppm"),
+        ("bus", "speed_kmh"),
+    ] {
+        in_db += influx.count_field(db, kind, field).await;
+    }
+
+    let mut lags: Vec<f64> = written_curve
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .filter_map(|w| {
+            let (t_w, n) = w[1];
+            // When had `n` messages been published?
+            pub_curve
+                .iter()
+                .find(|(_, p)| *p >= n)
+                .map(|(t_p, _)| (t_w - t_p).max(0.0))
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if lags.is_empty() {
+            0.0
+        } else {
+            lags[((lags.len() - 1) as f64 * p) as usize]
+        }
+    };
+    Outcome {
+        published: total,
+        stored: in_db,
+        seconds: end,
+        msgs_per_s: in_db as f64 / end,
+        cpu_pct: (cpu1 - cpu0) / end * 100.0,
+        rss_mb: rss,
+        lag_p50_ms: pct(0.5),
+        lag_p99_ms: pct(0.99),
+        lag_max_ms: lags.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// One publisher connection: devices `c, c+CONNECTIONS, …` in turn, at
+/// `rate` messages/s (paced every 10 ms) or as fast as QoS 1 allows.
+async fn publish_load(
+    url: &str,
+    c: usize,
+    rate: Option<f64>,
+    duration: Duration,
+    published: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+) {
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("broker port");
+    let mut opts = MqttOptions::new(
+        format!("bench-load-{c}-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_inflight(1000)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_request_channel_capacity(10_000);
+    let (client, mut events) = AsyncClient::new(opts, 10_000);
+    let mine = acked.clone();
+    let sent_here = Arc::new(AtomicU64::new(0));
+    let acked_here = Arc::new(AtomicU64::new(0));
+    let acked_here2 = acked_here.clone();
+    let pump = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    mine.fetch_add(1, Ordering::Relaxed);
+                    acked_here2.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("load generator connection {c}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut seq: u64 = 0;
+    let devices: Vec<usize> = (c..DEVICES).step_by(CONNECTIONS).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while start.elapsed() < duration {
+        let n = match rate {
+            Some(r) => {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * r) as u64;
+                due.saturating_sub(seq)
+            }
+            None => 200,
+        };
+        for _ in 0..n {
+            let d = devices[(seq as usize) % devices.len()];
+            let kind = feed::KINDS[d % 5];
+            // A device reports again only after the connection's other 2,499
+            // devices did: never twice in one millisecond, so every point is distinct.
+            let ts = common::now_ms();
+            let (topic, payload) = feed::message(kind, "bench", &format!("{kind}-{d}"), ts, seq);
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            seq += 1;
+            sent_here.fetch_add(1, Ordering::Relaxed);
+            published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // Wait for the broker to acknowledge everything this connection sent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_here.load(Ordering::Relaxed) < sent_here.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+}
