@@ -100,18 +100,21 @@ impl Config {
             file: None,
             problems,
         };
-        let doc = text
-            .parse::<toml_edit::ImDocument<String>>()
-            .map_err(|e| fail(vec![syntax_problem(text, &e)]))?;
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             fail(vec![Problem {
                 path: String::new(),
-                origin: None,
-                message: e.message().to_owned(),
+                origin: e.span().map(|s| format!("line {}", line_of(text, s.start))),
+                message: format!("TOML syntax: {}", e.message().trim()),
             }])
         })?;
         let overrides = apply_env(&mut table, env).map_err(fail)?;
-        let locate = |path: &str| locate(&doc, text, &overrides, path);
+        // The span-keeping parse costs several times the file's size in memory
+        // (10,000 devices: tens of MB), so it is made only to place a problem.
+        let doc = std::cell::OnceCell::new();
+        let locate = |path: &str| {
+            let doc = doc.get_or_init(|| text.parse::<toml_edit::ImDocument<String>>().ok());
+            doc.as_ref().and_then(|d| locate(d, text, &overrides, path))
+        };
 
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -146,16 +149,6 @@ impl Config {
             config,
             warnings: with_origin(warnings),
         })
-    }
-}
-
-fn syntax_problem(text: &str, e: &toml_edit::TomlError) -> Problem {
-    let origin = e.span().map(|s| format!("line {}", line_of(text, s.start)));
-    let message = e.message().trim().to_owned();
-    Problem {
-        path: String::new(),
-        origin,
-        message: format!("TOML syntax: {message}"),
     }
 }
 
