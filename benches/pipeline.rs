@@ -178,7 +178,7 @@ fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Pa
 }
 
 fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
         .args(["run", "--log-format", "json", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -198,6 +198,7 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    stop(&mut child);
     panic!("the gateway did not become ready");
 }
 

@@ -7,10 +7,11 @@
 //! it could not write.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +19,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::registry::Registry;
+use crate::rules::engine::{Engine, Flood};
+use crate::rules::task::{RulesHandle, RulesTask};
+use crate::rules::RuleSet;
 use crate::sink::InfluxWriter;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{Health, Metrics};
@@ -34,6 +38,8 @@ pub struct Gateway {
     pub health: Arc<Health>,
     /// Its devices.
     pub registry: Arc<Registry>,
+    /// The alarm engine's handle: commands, reloads, changes, open alarms.
+    pub rules: RulesHandle,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -61,9 +67,49 @@ impl Gateway {
         let give_up = CancellationToken::new();
         let cap = cfg.gateway.queue_capacity;
 
-        // sources → router → sink
+        // sources → router → rules and sink; rules → sink (alarm points)
         let (source_tx, source_rx) = mpsc::channel(cap);
         let (sink_tx, sink_rx) = mpsc::channel(cap);
+        let (rules_tx, rules_rx) = mpsc::channel(cap);
+        let (points_tx, points_rx) = mpsc::channel(4096);
+
+        let rules = RuleSet::compile(&cfg).map_err(|p| {
+            anyhow::anyhow!(
+                "rules: {}",
+                p.iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        let flood = Flood {
+            threshold: cfg.alarms.flood_threshold,
+            window_ms: cfg.alarms.flood_window.as_millis() as i64,
+        };
+        let mut engine = Engine::new(rules, flood, &cfg.devices, crate::sources::now_ms());
+        let store_path = cfg.gateway.data_dir.join("alarms.db");
+        let store = crate::rules::task::restore(&mut engine, &store_path)
+            .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
+        let (commands_tx, commands_rx) = mpsc::channel(64);
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let (changes_tx, _) = broadcast::channel(1024);
+        let rules_handle = RulesHandle {
+            commands: commands_tx,
+            reload: reload_tx,
+            changes: changes_tx,
+            open: Arc::new(std::sync::RwLock::new(Vec::new())),
+        };
+        let rules_task = RulesTask {
+            engine,
+            store: Arc::new(std::sync::Mutex::new(store)),
+            readings: rules_rx,
+            commands: commands_rx,
+            reload: reload_rx,
+            points: points_tx,
+            handle: rules_handle.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
 
         let writer = InfluxWriter::new(&cfg.influx)?;
         if writer.is_none() {
@@ -97,13 +143,25 @@ impl Gateway {
         tracker.spawn(crate::router::run(
             source_rx,
             sink_tx,
+            rules_tx,
             registry.clone(),
             metrics.clone(),
         ));
+        tracker.spawn(rules_task.run());
+        let publisher_stop = CancellationToken::new();
+        if !cfg.alarms.mqtt_topic.is_empty() {
+            tracker.spawn(crate::alarms::publish::run(
+                cfg.mqtt.clone(),
+                cfg.alarms.mqtt_topic.clone(),
+                rules_handle.changes.subscribe(),
+                publisher_stop.clone(),
+            ));
+        }
         let pipeline = tracker.spawn(crate::sink::run(
             cfg.influx.clone(),
             writer,
             sink_rx,
+            points_rx,
             metrics.clone(),
             health.clone(),
             give_up.clone(),
@@ -124,6 +182,9 @@ impl Gateway {
                 warn!(timeout = ?deadline, "Flushing took too long; giving up on the rest.");
                 give_up.cancel();
             }
+            // The last alarm transitions were handed to the publisher before the pipeline ended.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            publisher_stop.cancel();
             if tokio::time::timeout(deadline, tracker.wait())
                 .await
                 .is_err()
@@ -138,9 +199,28 @@ impl Gateway {
             metrics,
             health,
             registry,
+            rules: rules_handle,
             shutdown,
             done,
         })
+    }
+
+    /// Replaces the alarm rules with those of `cfg` (already validated).
+    pub async fn reload_rules(&self, cfg: &Config) -> anyhow::Result<()> {
+        let set = RuleSet::compile(cfg).map_err(|p| {
+            anyhow::anyhow!(
+                "{}",
+                p.iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        self.rules
+            .reload
+            .send(set)
+            .await
+            .map_err(|_| anyhow::anyhow!("the rules task has stopped"))
     }
 
     /// A token that stops the gateway when cancelled.
@@ -160,16 +240,58 @@ impl Gateway {
     }
 }
 
-/// Runs the gateway until `shutdown` is cancelled.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the gateway until `shutdown` is cancelled. With the file it was
+/// loaded from, SIGHUP reloads the rules; a file that fails validation is
+/// refused and the running rules stay.
+pub async fn run(
+    cfg: Config,
+    path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let gw = Gateway::start(cfg).await?;
     let token = gw.shutdown_token();
-    tokio::select! {
-        () = shutdown.cancelled() => token.cancel(),
-        () = token.cancelled() => {}
+    let mut hup = hangups();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                token.cancel();
+                break;
+            }
+            () = token.cancelled() => break,
+            Some(()) = hup.recv() => {
+                let Some(p) = &path else { continue };
+                match Config::load(p) {
+                    Ok(loaded) => match gw.reload_rules(&loaded.config).await {
+                        Ok(()) => info!(file = %p.display(), "Rules reloaded on SIGHUP."),
+                        Err(e) => error!(error = %e, "Rules not reloaded."),
+                    },
+                    Err(e) => error!(problems = %e, "The configuration file has problems; the running rules stay."),
+                }
+            }
+        }
     }
     gw.wait().await;
     Ok(())
+}
+
+/// SIGHUPs as a stream (none where there are no signals).
+fn hangups() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// A token cancelled on SIGINT or SIGTERM.

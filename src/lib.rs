@@ -33,12 +33,14 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alarms;
 pub mod app;
 pub mod config;
 pub mod demo;
 pub mod reading;
 pub mod registry;
 pub mod router;
+pub mod rules;
 pub mod sink;
 pub mod sources;
 pub mod telemetry;

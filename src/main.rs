@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             }
             runtime(|| async {
                 let shutdown = app::signal_token();
-                app::run(loaded.config, shutdown).await
+                app::run(loaded.config, Some(config), shutdown).await
             })
         }
         Command::Demo {

@@ -1,6 +1,6 @@
 //! The router: the one task between the sources and the consumers. It admits
 //! each reading through the registry (declared? kind right? location?),
-//! counts it, and hands it to the sink (and, as they land, the rule engine).
+//! counts it, and hands it to the rule engine and the sink.
 //!
 //! It ends when every source has dropped its sender, and then drops its own
 //! senders, so the consumers drain and flush in order at shutdown.
@@ -15,10 +15,12 @@ use crate::registry::Registry;
 use crate::sources::now_ms;
 use crate::telemetry::{LogLimiter, Metrics};
 
-/// Runs until `rx` closes or the sink is gone.
+/// Runs until `rx` closes or the sink is gone. The rule engine gets a copy
+/// of every admitted reading before the sink takes it.
 pub async fn run(
     mut rx: mpsc::Receiver<Reading>,
     sink: mpsc::Sender<Reading>,
+    rules: mpsc::Sender<Reading>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
 ) {
@@ -35,6 +37,8 @@ pub async fn run(
             continue;
         }
         readings[r.kind as usize].inc();
+        // A rules task that is gone (a bug) must not stop the time series.
+        let _ = rules.send(r.clone()).await;
         if sink.send(r).await.is_err() {
             break;
         }

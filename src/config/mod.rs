@@ -6,9 +6,11 @@
 //! semantic problem at once, never stopping at the first.
 
 mod load;
+mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
+pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig};
 pub use validate::Findings;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,15 @@ pub struct Config {
     /// The devices of the campus, with their places.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Alarm handling: floods, MQTT publication, holidays, local time.
+    #[serde(default)]
+    pub alarms: AlarmsConfig,
+    /// Named calendars that rules refer to (`school_hours`, `canteen_cooking`…).
+    #[serde(default)]
+    pub calendars: Calendars,
+    /// The alarm rules.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 /// What to do with a device that publishes but is not declared.

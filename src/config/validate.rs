@@ -210,6 +210,23 @@ impl Config {
                 );
             }
         }
+        let a = &self.alarms;
+        if a.flood_threshold == 1 {
+            err(
+                "alarms.flood_threshold",
+                "must be 0 (off) or at least 2".into(),
+            );
+        }
+        if a.mqtt_topic.contains(['+', '#']) {
+            err("alarms.mqtt_topic", "may not contain MQTT wildcards".into());
+        }
+        if let Err(problems) = crate::rules::RuleSet::compile(self) {
+            for (path, message) in problems {
+                err(&path, message);
+            }
+        }
+        warns.extend(crate::rules::warnings(self));
+
         if self.devices.len() > g.max_devices {
             err(
                 "gateway.max_devices",

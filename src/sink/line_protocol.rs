@@ -32,6 +32,36 @@ pub fn encode(r: &Reading, out: &mut String) {
     let _ = writeln!(out, " {}", r.ts_ms);
 }
 
+/// Appends one point of the `alarm` measurement for an alarm change:
+/// tags `device`, `rule`, `severity`, `site`; fields `state`, `value`, `action`.
+pub fn encode_alarm(c: &crate::rules::engine::Change, out: &mut String) {
+    let a = &c.alarm;
+    out.push_str("alarm");
+    for (key, value) in [
+        ("device", a.device.as_str()),
+        ("rule", a.rule.as_str()),
+        ("severity", a.severity.as_str()),
+        ("site", a.site.as_str()),
+    ] {
+        if !value.is_empty() {
+            out.push(',');
+            out.push_str(key);
+            out.push('=');
+            escape_key(value, out);
+        }
+    }
+    let state = Value::Str(a.state.as_str().into());
+    let action = Value::Str(c.event.action.as_str().into());
+    let value = a.value.filter(|v| v.is_finite()).map(Value::F64);
+    let fields = [
+        ("state", Some(&state)),
+        ("action", Some(&action)),
+        ("value", value.as_ref()),
+    ];
+    write_fields(fields.into_iter().filter_map(|(n, v)| Some((n, v?))), out);
+    let _ = writeln!(out, " {}", c.event.at);
+}
+
 /// Appends ` name=value,…` for the fields.
 pub fn write_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>, out: &mut String) {
     let mut sep = ' ';

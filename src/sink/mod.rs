@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::config::InfluxConfig;
 use crate::reading::Reading;
+use crate::rules::engine::Change;
 use crate::telemetry::metrics::WriteErrorKind;
 use crate::telemetry::{Health, Metrics, Status};
 pub use influx::{InfluxWriter, SinkError};
@@ -41,6 +42,7 @@ pub async fn run(
     cfg: InfluxConfig,
     writer: Option<InfluxWriter>,
     mut rx: mpsc::Receiver<Reading>,
+    mut alarms: mpsc::Receiver<Arc<Change>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     give_up: CancellationToken,
@@ -53,9 +55,17 @@ pub async fn run(
         );
         // Drain, so the pipeline keeps flowing for the page and the rules.
         let depth = metrics.queue_depth("sink");
-        while let Some(r) = rx.recv().await {
-            depth.set(rx.len() as i64);
-            drop(r);
+        let (mut readings_open, mut alarms_open) = (true, true);
+        while readings_open || alarms_open {
+            tokio::select! {
+                r = rx.recv(), if readings_open => match r {
+                    Some(_) => {
+                        depth.set(rx.len() as i64);
+                    }
+                    None => readings_open = false,
+                },
+                a = alarms.recv(), if alarms_open => alarms_open = a.is_some(),
+            }
         }
         return;
     };
@@ -74,32 +84,50 @@ pub async fn run(
     let depth = metrics.queue_depth("sink");
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
-    loop {
+    let (mut readings_open, mut alarms_open) = (true, true);
+    while readings_open || alarms_open {
         let flush_due = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            r = rx.recv() => match r {
+        let added = tokio::select! {
+            r = rx.recv(), if readings_open => match r {
                 Some(r) => {
                     depth.set(rx.len() as i64);
                     line_protocol::encode(&r, &mut batch.lines);
-                    batch.points += 1;
-                    if batch.points == 1 {
-                        deadline = Some(Instant::now() + cfg.flush_interval);
-                    }
-                    if batch.points >= cfg.batch_size {
-                        deadline = None;
-                        if btx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break;
-                        }
-                    }
+                    true
                 }
-                None => break,
+                None => {
+                    readings_open = false;
+                    false
+                }
+            },
+            a = alarms.recv(), if alarms_open => match a {
+                Some(c) => {
+                    line_protocol::encode_alarm(&c, &mut batch.lines);
+                    true
+                }
+                None => {
+                    alarms_open = false;
+                    false
+                }
             },
             () = flush_due => {
+                deadline = None;
+                if btx.send(std::mem::take(&mut batch)).await.is_err() {
+                    break;
+                }
+                false
+            }
+        };
+        if added {
+            batch.points += 1;
+            if batch.points == 1 {
+                deadline = Some(Instant::now() + cfg.flush_interval);
+            }
+            if batch.points >= cfg.batch_size {
                 deadline = None;
                 if btx.send(std::mem::take(&mut batch)).await.is_err() {
                     break;

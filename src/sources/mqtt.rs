@@ -72,10 +72,11 @@ pub fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
     Ok((host.to_owned(), port, tls))
 }
 
-/// Builds the client options from the configuration.
-fn options(cfg: &MqttConfig) -> Result<MqttOptions, SourceError> {
+/// Builds client options from the configuration; `id_suffix` tells the
+/// gateway's other connections (alarm publication) apart from the source's.
+pub fn options(cfg: &MqttConfig, id_suffix: &str) -> Result<MqttOptions, SourceError> {
     let (host, port, tls) = parse_url(&cfg.url).map_err(SourceError::Url)?;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    let mut o = MqttOptions::new(format!("{}{id_suffix}", cfg.client_id), host, port);
     o.set_clean_session(cfg.clean_session)
         .set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)))
         // Large enough that an oversized payload reaches our own limit and is
@@ -162,7 +163,7 @@ impl MqttSource {
 
     /// Runs until `cancel`, or until the pipeline is gone.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
-        let opts = options(&self.cfg)?;
+        let opts = options(&self.cfg, "")?;
         let (client, mut events) = AsyncClient::new(opts, 64);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);

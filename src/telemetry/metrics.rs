@@ -34,6 +34,17 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabel {
+    action: String,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviceLabel {
     kind: &'static str,
     state: &'static str,
@@ -74,6 +85,12 @@ pub struct Metrics {
     points_dropped: Family<ReasonLabel, Counter>,
     queue_depth: Family<QueueLabel, Gauge>,
     devices: Family<DeviceLabel, Gauge>,
+    alarm_transitions: Family<TransitionLabel, Counter>,
+    alarms: Family<StateLabel, Gauge>,
+    /// Rule expressions that could not be evaluated.
+    pub rule_errors: Counter,
+    /// Failed writes to the alarm store.
+    pub alarm_store_errors: Counter,
     /// Points InfluxDB acknowledged.
     pub points_written: Counter,
     /// Write requests InfluxDB acknowledged.
@@ -108,6 +125,10 @@ impl Metrics {
             points_dropped: Family::default(),
             queue_depth: Family::default(),
             devices: Family::default(),
+            alarm_transitions: Family::default(),
+            alarms: Family::default(),
+            rule_errors: Counter::default(),
+            alarm_store_errors: Counter::default(),
             points_written: Counter::default(),
             batches_written: Counter::default(),
             write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -277,6 +298,21 @@ impl Metrics {
                 state,
             })
             .set(n);
+    }
+
+    /// Counts an alarm change.
+    pub fn alarm_transition(&self, action: &str, severity: &'static str) {
+        self.alarm_transitions
+            .get_or_create(&TransitionLabel {
+                action: action.to_owned(),
+                severity,
+            })
+            .inc();
+    }
+
+    /// Sets the number of open alarms in a state.
+    pub fn set_alarms(&self, state: &'static str, n: i64) {
+        self.alarms.get_or_create(&StateLabel { state }).set(n);
     }
 
     /// The Prometheus text exposition.

@@ -1,0 +1,1131 @@
+//! The rule engine, pure: readings, ticks and operator commands in, alarm
+//! changes out. It owns the conditions' memory and the open alarms; the
+//! rules task persists what it returns before anyone else hears of it.
+//!
+//! One alarm per rule and device while it is open: a re-trip updates it.
+//! A flood — `flood_threshold` alarms of one rule within `flood_window` —
+//! becomes one group alarm whose members point to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::alarms::lifecycle::{Action, Alarm, NotAllowed, State};
+use crate::config::DeviceConfig;
+use crate::reading::{FieldName, Kind, Location, Reading, Value};
+use crate::registry::offline_after_ms;
+
+use super::condition::{Condition, Edge, Input, Memory};
+use super::{describe_location, Rule, RuleSet};
+
+/// (site, device).
+type DeviceKey = (Arc<str>, Arc<str>);
+
+/// A changed alarm with the ledger entry that records why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The alarm after the change.
+    pub alarm: Alarm,
+    /// The ledger entry.
+    pub event: Event,
+}
+
+/// One line of the alarm ledger (台账).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Event {
+    /// The alarm.
+    pub alarm_id: i64,
+    /// When, epoch ms.
+    pub at: i64,
+    /// `raise`, `repeat`, `clear`, `ack`, `shelve`, `unshelve`, `comment`, `group`.
+    pub action: String,
+    /// State before (none for a raise).
+    pub from: Option<State>,
+    /// State after.
+    pub to: State,
+    /// Who (operator actions).
+    pub user: Option<String>,
+    /// Comment, reason.
+    pub comment: Option<String>,
+    /// The value involved.
+    pub value: Option<f64>,
+}
+
+/// What an operator asks of an alarm or a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Acknowledge (a group: with its members).
+    Ack {
+        /// Alarm id.
+        id: i64,
+        /// User.
+        by: String,
+        /// Comment.
+        comment: Option<String>,
+    },
+    /// Shelve for `minutes`.
+    Shelve {
+        /// Alarm id.
+        id: i64,
+        /// User.
+        by: String,
+        /// How long.
+        minutes: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Take off the shelf now.
+    Unshelve {
+        /// Alarm id.
+        id: i64,
+        /// User.
+        by: String,
+    },
+    /// Add a note.
+    Comment {
+        /// Alarm id.
+        id: i64,
+        /// User.
+        by: String,
+        /// The note.
+        text: String,
+    },
+    /// A drill or maintenance in a zone: alarms there are recorded, marked, and notify no one.
+    Suppress(Suppression),
+    /// End a zone's suppression early.
+    EndSuppression {
+        /// Building.
+        building: String,
+        /// Floor (none: the whole building).
+        floor: Option<String>,
+    },
+}
+
+/// A zone under a drill or maintenance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Suppression {
+    /// Building.
+    pub building: String,
+    /// Floor (none: the whole building).
+    pub floor: Option<String>,
+    /// Until, epoch ms.
+    pub until: i64,
+    /// Why (`fire drill`).
+    pub reason: String,
+    /// Who.
+    pub by: String,
+}
+
+impl Suppression {
+    fn covers(&self, loc: Option<&Location>) -> bool {
+        let Some(l) = loc else { return false };
+        l.building.as_deref() == Some(self.building.as_str())
+            && self
+                .floor
+                .as_ref()
+                .is_none_or(|f| l.floor.as_ref() == Some(f))
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No open alarm has this id.
+    #[error("no open alarm {0}")]
+    NotFound(i64),
+    /// The alarm's state does not allow it.
+    #[error(transparent)]
+    NotAllowed(#[from] NotAllowed),
+    /// Out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone)]
+struct Device {
+    kind: Kind,
+    location: Option<Arc<Location>>,
+    fields: Vec<(FieldName, Value)>,
+    last_seen: i64,
+}
+
+/// Flood settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood {
+    /// Alarms of one rule…
+    pub threshold: usize,
+    /// …within this many ms.
+    pub window_ms: i64,
+}
+
+/// The engine.
+#[derive(Debug)]
+pub struct Engine {
+    set: RuleSet,
+    /// Per rule (parallel to `set.rules`): each device's condition memory.
+    mem: Vec<HashMap<DeviceKey, Memory>>,
+    devices: HashMap<DeviceKey, Device>,
+    open: HashMap<i64, Alarm>,
+    by_key: HashMap<(String, DeviceKey), i64>,
+    groups: HashMap<String, i64>,
+    recent: HashMap<String, VecDeque<(i64, i64)>>,
+    suppressions: Vec<Suppression>,
+    flood: Flood,
+    next_id: i64,
+    /// Expression errors since the last `take_eval_errors`.
+    eval_errors: Vec<(String, String)>,
+}
+
+impl Engine {
+    /// A new engine; `declared` devices count as seen at `now` so that one
+    /// which never reports goes offline after its heartbeat.
+    pub fn new(set: RuleSet, flood: Flood, declared: &[DeviceConfig], now: i64) -> Self {
+        let devices = declared
+            .iter()
+            .map(|d| {
+                let loc = d.location();
+                let dev = Device {
+                    kind: d.kind,
+                    location: (loc != Location::default()).then(|| Arc::new(loc)),
+                    fields: Vec::new(),
+                    last_seen: now,
+                };
+                ((Arc::from(d.site.as_str()), Arc::from(d.id.as_str())), dev)
+            })
+            .collect();
+        Self {
+            mem: vec![HashMap::new(); set.rules.len()],
+            set,
+            devices,
+            open: HashMap::new(),
+            by_key: HashMap::new(),
+            groups: HashMap::new(),
+            recent: HashMap::new(),
+            suppressions: Vec::new(),
+            flood,
+            next_id: 1,
+            eval_errors: Vec::new(),
+        }
+    }
+
+    /// Brings back what the store had open after a restart.
+    pub fn restore(&mut self, alarms: Vec<Alarm>, suppressions: Vec<Suppression>, next_id: i64) {
+        self.next_id = next_id.max(self.next_id);
+        self.suppressions = suppressions;
+        for a in alarms {
+            let key: DeviceKey = (Arc::from(a.site.as_str()), Arc::from(a.device.as_str()));
+            if a.is_group {
+                self.groups.insert(a.rule.clone(), a.id);
+            } else {
+                if a.active {
+                    if let Some(i) = self.set.rules.iter().position(|r| r.id == a.rule) {
+                        let rule = &self.set.rules[i];
+                        let mut mem = Memory::new(rule.for_ms, rule.clear_for_ms);
+                        mem.debounce.restore_tripped();
+                        self.mem[i].insert(key.clone(), mem);
+                    }
+                }
+                self.by_key.insert((a.rule.clone(), key), a.id);
+            }
+            self.open.insert(a.id, a);
+        }
+    }
+
+    /// The open alarms (not yet cleared and acknowledged).
+    pub fn open_alarms(&self) -> impl Iterator<Item = &Alarm> {
+        self.open.values()
+    }
+
+    /// The zones under suppression.
+    pub fn suppressions(&self) -> &[Suppression] {
+        &self.suppressions
+    }
+
+    /// Expression errors since the last call: (rule, error).
+    pub fn take_eval_errors(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.eval_errors)
+    }
+
+    /// Evaluates one reading (already admitted by the registry) at `now`.
+    pub fn on_reading(&mut self, r: &Reading, now: i64) -> Vec<Change> {
+        let key: DeviceKey = (r.site.clone(), r.device.clone());
+        let dev = self.devices.entry(key.clone()).or_insert_with(|| Device {
+            kind: r.kind,
+            location: r.location.clone(),
+            fields: Vec::new(),
+            last_seen: now,
+        });
+        dev.last_seen = now;
+        dev.location = r.location.clone();
+        for (n, v) in &r.fields {
+            match dev.fields.iter_mut().find(|(x, _)| x == n) {
+                Some((_, old)) => *old = v.clone(),
+                None => dev.fields.push((n.clone(), v.clone())),
+            }
+        }
+        let mut edges = Vec::new();
+        for (i, rule) in self.set.matching(r) {
+            let mem = self.mem[i]
+                .entry(key.clone())
+                .or_insert_with(|| Memory::new(rule.for_ms, rule.clear_for_ms));
+            // A reporting device is not offline; a rule out of its schedule is normal.
+            let met = if matches!(rule.condition, Condition::Offline { .. })
+                || !self.set.in_schedule(rule, now)
+            {
+                Some(false)
+            } else {
+                let others = others(&self.devices, &r.site, &rule.condition);
+                let dev = &self.devices[&key];
+                let input = Input {
+                    fields: &dev.fields,
+                    reading: &r.fields,
+                    ts_ms: r.ts_ms,
+                    others: &others,
+                    device: &r.device,
+                    site: &r.site,
+                    kind: r.kind.as_str(),
+                };
+                match rule.condition.met(mem, &input) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if self.eval_errors.len() < 100 {
+                            self.eval_errors.push((rule.id.clone(), e.0));
+                        }
+                        None
+                    }
+                }
+            };
+            let edge = match met {
+                Some(m) => mem.debounce.step(m, now),
+                None => mem.debounce.check(now),
+            };
+            if let Some(e) = edge {
+                let value = rule
+                    .condition
+                    .field()
+                    .and_then(|f| r.field(f))
+                    .and_then(Value::as_f64);
+                edges.push((i, e, value));
+            }
+        }
+        let mut changes = Vec::new();
+        for (i, e, value) in edges {
+            self.edge(i, &key, e, value, now, &mut changes);
+        }
+        changes
+    }
+
+    /// Judges what time alone decides: `for` durations, offline devices,
+    /// calendars starting or ending, shelves and suppressions running out.
+    pub fn on_tick(&mut self, now: i64) -> Vec<Change> {
+        let mut edges = Vec::new();
+        for (i, rule) in self.set.rules.iter().enumerate() {
+            let scheduled = self.set.in_schedule(rule, now);
+            if let Condition::Offline { after_ms } = rule.condition {
+                for (key, dev) in &self.devices {
+                    if !rule.applies(dev.kind, &key.1, dev.location.as_deref()) {
+                        continue;
+                    }
+                    let after = after_ms.unwrap_or_else(|| offline_after_ms(dev.kind));
+                    let mem = self.mem[i]
+                        .entry(key.clone())
+                        .or_insert_with(|| Memory::new(rule.for_ms, rule.clear_for_ms));
+                    let met = scheduled && now - dev.last_seen > after;
+                    if let Some(e) = mem.debounce.step(met, now) {
+                        edges.push((i, key.clone(), e));
+                    }
+                }
+            } else {
+                for (key, mem) in self.mem[i].iter_mut() {
+                    let edge = if scheduled {
+                        mem.debounce.check(now)
+                    } else {
+                        mem.debounce.step(false, now)
+                    };
+                    if let Some(e) = edge {
+                        edges.push((i, key.clone(), e));
+                    }
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (i, key, e) in edges {
+            self.edge(i, &key, e, None, now, &mut changes);
+        }
+        let expired: Vec<i64> = self
+            .open
+            .values()
+            .filter(|a| a.state == State::Shelved && a.shelved_until.is_some_and(|u| u <= now))
+            .map(|a| a.id)
+            .collect();
+        for id in expired {
+            self.act(id, Action::Unshelve, None, None, now, &mut changes);
+        }
+        self.suppressions.retain(|s| s.until > now);
+        changes
+    }
+
+    /// Carries out an operator's command.
+    pub fn command(&mut self, cmd: Command, now: i64) -> Result<Vec<Change>, CommandError> {
+        let mut changes = Vec::new();
+        match cmd {
+            Command::Ack { id, by, comment } => {
+                let a = self.open.get(&id).ok_or(CommandError::NotFound(id))?;
+                let action = Action::Ack {
+                    by: by.clone(),
+                    comment: comment.clone(),
+                };
+                let mut probe = a.clone();
+                probe.apply(&action, now)?;
+                self.act(
+                    id,
+                    action.clone(),
+                    Some(by.clone()),
+                    comment.clone(),
+                    now,
+                    &mut changes,
+                );
+                // Acknowledging a flood group acknowledges its members.
+                let members: Vec<i64> = self
+                    .open
+                    .values()
+                    .filter(|m| {
+                        m.group == Some(id)
+                            && matches!(m.state, State::Unacked | State::ClearedUnacked)
+                    })
+                    .map(|m| m.id)
+                    .collect();
+                for m in members {
+                    self.act(
+                        m,
+                        action.clone(),
+                        Some(by.clone()),
+                        comment.clone(),
+                        now,
+                        &mut changes,
+                    );
+                }
+            }
+            Command::Shelve {
+                id,
+                by,
+                minutes,
+                reason,
+            } => {
+                if minutes == 0 || minutes > 7 * 24 * 60 {
+                    return Err(CommandError::Invalid(
+                        "minutes must be 1 to 10080 (a week)".into(),
+                    ));
+                }
+                let a = self.open.get(&id).ok_or(CommandError::NotFound(id))?;
+                let until = now + i64::from(minutes) * 60_000;
+                let action = Action::Shelve {
+                    by: by.clone(),
+                    until,
+                    reason: reason.clone(),
+                };
+                a.clone().apply(&action, now)?;
+                self.act(id, action, Some(by), Some(reason), now, &mut changes);
+            }
+            Command::Unshelve { id, by } => {
+                let a = self.open.get(&id).ok_or(CommandError::NotFound(id))?;
+                a.clone().apply(&Action::Unshelve, now)?;
+                self.act(id, Action::Unshelve, Some(by), None, now, &mut changes);
+            }
+            Command::Comment { id, by, text } => {
+                if text.trim().is_empty() || text.len() > 2000 {
+                    return Err(CommandError::Invalid(
+                        "a comment has 1 to 2000 characters".into(),
+                    ));
+                }
+                if !self.open.contains_key(&id) {
+                    return Err(CommandError::NotFound(id));
+                }
+                let action = Action::Comment {
+                    by: by.clone(),
+                    text: text.clone(),
+                };
+                self.act(id, action, Some(by), Some(text), now, &mut changes);
+            }
+            Command::Suppress(s) => {
+                if s.until <= now {
+                    return Err(CommandError::Invalid(
+                        "a suppression must end in the future".into(),
+                    ));
+                }
+                self.suppressions
+                    .retain(|x| !(x.building == s.building && x.floor == s.floor));
+                self.suppressions.push(s);
+            }
+            Command::EndSuppression { building, floor } => {
+                self.suppressions
+                    .retain(|x| !(x.building == building && x.floor == floor));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Replaces the rules, keeping what the conditions remember of rules that
+    /// stay; open alarms of removed rules are cleared.
+    pub fn reload(&mut self, set: RuleSet, now: i64) -> Vec<Change> {
+        let mut old: HashMap<String, HashMap<DeviceKey, Memory>> = self
+            .set
+            .rules
+            .iter()
+            .map(|r| r.id.clone())
+            .zip(std::mem::take(&mut self.mem))
+            .collect();
+        self.mem = set
+            .rules
+            .iter()
+            .map(|r| old.remove(&r.id).unwrap_or_default())
+            .collect();
+        self.set = set;
+        let gone: Vec<i64> = self
+            .open
+            .values()
+            .filter(|a| a.active && !a.is_group && !self.set.rules.iter().any(|r| r.id == a.rule))
+            .map(|a| a.id)
+            .collect();
+        let mut changes = Vec::new();
+        for id in gone {
+            self.act(
+                id,
+                Action::Clear,
+                None,
+                Some("rule removed".into()),
+                now,
+                &mut changes,
+            );
+            self.after_member_clear(id, now, &mut changes);
+        }
+        changes
+    }
+
+    fn edge(
+        &mut self,
+        i: usize,
+        key: &DeviceKey,
+        edge: Edge,
+        value: Option<f64>,
+        now: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let rule = &self.set.rules[i];
+        let open = self.by_key.get(&(rule.id.clone(), key.clone())).copied();
+        match (edge, open) {
+            (Edge::Raise, Some(id)) => {
+                self.act(id, Action::Repeat { value }, None, None, now, changes);
+                if let Some(g) = self.open.get(&id).and_then(|a| a.group) {
+                    self.refresh_group(g, now, changes);
+                }
+            }
+            (Edge::Raise, None) => {
+                let rule = rule.clone();
+                self.raise(&rule, key, value, now, changes);
+            }
+            (Edge::Clear, Some(id)) => {
+                self.act(id, Action::Clear, None, None, now, changes);
+                self.after_member_clear(id, now, changes);
+            }
+            (Edge::Clear, None) => {}
+        }
+    }
+
+    fn raise(
+        &mut self,
+        rule: &Rule,
+        key: &DeviceKey,
+        value: Option<f64>,
+        now: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let dev = self.devices.get(key);
+        let location = dev.and_then(|d| d.location.clone());
+        let fields: &[(FieldName, Value)] = dev.map_or(&[], |d| &d.fields);
+        let id = self.next_id;
+        self.next_id += 1;
+        let suppressed = self
+            .suppressions
+            .iter()
+            .find(|s| s.until > now && s.covers(location.as_deref()))
+            .map(|s| s.reason.clone());
+        let alarm = Alarm {
+            id,
+            rule: rule.id.clone(),
+            device: key.1.to_string(),
+            kind: dev.map_or("", |d| d.kind.as_str()).to_owned(),
+            site: key.0.to_string(),
+            location: location.as_deref().cloned(),
+            severity: rule.severity,
+            state: State::Unacked,
+            active: true,
+            raised_at: now,
+            cleared_at: None,
+            acked_by: None,
+            acked_at: None,
+            value,
+            peak: value,
+            count: 1,
+            message: rule.render(&key.1, &key.0, location.as_deref(), fields, value),
+            shelved_until: None,
+            shelve_reason: None,
+            suppressed,
+            group: None,
+            is_group: false,
+            updated_at: now,
+        };
+        changes.push(Change {
+            event: Event {
+                alarm_id: id,
+                at: now,
+                action: "raise".into(),
+                from: None,
+                to: State::Unacked,
+                user: None,
+                comment: None,
+                value,
+            },
+            alarm: alarm.clone(),
+        });
+        self.by_key.insert((rule.id.clone(), key.clone()), id);
+        self.open.insert(id, alarm);
+        self.flood(rule, id, now, changes);
+    }
+
+    fn flood(&mut self, rule: &Rule, id: i64, now: i64, changes: &mut Vec<Change>) {
+        let recent = self.recent.entry(rule.id.clone()).or_default();
+        recent.push_back((now, id));
+        while recent
+            .front()
+            .is_some_and(|(t, _)| *t < now - self.flood.window_ms)
+            || recent.len() > self.flood.threshold.max(1) * 4
+        {
+            recent.pop_front();
+        }
+        let group = match self
+            .groups
+            .get(&rule.id)
+            .copied()
+            .filter(|g| self.open.contains_key(g))
+        {
+            Some(g) => g,
+            None if recent.len() >= self.flood.threshold && self.flood.threshold > 0 => {
+                let g = self.next_id;
+                self.next_id += 1;
+                let Some(first) = self.open.get(&id).cloned() else {
+                    return;
+                };
+                let alarm = Alarm {
+                    id: g,
+                    device: "*".into(),
+                    location: None,
+                    value: None,
+                    peak: None,
+                    count: 0,
+                    message: String::new(),
+                    group: None,
+                    is_group: true,
+                    suppressed: None,
+                    ..first
+                };
+                changes.push(Change {
+                    event: Event {
+                        alarm_id: g,
+                        at: now,
+                        action: "raise".into(),
+                        from: None,
+                        to: State::Unacked,
+                        user: None,
+                        comment: Some("flood".into()),
+                        value: None,
+                    },
+                    alarm: alarm.clone(),
+                });
+                self.open.insert(g, alarm);
+                self.groups.insert(rule.id.clone(), g);
+                g
+            }
+            None => return,
+        };
+        let members: Vec<i64> = self
+            .recent
+            .get(&rule.id)
+            .map(|r| r.iter().map(|(_, m)| *m).collect())
+            .unwrap_or_default();
+        for m in members {
+            if let Some(a) = self.open.get_mut(&m) {
+                if a.group.is_none() {
+                    a.group = Some(group);
+                    a.updated_at = now;
+                    let (state, alarm) = (a.state, a.clone());
+                    changes.push(Change {
+                        event: Event {
+                            alarm_id: m,
+                            at: now,
+                            action: "group".into(),
+                            from: Some(state),
+                            to: state,
+                            user: None,
+                            comment: Some(format!("grouped into flood {group}")),
+                            value: None,
+                        },
+                        alarm,
+                    });
+                }
+            }
+        }
+        self.refresh_group(group, now, changes);
+    }
+
+    /// Recounts a group's members, keeps its text current, and clears or
+    /// re-raises it as its members do. One step records one group line.
+    fn refresh_group(&mut self, g: i64, now: i64, changes: &mut Vec<Change>) {
+        let members: Vec<&Alarm> = self.open.values().filter(|a| a.group == Some(g)).collect();
+        let (total, active) = (members.len(), members.iter().filter(|a| a.active).count());
+        let Some(mut group) = self.open.get(&g).cloned() else {
+            return;
+        };
+        let name = self
+            .set
+            .rules
+            .iter()
+            .find(|r| r.id == group.rule)
+            .map_or_else(|| group.rule.clone(), |r| r.name.clone());
+        let message = format!("{total} × {name} ({active} active)");
+        let action = match (group.active, active > 0) {
+            (true, false) => Some(Action::Clear),
+            (false, true) => Some(Action::Repeat { value: None }),
+            _ => None,
+        };
+        if action.is_none() && group.message == message {
+            return;
+        }
+        let before = group.state;
+        let name = match &action {
+            Some(a) if group.apply(a, now).is_ok() => a.name(),
+            _ => "group",
+        };
+        group.message = message;
+        group.count = total as u32;
+        group.updated_at = now;
+        changes.retain(|c| !(c.alarm.id == g && c.event.action == "group"));
+        changes.push(Change {
+            event: Event {
+                alarm_id: g,
+                at: now,
+                action: name.into(),
+                from: Some(before),
+                to: group.state,
+                user: None,
+                comment: Some(format!("{total} members, {active} active")),
+                value: None,
+            },
+            alarm: group.clone(),
+        });
+        self.close_if_done(group);
+    }
+
+    fn after_member_clear(&mut self, id: i64, now: i64, changes: &mut Vec<Change>) {
+        let group = self.open.get(&id).and_then(|a| a.group).or_else(|| {
+            changes
+                .iter()
+                .rev()
+                .find(|c| c.alarm.id == id)
+                .and_then(|c| c.alarm.group)
+        });
+        if let Some(g) = group {
+            self.refresh_group(g, now, changes);
+        }
+    }
+
+    /// Applies an action to an open alarm and records the change.
+    fn act(
+        &mut self,
+        id: i64,
+        action: Action,
+        user: Option<String>,
+        comment: Option<String>,
+        now: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(a) = self.open.get_mut(&id) else {
+            return;
+        };
+        let Ok(before) = a.apply(&action, now) else {
+            return;
+        };
+        let value = match &action {
+            Action::Repeat { value } => *value,
+            _ => None,
+        };
+        let alarm = a.clone();
+        changes.push(Change {
+            event: Event {
+                alarm_id: id,
+                at: now,
+                action: action.name().into(),
+                from: Some(before),
+                to: alarm.state,
+                user,
+                comment,
+                value,
+            },
+            alarm: alarm.clone(),
+        });
+        self.close_if_done(alarm);
+    }
+
+    /// Stores the alarm back, or forgets it once closed.
+    fn close_if_done(&mut self, alarm: Alarm) {
+        if alarm.is_closed() {
+            self.open.remove(&alarm.id);
+            if alarm.is_group {
+                self.groups.retain(|_, g| *g != alarm.id);
+            } else {
+                self.by_key.retain(|_, v| *v != alarm.id);
+            }
+        } else {
+            self.open.insert(alarm.id, alarm);
+        }
+    }
+}
+
+/// Latest fields of the devices an expression names (same site).
+fn others(
+    devices: &HashMap<DeviceKey, Device>,
+    site: &Arc<str>,
+    c: &Condition,
+) -> HashMap<String, Vec<(FieldName, Value)>> {
+    match c {
+        Condition::Expr { with, .. } if !with.is_empty() => with
+            .iter()
+            .filter_map(|id| {
+                devices
+                    .get(&(site.clone(), Arc::from(id.as_str())))
+                    .map(|d| (id.clone(), d.fields.clone()))
+            })
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// The place of an alarm in words, for messages and the page.
+pub fn place(a: &Alarm) -> String {
+    a.location
+        .as_ref()
+        .map(describe_location)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reading::Source;
+
+    const T0: i64 = 1_764_380_000_000;
+
+    fn engine(rules: &str, devices: usize) -> Engine {
+        let mut text = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{rules}\n");
+        for i in 0..devices {
+            text.push_str(&format!(
+                "[[devices]]\nid = \"s{i}\"\nkind = \"smoke\"\nsite = \"yz\"\nbuilding = \"{}\"\nfloor = \"1\"\n",
+                if i % 2 == 0 { "A" } else { "B" }
+            ));
+        }
+        let cfg = Config::from_toml(&text, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let set = RuleSet::compile(&cfg).expect("rules");
+        Engine::new(
+            set,
+            Flood {
+                threshold: 10,
+                window_ms: 10_000,
+            },
+            &cfg.devices,
+            T0,
+        )
+    }
+
+    fn smoke(device: &str, fields: &[(&'static str, Value)], loc: &str) -> Reading {
+        Reading {
+            site: Arc::from("yz"),
+            device: Arc::from(device),
+            kind: Kind::Smoke,
+            ts_ms: T0,
+            fields: fields
+                .iter()
+                .map(|(n, v)| (FieldName::Borrowed(n), v.clone()))
+                .collect(),
+            source: Source::Mqtt,
+            location: Some(Arc::new(Location {
+                building: Some(loc.into()),
+                floor: Some("1".into()),
+                room: None,
+                name: None,
+            })),
+        }
+    }
+
+    const FIRE: &str = r#"
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+kinds = ["smoke"]
+message = "Smoke at {location}: {obscuration_pct_m} %/m"
+condition = { type = "equals", field = "alarm", value = true }
+
+[[rules]]
+id = "smoke-offline"
+severity = "medium"
+kinds = ["smoke"]
+message = "{device} silent"
+condition = { type = "offline", after = "60s" }
+"#;
+
+    fn actions(changes: &[Change]) -> Vec<(i64, String, State)> {
+        changes
+            .iter()
+            .map(|c| (c.alarm.id, c.event.action.clone(), c.alarm.state))
+            .collect()
+    }
+
+    #[test]
+    fn raise_repeat_clear_ack() {
+        let mut e = engine(FIRE, 1);
+        let on = [
+            ("alarm", Value::Bool(true)),
+            ("obscuration_pct_m", Value::F64(4.2)),
+        ];
+        let c = e.on_reading(&smoke("s0", &on, "A"), T0);
+        assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);
+        assert_eq!(c[0].alarm.message, "Smoke at A / 1: 4.2 %/m");
+        assert!(
+            e.on_reading(&smoke("s0", &on, "A"), T0 + 1).is_empty(),
+            "still in alarm: nothing new"
+        );
+        let off = [("alarm", Value::Bool(false))];
+        let c = e.on_reading(&smoke("s0", &off, "A"), T0 + 2);
+        assert_eq!(
+            actions(&c),
+            vec![(1, "clear".into(), State::ClearedUnacked)]
+        );
+        let c = e.on_reading(&smoke("s0", &on, "A"), T0 + 3);
+        assert_eq!(
+            actions(&c),
+            vec![(1, "repeat".into(), State::Unacked)],
+            "one alarm while it lasts"
+        );
+        assert_eq!(c[0].alarm.count, 2);
+        let c = e
+            .command(
+                Command::Ack {
+                    id: 1,
+                    by: "王老师".into(),
+                    comment: Some("checked room".into()),
+                },
+                T0 + 4,
+            )
+            .expect("ack");
+        assert_eq!(c[0].event.user.as_deref(), Some("王老师"));
+        e.on_reading(&smoke("s0", &off, "A"), T0 + 5);
+        assert_eq!(e.open_alarms().count(), 0, "acked and normal: closed");
+        assert_eq!(
+            e.command(
+                Command::Ack {
+                    id: 1,
+                    by: "x".into(),
+                    comment: None
+                },
+                T0 + 6
+            ),
+            Err(CommandError::NotFound(1))
+        );
+    }
+
+    #[test]
+    fn silent_detector_goes_offline_and_comes_back() {
+        let mut e = engine(FIRE, 1);
+        assert!(
+            e.on_tick(T0 + 60_000).is_empty(),
+            "exactly at the limit: not yet"
+        );
+        let c = e.on_tick(T0 + 60_001);
+        assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);
+        assert_eq!(c[0].alarm.rule, "smoke-offline");
+        let c = e.on_reading(
+            &smoke("s0", &[("alarm", Value::Bool(false))], "A"),
+            T0 + 70_000,
+        );
+        assert_eq!(
+            actions(&c),
+            vec![(1, "clear".into(), State::ClearedUnacked)]
+        );
+    }
+
+    #[test]
+    fn power_dip_flood_becomes_one_group() {
+        let mut e = engine(FIRE, 200);
+        let changes = e.on_tick(T0 + 61_000);
+        let raised = changes
+            .iter()
+            .filter(|c| c.event.action == "raise" && !c.alarm.is_group)
+            .count();
+        assert_eq!(raised, 200);
+        let groups: Vec<&Alarm> = e.open_alarms().filter(|a| a.is_group).collect();
+        assert_eq!(groups.len(), 1, "one grouped entry");
+        let g = groups[0].id;
+        assert_eq!(groups[0].count, 200);
+        assert!(
+            e.open_alarms()
+                .filter(|a| !a.is_group)
+                .all(|a| a.group == Some(g)),
+            "every member in the group"
+        );
+        // The operator acknowledges the one entry: all 200 are acknowledged.
+        e.command(
+            Command::Ack {
+                id: g,
+                by: "op".into(),
+                comment: None,
+            },
+            T0 + 62_000,
+        )
+        .expect("ack group");
+        assert!(e.open_alarms().all(|a| a.state == State::Acked));
+        // Power back: everything reports, everything closes.
+        for i in 0..200 {
+            let loc = if i % 2 == 0 { "A" } else { "B" };
+            e.on_reading(
+                &smoke(&format!("s{i}"), &[("alarm", Value::Bool(false))], loc),
+                T0 + 63_000,
+            );
+        }
+        assert_eq!(e.open_alarms().count(), 0);
+    }
+
+    #[test]
+    fn drill_zone_records_but_marks() {
+        let mut e = engine(FIRE, 2);
+        let s = Suppression {
+            building: "A".into(),
+            floor: None,
+            until: T0 + 600_000,
+            reason: "fire drill".into(),
+            by: "admin".into(),
+        };
+        e.command(Command::Suppress(s), T0).expect("suppress");
+        let on = [("alarm", Value::Bool(true))];
+        let a = e.on_reading(&smoke("s0", &on, "A"), T0 + 1);
+        let b = e.on_reading(&smoke("s1", &on, "B"), T0 + 1);
+        assert_eq!(a[0].alarm.suppressed.as_deref(), Some("fire drill"));
+        assert_eq!(
+            b[0].alarm.suppressed, None,
+            "building B is not in the drill"
+        );
+        e.on_tick(T0 + 600_001);
+        assert!(e.suppressions().is_empty(), "the drill ends by itself");
+    }
+
+    #[test]
+    fn restart_restores_open_alarms_and_their_condition() {
+        let mut e = engine(FIRE, 1);
+        let c = e.on_reading(&smoke("s0", &[("alarm", Value::Bool(true))], "A"), T0);
+        let open: Vec<Alarm> = e.open_alarms().cloned().collect();
+        let mut fresh = engine(FIRE, 1);
+        fresh.restore(open, Vec::new(), c[0].alarm.id + 1);
+        assert!(
+            fresh
+                .on_reading(&smoke("s0", &[("alarm", Value::Bool(true))], "A"), T0 + 1)
+                .is_empty(),
+            "no duplicate raise"
+        );
+        let c = fresh.on_reading(&smoke("s0", &[("alarm", Value::Bool(false))], "A"), T0 + 2);
+        assert_eq!(
+            actions(&c),
+            vec![(1, "clear".into(), State::ClearedUnacked)],
+            "the restored alarm clears"
+        );
+        let c = fresh.on_reading(&smoke("s0", &[("alarm", Value::Bool(true))], "A"), T0 + 3);
+        assert_eq!(c[0].alarm.id, 1, "same alarm re-trips");
+    }
+
+    #[test]
+    fn shelve_runs_out_and_reload_clears_removed_rules() {
+        let fire_only = &FIRE[..FIRE
+            .find("[[rules]]\nid = \"smoke-offline\"")
+            .expect("second rule")];
+        let mut e = engine(fire_only, 1);
+        e.on_reading(&smoke("s0", &[("alarm", Value::Bool(true))], "A"), T0);
+        let c = e
+            .command(
+                Command::Shelve {
+                    id: 1,
+                    by: "op".into(),
+                    minutes: 5,
+                    reason: "detector cleaning".into(),
+                },
+                T0,
+            )
+            .expect("shelve");
+        assert_eq!(c[0].alarm.state, State::Shelved);
+        assert!(e
+            .command(
+                Command::Shelve {
+                    id: 1,
+                    by: "op".into(),
+                    minutes: 0,
+                    reason: "x".into()
+                },
+                T0
+            )
+            .is_err());
+        let c = e.on_tick(T0 + 300_000);
+        assert_eq!(
+            actions(&c),
+            vec![(1, "unshelve".into(), State::Unacked)],
+            "still active after the shelf: seen again"
+        );
+        let c = e.reload(engine("", 1).set, T0 + 300_001);
+        assert_eq!(
+            actions(&c),
+            vec![(1, "clear".into(), State::ClearedUnacked)]
+        );
+        assert_eq!(c[0].event.comment.as_deref(), Some("rule removed"));
+    }
+
+    #[test]
+    fn schedule_limits_a_rule() {
+        let rules = r#"
+[calendars.school_hours]
+weekdays = ["mon", "tue", "wed", "thu", "fri"]
+times = ["07:00-18:00"]
+
+[[rules]]
+id = "door-at-night"
+severity = "high"
+kinds = ["smoke"]
+message = "x"
+active_outside = "school_hours"
+condition = { type = "equals", field = "tamper", value = true }
+"#;
+        let mut e = engine(rules, 1);
+        let tamper = [("tamper", Value::Bool(true))];
+        // 2026-11-30 is a Monday; 10:00 and 02:00 local (UTC+8).
+        let monday_10 = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00+08:00")
+            .expect("t")
+            .timestamp_millis();
+        let monday_02 = monday_10 - 8 * 3_600_000;
+        assert!(
+            e.on_reading(&smoke("s0", &tamper, "A"), monday_10)
+                .is_empty(),
+            "school hours: not watched"
+        );
+        assert_eq!(
+            e.on_reading(&smoke("s0", &tamper, "A"), monday_02).len(),
+            1,
+            "02:00: alarm"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The rules task: feeds readings, ticks and operator commands to the
+//! engine, writes what changed to the alarm store *before* telling anyone,
+//! then publishes it (event stream, MQTT, InfluxDB `alarm` measurement) and
+//! refreshes the snapshot the web reads.
+//!
+//! A store write that fails (disk full) keeps the changes pending and tries
+//! again every tick; the alarms stay visible meanwhile, and `/healthz` says so.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::engine::{Change, Command, CommandError, Engine};
+use super::RuleSet;
+use crate::alarms::store::{AlarmStore, StoreError};
+use crate::alarms::Alarm;
+use crate::reading::Reading;
+use crate::sources::now_ms;
+use crate::telemetry::{Health, LogLimiter, Metrics, Status};
+
+/// The health component name of the alarm store.
+pub const COMPONENT: &str = "alarms";
+
+/// A command with the channel its answer goes back on.
+pub type CommandRequest = (Command, oneshot::Sender<Result<Vec<Alarm>, CommandError>>);
+
+/// What the rest of the gateway holds of the rules task.
+#[derive(Debug, Clone)]
+pub struct RulesHandle {
+    /// Operator commands; the answer comes after the store has the change.
+    pub commands: mpsc::Sender<CommandRequest>,
+    /// New rules (reload).
+    pub reload: mpsc::Sender<RuleSet>,
+    /// Every persisted change (the event stream, MQTT publication).
+    pub changes: broadcast::Sender<Arc<Change>>,
+    /// The open alarms, as of the last persisted change.
+    pub open: Arc<RwLock<Vec<Alarm>>>,
+}
+
+/// Everything the task works with.
+pub struct RulesTask {
+    /// The engine, already restored from the store.
+    pub engine: Engine,
+    /// The store (writes happen on a blocking thread).
+    pub store: Arc<Mutex<AlarmStore>>,
+    /// Readings from the router.
+    pub readings: mpsc::Receiver<Reading>,
+    /// Commands from the web.
+    pub commands: mpsc::Receiver<CommandRequest>,
+    /// Reloaded rules.
+    pub reload: mpsc::Receiver<RuleSet>,
+    /// Where alarm transitions go for InfluxDB.
+    pub points: mpsc::Sender<Arc<Change>>,
+    /// The handle's broadcast and snapshot.
+    pub handle: RulesHandle,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Health.
+    pub health: Arc<Health>,
+}
+
+/// Opens the store and restores the engine's open alarms.
+pub fn restore(engine: &mut Engine, path: &std::path::Path) -> Result<AlarmStore, StoreError> {
+    let store = AlarmStore::open(path)?;
+    let open = store.load_open()?;
+    if !open.is_empty() {
+        info!(open = open.len(), "Open alarms restored from the store.");
+    }
+    engine.restore(open, store.load_suppressions()?, store.next_id()?);
+    Ok(store)
+}
+
+impl RulesTask {
+    /// Runs until the readings channel closes (shutdown), then persists what is pending.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Vec<Change> = Vec::new();
+        let log_limit = LogLimiter::new(Duration::from_secs(60));
+        self.publish_snapshot();
+        loop {
+            let mut reply = None;
+            let changes = tokio::select! {
+                r = self.readings.recv() => match r {
+                    Some(r) => self.engine.on_reading(&r, now_ms()),
+                    None => break,
+                },
+                Some((cmd, tx)) = self.commands.recv() => {
+                    let suppression = matches!(cmd, Command::Suppress(_) | Command::EndSuppression { .. });
+                    match self.engine.command(cmd, now_ms()) {
+                        Ok(changes) => {
+                            if suppression {
+                                self.save_suppressions().await;
+                            }
+                            reply = Some((tx, Ok(changes.iter().map(|c| c.alarm.clone()).collect())));
+                            changes
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                Some(set) = self.reload.recv() => {
+                    info!(rules = set.rules.len(), "Rules reloaded.");
+                    self.engine.reload(set, now_ms())
+                }
+                _ = tick.tick() => self.engine.on_tick(now_ms()),
+            };
+            for (rule, e) in self.engine.take_eval_errors() {
+                self.metrics.rule_errors.inc();
+                if let Some(held) = log_limit.check("rule_eval") {
+                    warn!(rule = %rule, error = %e, held_back = held, "A rule's expression could not be evaluated.");
+                }
+            }
+            pending.extend(changes);
+            if !pending.is_empty() && self.persist(&pending).await {
+                for c in pending.drain(..) {
+                    self.announce(c);
+                }
+                self.publish_snapshot();
+            }
+            if let Some((tx, result)) = reply {
+                let _ = tx.send(result);
+            }
+        }
+        if !pending.is_empty() && self.persist(&pending).await {
+            for c in pending.drain(..) {
+                self.announce(c);
+            }
+        }
+    }
+
+    /// Writes changes to the store; false (and health down) when it failed.
+    async fn persist(&self, changes: &[Change]) -> bool {
+        let store = self.store.clone();
+        let batch = changes.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(&batch)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                if self.health.set(COMPONENT, Status::Ok, None) {
+                    info!("The alarm store accepts writes.");
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                self.metrics.alarm_store_errors.inc();
+                if self
+                    .health
+                    .set(COMPONENT, Status::Down, Some(e.to_string()))
+                {
+                    error!(error = %e, "Cannot write the alarm store; alarms are kept in memory and retried.");
+                }
+                false
+            }
+            Err(e) => {
+                error!(error = %e, "The alarm store writer failed.");
+                false
+            }
+        }
+    }
+
+    async fn save_suppressions(&self) {
+        let store = self.store.clone();
+        let list = self.engine.suppressions().to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_suppressions(&list)
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            error!(error = %e, "Cannot save the zone suppressions.");
+        }
+    }
+
+    fn announce(&self, c: Change) {
+        self.metrics
+            .alarm_transition(c.event.action.as_str(), c.alarm.severity.as_str());
+        let c = Arc::new(c);
+        // No receiver (no page open, no MQTT publication) is fine.
+        let _ = self.handle.changes.send(c.clone());
+        if self.points.try_send(c).is_err() {
+            self.metrics.drop_points("alarm_queue_full", 1);
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let open: Vec<Alarm> = self.engine.open_alarms().cloned().collect();
+        for (state, n) in count_states(&open) {
+            self.metrics.set_alarms(state, n);
+        }
+        *self.handle.open.write().unwrap_or_else(|e| e.into_inner()) = open;
+    }
+}
+
+fn count_states(open: &[Alarm]) -> [(&'static str, i64); 4] {
+    use crate::alarms::State::*;
+    let n = |s| open.iter().filter(|a| a.state == s && !a.is_group).count() as i64;
+    [
+        ("unacked", n(Unacked)),
+        ("acked", n(Acked)),
+        ("cleared_unacked", n(ClearedUnacked)),
+        ("shelved", n(Shelved)),
+    ]
+}
