@@ -97,7 +97,10 @@ impl Gateway {
             commands: commands_tx,
             reload: reload_tx,
             changes: changes_tx,
-            open: Arc::new(std::sync::RwLock::new(Vec::new())),
+            // Filled before any task runs, so the restored alarms are visible at once.
+            open: Arc::new(std::sync::RwLock::new(
+                engine.open_alarms().cloned().collect(),
+            )),
         };
         let rules_task = RulesTask {
             engine,

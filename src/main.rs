@@ -118,10 +118,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 println!("warning: {w}");
             }
             println!(
-                "{}: OK ({} devices, {} MQTT topics)",
+                "{}: OK ({} devices, {} MQTT topics, {} rules)",
                 path.display(),
                 loaded.config.devices.len(),
-                loaded.config.mqtt.topics.len()
+                loaded.config.mqtt.topics.len(),
+                loaded.config.rules.len()
             );
             ExitCode::SUCCESS
         }

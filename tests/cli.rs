@@ -244,3 +244,114 @@ fn demo_runs_with_nothing_installed() {
     assert!(stdout.contains("CAMPUSGW__INFLUX__URL"), "{stdout}");
     assert!(status.success(), "Ctrl-C stops the demo cleanly: {status}");
 }
+
+/// `campusgw run` with its log in a file, stopped (SIGTERM) on drop.
+struct Running {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(config: &std::path::Path, log: std::path::PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start campusgw run");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.signal("-TERM");
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_and_refuses_a_broken_file() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
+        dir.path().join("data").display(),
+        broker.url()
+    );
+    let smoke_rule = "[[rules]]\nid = \"smoke-alarm\"\nseverity = \"critical\"\nkinds = [\"smoke\"]\nmessage = \"smoke\"\ncondition = { type = \"equals\", field = \"alarm\", value = true }\n";
+    let gate_rule = "[[rules]]\nid = \"gate-forced\"\nseverity = \"high\"\nkinds = [\"gate\"]\nmessage = \"forced\"\ncondition = { type = \"equals\", field = \"event\", value = \"forced_open\" }\n";
+    let path = dir.path().join("campus.toml");
+    std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");
+    let gw = Running::start(&path, dir.path().join("gw.log"));
+    common::eventually("the gateway subscribed", || async {
+        common::http_sync(port, "GET", "/healthz", None, None)
+            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+    })
+    .await;
+    let mut alarms = common::Subscriber::connect(&broker.url(), "campusgw/+/alarm/#").await;
+    let publisher = common::Publisher::connect(&broker.url()).await;
+
+    // A broken file is refused; the running rules stay.
+    std::fs::write(
+        &path,
+        format!("{base}{smoke_rule}[[rules]]\nid = \"x\"\nseverity = \"urgent\"\n"),
+    )
+    .expect("write");
+    gw.signal("-HUP");
+    common::eventually("the refusal is logged", || async {
+        gw.log().contains("the running rules stay")
+    })
+    .await;
+    let mut p = common::feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = serde_json::json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(
+        alarms.recv().await.topic,
+        "campusgw/yazhong/alarm/a3-301/smoke-alarm"
+    );
+
+    // A good file adds a rule without a restart.
+    std::fs::write(&path, format!("{base}{smoke_rule}{gate_rule}")).expect("write");
+    gw.signal("-HUP");
+    common::eventually("the reload is logged", || async {
+        gw.log().contains("Rules reloaded on SIGHUP")
+    })
+    .await;
+    let mut g = common::feed::payload("gate", common::now_ms(), 2);
+    g["event"] = serde_json::json!("forced_open");
+    publisher
+        .publish(
+            "campus/yazhong/gate/east-1",
+            g.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    let msg = alarms.recv().await;
+    assert_eq!(
+        msg.topic,
+        "campusgw/yazhong/alarm/east-1/gate-forced",
+        "{}",
+        gw.log()
+    );
+    assert_eq!(msg.json()["state"], "unacked");
+}

@@ -1,8 +1,9 @@
 //! A simulated campus publishing the reference feed (FEED.md): every declared
 //! device reports at its kind's pace with plausible, slowly varying values,
-//! buses drive a loop round the school, and now and then something goes
-//! wrong (a garbled payload, a detector falling silent) so the counters and
-//! the device list have something to show.
+//! buses drive a loop round the school, and every ten minutes something goes
+//! wrong that the example rules catch (a duct overheating, a gate forced, a
+//! detector falling silent, a cabinet opened with one card) besides a
+//! garbled payload now and then for the rejection counters.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,36 @@ pub fn topic(site: &str, kind: Kind, device: &str) -> String {
 /// A reference-feed payload for the `seq`-th report of a device: every field
 /// of its kind, values varying deterministically with `seq` and `salt`.
 pub fn payload(kind: Kind, seq: u64, salt: u64, ts_ms: i64) -> String {
+    payload_value(kind, seq, salt, ts_ms).to_string()
+}
+
+/// The first device of a kind: the one the scenarios happen to.
+fn first_of(devices: &[DeviceConfig], kind: Kind) -> Option<usize> {
+    devices.iter().position(|d| d.kind == kind)
+}
+
+/// Every ten minutes, the things the example rules catch happen to the first
+/// device of a kind: a canteen duct overheats (60–150 s), a gate is forced
+/// (200 s); a detector falls silent (120 s, in `run`); a chemical cabinet
+/// is opened with one card (300 s, in `run`).
+fn scenario(kind: Kind, first: bool, phase: u64, body: &mut serde_json::Value) {
+    if !first {
+        return;
+    }
+    match kind {
+        Kind::Kitchen if (60..150).contains(&phase) => {
+            body["duct_temp_c"] = json!(round2(60.0 + (phase - 60) as f64 * 0.6));
+        }
+        Kind::Gate if (200..215).contains(&phase) => {
+            body["event"] = json!("forced_open");
+            body["door_open"] = json!(true);
+        }
+        _ => {}
+    }
+}
+
+/// The payload as JSON, for the scenarios to change.
+pub fn payload_value(kind: Kind, seq: u64, salt: u64, ts_ms: i64) -> serde_json::Value {
     let phase = (seq as f64 / 20.0) + salt as f64;
     let wave = phase.sin();
     let v = match kind {
@@ -86,7 +117,7 @@ pub fn payload(kind: Kind, seq: u64, salt: u64, ts_ms: i64) -> String {
             })
         }
     };
-    v.to_string()
+    v
 }
 
 fn round2(x: f64) -> f64 {
@@ -174,14 +205,50 @@ pub async fn run(addr: SocketAddr, devices: Vec<DeviceConfig>, stop: Cancellatio
             silent = None;
         }
         let now = chrono::Utc::now().timestamp_millis();
+        let phase = seconds % 600;
         for (i, d) in devices.iter().enumerate() {
             let p = period(d.kind);
             if (seconds + i as u64) % p != 0 || silent.is_some_and(|(s, _)| s == i) {
                 continue;
             }
-            let body = payload(d.kind, seconds / p, i as u64, now);
-            let _ =
-                client.try_publish(topic(&d.site, d.kind, &d.id), QoS::AtLeastOnce, false, body);
+            let mut body = payload_value(d.kind, seconds / p, i as u64, now);
+            scenario(
+                d.kind,
+                first_of(&devices, d.kind) == Some(i),
+                phase,
+                &mut body,
+            );
+            let _ = client.try_publish(
+                topic(&d.site, d.kind, &d.id),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            );
+        }
+        // A cabinet opened by one card only (the two-person rule catches it).
+        if let Some(i) = first_of(&devices, Kind::Labcab) {
+            let d = &devices[i];
+            let events: &[(u64, serde_json::Value)] = &[
+                (
+                    300,
+                    json!({"ts": now, "card_id": "T1001", "door_open": false}),
+                ),
+                (
+                    302,
+                    json!({"ts": now, "card_id": "T1001", "door_open": true, "locked": false}),
+                ),
+                (330, json!({"ts": now, "door_open": false, "locked": true})),
+            ];
+            for (at, body) in events {
+                if phase == *at {
+                    let _ = client.try_publish(
+                        topic(&d.site, d.kind, &d.id),
+                        QoS::AtLeastOnce,
+                        false,
+                        body.to_string(),
+                    );
+                }
+            }
         }
         // Now and then, what a real campus also sends: a truncated payload.
         if seconds % 45 == 0 {
