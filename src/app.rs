@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::alarms::store::AlarmStore;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::rules::engine::{Engine, Flood};
@@ -25,7 +26,7 @@ use crate::rules::RuleSet;
 use crate::sink::InfluxWriter;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{Health, Metrics};
-use crate::web::{self, AppState};
+use crate::web::{self, AppState, AuthStore};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     /// The alarm engine's handle: commands, reloads, changes, open alarms.
     pub rules: RulesHandle,
+    /// Users, sessions, tokens and the audit log.
+    pub auth: Arc<AuthStore>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -53,6 +56,12 @@ pub fn install_crypto_provider() {
 impl Gateway {
     /// Starts every component; returns once the HTTP server is bound.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        Self::start_from(cfg, None).await
+    }
+
+    /// Starts every component; `path` is the file the configuration came
+    /// from, which the admin API reloads rules from.
+    pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
         install_crypto_provider();
         std::fs::create_dir_all(&cfg.gateway.data_dir).with_context(|| {
             format!(
@@ -72,6 +81,7 @@ impl Gateway {
         let (sink_tx, sink_rx) = mpsc::channel(cap);
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
+        let (buses_tx, _) = broadcast::channel(256);
 
         let rules = RuleSet::compile(&cfg).map_err(|p| {
             anyhow::anyhow!(
@@ -126,14 +136,34 @@ impl Gateway {
             health.clone(),
         )?;
 
+        let auth = Arc::new(AuthStore::open(&cfg.gateway.data_dir).with_context(|| {
+            format!(
+                "cannot open the user store in {}",
+                cfg.gateway.data_dir.display()
+            )
+        })?);
+        let alarms_db = AlarmStore::open(&store_path)
+            .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
+        let live = web::stream::Live::default();
         let state = AppState {
             metrics: metrics.clone(),
             health: health.clone(),
             registry: registry.clone(),
+            auth: auth.clone(),
+            rules: rules_handle.clone(),
+            alarms_db: Arc::new(std::sync::Mutex::new(alarms_db)),
+            live: live.clone(),
+            buses: buses_tx.clone(),
+            tls: cfg.web.tls.is_some(),
+            config_path: path,
         };
-        let (web_addr, server) = web::bind(cfg.web.listen, state, shutdown.clone())
+        let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
+            cert: t.cert_file.clone(),
+            key: t.key_file.clone(),
+        });
+        let (web_addr, server) = web::bind(cfg.web.listen, tls, state, shutdown.clone())
             .await
-            .with_context(|| format!("cannot listen on web.listen {}", cfg.web.listen))?;
+            .with_context(|| format!("cannot serve on web.listen {}", cfg.web.listen))?;
         info!(address = %web_addr, "HTTP server listening.");
 
         let tracker = TaskTracker::new();
@@ -143,12 +173,21 @@ impl Gateway {
                 error!(error = %e, "The MQTT source stopped.");
             }
         });
+        let outputs = crate::router::Outputs {
+            sink: sink_tx,
+            rules: rules_tx,
+            buses: buses_tx,
+        };
         tracker.spawn(crate::router::run(
             source_rx,
-            sink_tx,
-            rules_tx,
+            outputs,
             registry.clone(),
             metrics.clone(),
+        ));
+        tracker.spawn(web::stream::watch_devices(
+            registry.clone(),
+            live.devices.clone(),
+            shutdown.clone(),
         ));
         tracker.spawn(rules_task.run());
         let publisher_stop = CancellationToken::new();
@@ -203,6 +242,7 @@ impl Gateway {
             health,
             registry,
             rules: rules_handle,
+            auth,
             shutdown,
             done,
         })

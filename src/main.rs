@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use campus_gateway::config::Config;
 use campus_gateway::telemetry::{init_logging, LogFormat};
+use campus_gateway::web::{AuthStore, Role};
 use campus_gateway::{app, demo};
 
 /// Campus Gateway: school safety sensors in, alarms and time series out.
@@ -43,12 +44,53 @@ enum Command {
         #[arg(long, short, env = "CAMPUSGW_CONFIG")]
         config: PathBuf,
     },
+    /// Manage the users of the status page.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user, or set an existing user's role and password.
+    Add {
+        /// The user name.
+        name: String,
+        /// What the user may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Read the password from standard input (one line) instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The configuration file (for gateway.data_dir).
+        #[arg(
+            long,
+            short,
+            env = "CAMPUSGW_CONFIG",
+            required_unless_present = "data_dir"
+        )]
+        config: Option<PathBuf>,
+        /// The data directory, instead of a configuration file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::User {
+            action:
+                UserCommand::Add {
+                    name,
+                    role,
+                    password_stdin,
+                    config,
+                    data_dir,
+                },
+        } => user_add(&name, role, password_stdin, config, data_dir),
         Command::Run { config } => {
             init_logging(cli.log_format);
             let loaded = match Config::load(&config) {
@@ -106,6 +148,75 @@ where
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("campusgw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn user_add(
+    name: &str,
+    role: Role,
+    password_stdin: bool,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> ExitCode {
+    let dir = match (data_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => match Config::load(&c) {
+            Ok(l) => l.config.gateway.data_dir,
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("campusgw: give --config or --data-dir");
+            return ExitCode::from(2);
+        }
+    };
+    let password = if password_stdin {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(_) => line.trim_end_matches(['\r', '\n']).to_owned(),
+            Err(e) => {
+                eprintln!("campusgw: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let first = rpassword::prompt_password(format!("Password for {name}: "));
+        let again = rpassword::prompt_password("Again: ");
+        match (first, again) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("campusgw: the passwords differ");
+                return ExitCode::FAILURE;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("campusgw: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("campusgw: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let result = AuthStore::open(&dir).and_then(|s| {
+        s.set_user(name, role, &password)?;
+        s.audit("cli", "set_user", name, role.as_str(), "local")
+    });
+    match result {
+        Ok(()) => {
+            println!(
+                "User {name} ({}) saved in {}.",
+                role.as_str(),
+                dir.join("gateway.db").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("campusgw: {e}");
             ExitCode::FAILURE
         }
     }

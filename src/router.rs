@@ -1,13 +1,14 @@
 //! The router: the one task between the sources and the consumers. It admits
 //! each reading through the registry (declared? kind right? location?),
-//! counts it, and hands it to the rule engine and the sink.
+//! counts it, and hands it to the rule engine, the sink, and — for buses —
+//! the live view.
 //!
 //! It ends when every source has dropped its sender, and then drops its own
 //! senders, so the consumers drain and flush in order at shutdown.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
 use crate::reading::{Kind, Reading};
@@ -15,12 +16,21 @@ use crate::registry::Registry;
 use crate::sources::now_ms;
 use crate::telemetry::{LogLimiter, Metrics};
 
-/// Runs until `rx` closes or the sink is gone. The rule engine gets a copy
-/// of every admitted reading before the sink takes it.
+/// Where admitted readings go.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The sink (InfluxDB); the sink task holds the other end.
+    pub sink: mpsc::Sender<Reading>,
+    /// The rule engine; the rules task holds the other end.
+    pub rules: mpsc::Sender<Reading>,
+    /// Bus positions for the live page; subscribers may come and go.
+    pub buses: broadcast::Sender<Arc<Reading>>,
+}
+
+/// Runs until `rx` closes or the sink is gone.
 pub async fn run(
     mut rx: mpsc::Receiver<Reading>,
-    sink: mpsc::Sender<Reading>,
-    rules: mpsc::Sender<Reading>,
+    out: Outputs,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
 ) {
@@ -37,9 +47,12 @@ pub async fn run(
             continue;
         }
         readings[r.kind as usize].inc();
+        if r.kind == Kind::Bus && out.buses.receiver_count() > 0 {
+            let _ = out.buses.send(Arc::new(r.clone()));
+        }
         // A rules task that is gone (a bug) must not stop the time series.
-        let _ = rules.send(r.clone()).await;
-        if sink.send(r).await.is_err() {
+        let _ = out.rules.send(r.clone()).await;
+        if out.sink.send(r).await.is_err() {
             break;
         }
     }

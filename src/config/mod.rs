@@ -429,12 +429,25 @@ pub struct WebConfig {
     /// Address to listen on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve the page over HTTPS with these files.
+    pub tls: Option<WebTlsConfig>,
+}
+
+/// TLS for the status page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebTlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls: None,
         }
     }
 }

@@ -63,6 +63,11 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let devices = cfg.devices.clone();
     let stored = cfg.influx.url.clone();
     let gw = Gateway::start(cfg).await?;
+    // No default password: a fresh random one for the demo's operator, every run.
+    let password = crate::web::auth::random_password();
+    gw.auth
+        .set_user("operator", crate::web::Role::Operator, &password)
+        .context("creating the demo operator")?;
 
     let sim_stop = shutdown.child_token();
     let sim = tokio::spawn(sim::run(mqtt_addr, devices, sim_stop));

@@ -1,26 +1,52 @@
-//! HTTP: `/healthz` and `/metrics` now, the status page and API as they land.
-//! Only this module knows JSON response shapes.
+//! HTTP: the security room's status page, its JSON API and live event
+//! stream, `/healthz` and `/metrics`. Only this module knows response shapes
+//! (besides `alarms::AlarmView`, shared with MQTT).
 //!
 //! `router(state)` builds the app without binding, so tests can drive it;
-//! `serve` binds and runs it until the shutdown token fires.
+//! `bind` binds (plain or TLS) and returns the server future, which ends
+//! when the shutdown token fires.
+//!
+//! Access: everything but `/`, the assets, `/healthz`, `/metrics` and
+//! `/api/login` needs a session cookie or an API token (`Authorization:
+//! Bearer …`). A state-changing request on a session also needs its CSRF
+//! token in `X-CSRF-Token`; API tokens carry no ambient authority and need
+//! none. Roles: viewer reads, operator also acts on alarms and zones, admin
+//! also manages users, tokens and rules. Every action is audited.
+
+mod api;
+mod assets;
+pub mod auth;
+mod error;
+pub mod stream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_extra::extract::CookieJar;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::alarms::store::AlarmStore;
+use crate::reading::Reading;
 use crate::registry::Registry;
+use crate::rules::task::RulesHandle;
 use crate::sources::now_ms;
 use crate::telemetry::{Health, Metrics, Status};
+pub use auth::{AuthStore, Principal, Role};
+pub use error::ApiError;
 
-/// What the handlers share: cheap clones of `Arc`s.
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "campusgw_session";
+
+/// What the handlers share: cheap clones of `Arc`s and channel handles.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// Counters and gauges.
@@ -29,33 +55,215 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// The devices.
     pub registry: Arc<Registry>,
+    /// Users, sessions, tokens, audit.
+    pub auth: Arc<AuthStore>,
+    /// The alarm engine: commands, changes, open alarms.
+    pub rules: RulesHandle,
+    /// A read connection to the alarm store (history, ledger).
+    pub alarms_db: Arc<Mutex<AlarmStore>>,
+    /// Live device and bus events for the stream.
+    pub live: stream::Live,
+    /// Bus positions from the router.
+    pub buses: broadcast::Sender<Arc<Reading>>,
+    /// Whether the page is served over TLS (cookies get `Secure`).
+    pub tls: bool,
+    /// The configuration file, for rule reloads from the API.
+    pub config_path: Option<PathBuf>,
+}
+
+/// The signed-in user (or API token) of a request, with the CSRF check done
+/// for state-changing methods.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Who.
+    pub who: Principal,
+    /// From where (for the audit log).
+    pub addr: String,
+}
+
+impl Auth {
+    /// Refuses with 403 unless the role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.who.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this needs the {} role",
+                role.as_str()
+            )))
+        }
+    }
+
+    /// Records an action in the audit log.
+    pub fn audit(&self, state: &AppState, action: &str, target: &str, detail: &str) {
+        if let Err(e) = state
+            .auth
+            .audit(&self.who.user, action, target, detail, &self.addr)
+        {
+            tracing::error!(error = %e, "Cannot write the audit log.");
+        }
+    }
+}
+
+fn client_addr(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The client's address (for throttling and the audit log).
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts)))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let addr = client_addr(parts);
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let auth = state.auth.clone();
+        if let Some(token) = bearer {
+            let token = token.to_owned();
+            let who = tokio::task::spawn_blocking(move || auth.token(&token))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??;
+            return who
+                .map(|who| Auth { who, addr })
+                .ok_or(ApiError::Unauthorized);
+        }
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
+            return Err(ApiError::Unauthorized);
+        };
+        let who = tokio::task::spawn_blocking(move || auth.session(&token))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+            .ok_or(ApiError::Unauthorized)?;
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok());
+            if sent.is_none() || sent != who.csrf.as_deref() {
+                return Err(ApiError::Forbidden("missing or wrong X-CSRF-Token".into()));
+            }
+        }
+        Ok(Auth { who, addr })
+    }
 }
 
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/me", get(api::me))
+        .route("/login", post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/alarms", get(api::alarms))
+        .route("/alarms/{id}", get(api::alarm))
+        .route("/alarms/{id}/ack", post(api::ack))
+        .route("/alarms/{id}/shelve", post(api::shelve))
+        .route("/alarms/{id}/unshelve", post(api::unshelve))
+        .route("/alarms/{id}/comment", post(api::comment))
+        .route("/devices", get(api::devices))
+        .route("/buses", get(api::buses))
+        .route("/suppressions", get(api::suppressions).post(api::suppress))
+        .route("/suppressions/end", post(api::end_suppression))
+        .route("/reports/ledger.csv", get(api::ledger))
+        .route("/stream", get(stream::sse))
+        .route("/users", get(api::users).post(api::add_user))
+        .route("/users/{name}", axum::routing::delete(api::delete_user))
+        .route("/tokens", get(api::tokens).post(api::add_token))
+        .route("/tokens/{id}", axum::routing::delete(api::delete_token))
+        .route("/audit", get(api::audit))
+        .route("/admin/reload", post(api::reload))
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/api", api)
+        // Requests are small JSON; anything larger is a mistake or an attack.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
-/// Binds `addr` (port 0 picks one) and returns the bound address with the server future.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// TLS for the page: PEM certificate chain and key files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Binds `addr` (port 0 picks one) and returns the bound address with the
+/// server future, which runs until `shutdown`.
 pub async fn bind(
     addr: SocketAddr,
+    tls: Option<TlsFiles>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
-    let listener = TcpListener::bind(addr).await?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let app = router(state);
-    let server = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    };
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match tls {
+            Some(t) => {
+                let config =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await?;
+                Box::pin(
+                    axum_server::from_tcp_rustls(listener, config)?
+                        .handle(handle)
+                        .serve(app),
+                )
+            }
+            None => Box::pin(axum_server::from_tcp(listener)?.handle(handle).serve(app)),
+        };
     Ok((local, server))
 }
 

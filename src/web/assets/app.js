@@ -1,0 +1,2131 @@
+/*
+ * Campus Gateway — the security room's status page.
+ *
+ * Plain JavaScript, no framework, no build step: the binary embeds this file.
+ * The page is watched all day on a wall screen and used from a desk PC, so:
+ *   - the live state comes from one Server-Sent Events stream; whenever the
+ *     stream (re)connects or says it lagged, everything is fetched again, and
+ *     a slow poll backs that up, so the screen never silently goes stale;
+ *   - every piece of server data reaches the DOM through textContent or
+ *     setAttribute, never innerHTML: alarm messages and device names come from
+ *     the field and must not be able to inject markup;
+ *   - the CSP forbids inline handlers and styles, so everything is wired here
+ *     with addEventListener and styled with classes.
+ */
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------------
+  // Dictionary. Every label on the page comes from here.
+
+  const DICT = {
+    zh: {
+      'app.title': '校园安全监控',
+      'app.subtitle': '保卫处 · Campus Gateway',
+      'nav.skip': '跳到报警列表',
+      'nav.history': '历史记录',
+      'title.critical': '⚠ 紧急报警',
+      'title.count': '({n}) ',
+
+      'auth.title': '登录',
+      'auth.hint': '校园安全监控 · 保卫处值班',
+      'auth.username': '用户名',
+      'auth.password': '密码',
+      'auth.submit': '登录',
+      'auth.signingIn': '正在登录…',
+      'auth.signOut': '退出登录',
+      'auth.missing': '请输入用户名和密码',
+      'auth.expired': '登录已过期，请重新登录',
+      'auth.retryIn': '（{n} 分钟后可重试）',
+      'role.viewer': '查看',
+      'role.operator': '值班员',
+      'role.admin': '管理员',
+
+      'conn.lost': '连接中断，正在重新连接…',
+      'conn.since': '自 {t} 起',
+      'conn.unreachable': '无法连接服务器，稍后自动重试',
+
+      'sound.enable': '点击启用声音',
+      'sound.on': '声音开',
+      'sound.muted': '已静音',
+      'sound.toggleOn': '点击静音',
+      'sound.toggleOff': '点击打开声音',
+
+      'alarms.title': '当前报警',
+      'alarms.none': '当前没有报警',
+      'alarms.unacked': '未确认',
+      'alarms.updated': '更新于 {t}',
+      'quiet.title': '已搁置 / 演练屏蔽',
+      'quiet.none': '无搁置或屏蔽的报警',
+
+      'sev.critical': '紧急',
+      'sev.high': '高',
+      'sev.medium': '中',
+      'sev.low': '低',
+      'sevShort.critical': '紧急',
+      'sevShort.high': '高',
+      'sevShort.medium': '中',
+      'sevShort.low': '低',
+
+      'state.unacked': '未确认',
+      'state.acked': '已确认',
+      'state.cleared_unacked': '已恢复 · 未确认',
+      'state.cleared': '已恢复',
+      'state.shelved': '已搁置',
+
+      'kind.smoke': '烟感',
+      'kind.gate': '门禁',
+      'kind.kitchen': '厨房排烟',
+      'kind.labcab': '危化品柜',
+      'kind.bus': '校车',
+
+      'row.raisedAt': '发生 {t}',
+      'row.activeFor': '持续',
+      'row.clearedAfter': '已恢复，持续',
+      'row.ackedBy': '{user} 于 {t} 确认',
+      'row.count': '触发 {n} 次',
+      'row.peak': '峰值 {v}',
+      'row.value': '数值 {v}',
+      'row.group': '成组报警',
+      'row.groupMembers': '{n} 条',
+      'row.shelvedUntil': '搁置至 {t}',
+      'row.remaining': '剩余',
+      'row.reason': '原因：{r}',
+      'row.suppressed': '演练/维护期间：{r}',
+      'row.expand': '展开 {n} 条',
+      'row.collapse': '收起',
+      'row.details': '查看详情',
+      'row.device': '设备 {d}',
+
+      'action.ack': '确认',
+      'action.shelve': '搁置',
+      'action.unshelve': '取消搁置',
+      'action.comment': '备注',
+      'action.end': '结束',
+
+      'ack.title': '确认报警',
+      'ack.comment': '备注（可选）',
+      'ack.confirm': '确认报警',
+      'shelve.title': '搁置报警',
+      'shelve.explain': '搁置期间该报警不再提醒，到时自动恢复。',
+      'shelve.minutes': '搁置时长',
+      'shelve.reason': '原因（必填）',
+      'shelve.confirm': '搁置',
+      'shelve.needReason': '请填写搁置原因',
+      'comment.title': '添加备注',
+      'comment.text': '备注内容',
+      'comment.confirm': '保存备注',
+      'comment.needText': '请填写备注内容',
+      'common.cancel': '取消',
+      'common.close': '关闭',
+      'common.saving': '正在提交…',
+      'common.none': '—',
+      'common.more': '另有 {n} 项未显示',
+
+      'drill.start': '开始演练/维护',
+      'drill.title': '演练 / 维护屏蔽',
+      'drill.explain': '区域内新产生的报警会记录，但放入安静区，不响铃。',
+      'drill.building': '楼栋',
+      'drill.floor': '楼层（可选，空=整栋）',
+      'drill.minutes': '时长',
+      'drill.reason': '原因（必填）',
+      'drill.confirm': '开始屏蔽',
+      'drill.needBuilding': '请填写楼栋',
+      'drill.needReason': '请填写原因',
+      'drill.zone': '{b} 楼',
+      'drill.zoneFloor': '{b} 楼 {f} 层',
+      'drill.until': '至 {t}',
+      'drill.by': '{u} 设置',
+      'drill.started': '已开始屏蔽',
+      'drill.ended': '已结束屏蔽',
+
+      'minutes.n': '{n} 分钟',
+      'hours.n': '{n} 小时',
+
+      'dur.lt1': '不到1分钟',
+      'dur.m': '{m}分钟',
+      'dur.hm': '{h}小时{m}分',
+      'dur.dh': '{d}天{h}小时',
+      'ago.now': '刚刚',
+      'ago.s': '{n}秒前',
+      'ago.x': '{d}前',
+      'ago.never': '从未上报',
+
+      'devices.title': '设备状态',
+      'devices.online': '在线',
+      'devices.offline': '离线设备',
+      'devices.offlineN': '{n} 离线',
+      'devices.allOnline': '全部在线',
+      'devices.noDevices': '无设备',
+      'devices.lowBattery': '低电量烟感',
+      'devices.noneOffline': '没有离线设备',
+      'devices.noneLow': '没有低电量设备',
+      'devices.lastSeen': '最后上报 {t}',
+      'devices.battery': '电量 {n}%',
+
+      'buses.title': '校车',
+      'buses.none': '暂无校车数据',
+      'buses.noPosition': '暂无位置数据',
+      'buses.speed': '{v} km/h',
+      'buses.passengers': '{n} 人',
+      'buses.doorOpen': '车门开',
+      'buses.doorClosed': '车门关',
+      'buses.offline': '离线',
+      'buses.route': '线路 {r}',
+      'buses.noRoute': '无线路',
+      'buses.position': '位置',
+      'comp.ok': '正常',
+      'comp.off_route': '偏离路线',
+      'comp.speeding': '超速',
+      'comp.overloaded': '超载',
+      'comp.none': '无合规数据',
+      'map.north': '北',
+      'map.km': '{n} 公里',
+      'map.m': '{n} 米',
+
+      'history.title': '历史报警',
+      'history.from': '开始日期',
+      'history.to': '结束日期',
+      'history.severity': '级别',
+      'history.kind': '类型',
+      'history.state': '状态',
+      'history.text': '关键词',
+      'history.textPlaceholder': '位置、设备、内容、确认人…',
+      'history.search': '查询',
+      'history.ledger': '下载台账 CSV',
+      'history.all': '全部',
+      'history.clearedOnly': '已结束',
+      'history.allStates': '全部（含未结束）',
+      'history.badRange': '开始日期不能晚于结束日期',
+      'history.loading': '正在查询…',
+      'history.count': '共 {n} 条',
+      'history.countOf': '显示 {n} 条（共取回 {total} 条）',
+      'history.limit': '只取回了最近的 {n} 条；请缩小日期范围。',
+      'history.empty': '该范围内没有符合条件的报警',
+
+      'col.severity': '级别',
+      'col.raised': '发生时间',
+      'col.cleared': '恢复时间',
+      'col.duration': '持续',
+      'col.kind': '类型',
+      'col.location': '位置',
+      'col.message': '内容',
+      'col.acked': '确认',
+      'col.state': '状态',
+
+      'detail.title': '报警详情',
+      'detail.events': '处理记录',
+      'detail.loading': '正在加载…',
+      'detail.noEvents': '无记录',
+      'f.message': '内容',
+      'f.severity': '级别',
+      'f.state': '状态',
+      'f.location': '位置',
+      'f.kind': '类型',
+      'f.device': '设备',
+      'f.rule': '规则',
+      'f.site': '校区',
+      'f.raised': '发生',
+      'f.cleared': '恢复',
+      'f.acked': '确认',
+      'f.value': '数值 / 峰值',
+      'f.count': '次数',
+      'f.shelved': '搁置',
+      'f.suppressed': '演练/维护',
+      'f.group': '所属成组',
+      'ev.raise': '报警',
+      'ev.repeat': '再次触发',
+      'ev.clear': '恢复正常',
+      'ev.ack': '确认',
+      'ev.shelve': '搁置',
+      'ev.unshelve': '取消搁置',
+      'ev.comment': '备注',
+      'ev.group': '成组',
+
+      'err.network': '无法连接服务器',
+      'err.http': '请求失败（{status}）',
+      'ok.ack': '已确认',
+      'ok.shelve': '已搁置',
+      'ok.unshelve': '已取消搁置',
+      'ok.comment': '备注已保存',
+    },
+
+    en: {
+      'app.title': 'Campus Safety Monitor',
+      'app.subtitle': 'Security office · Campus Gateway',
+      'nav.skip': 'Skip to the alarm list',
+      'nav.history': 'History',
+      'title.critical': '⚠ CRITICAL ALARM',
+      'title.count': '({n}) ',
+
+      'auth.title': 'Sign in',
+      'auth.hint': 'Campus safety monitor · security office',
+      'auth.username': 'User name',
+      'auth.password': 'Password',
+      'auth.submit': 'Sign in',
+      'auth.signingIn': 'Signing in…',
+      'auth.signOut': 'Sign out',
+      'auth.missing': 'Enter your user name and password',
+      'auth.expired': 'Your session has ended; please sign in again',
+      'auth.retryIn': ' (try again in {n} min)',
+      'role.viewer': 'Viewer',
+      'role.operator': 'Operator',
+      'role.admin': 'Admin',
+
+      'conn.lost': 'Connection lost — reconnecting…',
+      'conn.since': 'since {t}',
+      'conn.unreachable': 'Cannot reach the server; retrying',
+
+      'sound.enable': 'Click to enable sound',
+      'sound.on': 'Sound on',
+      'sound.muted': 'Muted',
+      'sound.toggleOn': 'Click to mute',
+      'sound.toggleOff': 'Click to turn sound on',
+
+      'alarms.title': 'Active alarms',
+      'alarms.none': 'No active alarms',
+      'alarms.unacked': 'Unacked',
+      'alarms.updated': 'Updated {t}',
+      'quiet.title': 'Shelved / drill-suppressed',
+      'quiet.none': 'No shelved or suppressed alarms',
+
+      'sev.critical': 'Critical',
+      'sev.high': 'High',
+      'sev.medium': 'Medium',
+      'sev.low': 'Low',
+      'sevShort.critical': 'CRIT',
+      'sevShort.high': 'HIGH',
+      'sevShort.medium': 'MED',
+      'sevShort.low': 'LOW',
+
+      'state.unacked': 'Unacknowledged',
+      'state.acked': 'Acknowledged',
+      'state.cleared_unacked': 'Cleared · unacknowledged',
+      'state.cleared': 'Cleared',
+      'state.shelved': 'Shelved',
+
+      'kind.smoke': 'Smoke detector',
+      'kind.gate': 'Gate',
+      'kind.kitchen': 'Kitchen hood',
+      'kind.labcab': 'Chemical cabinet',
+      'kind.bus': 'School bus',
+
+      'row.raisedAt': 'raised {t}',
+      'row.activeFor': 'Active for',
+      'row.clearedAfter': 'Cleared after',
+      'row.ackedBy': 'acked by {user} at {t}',
+      'row.count': 'tripped {n}×',
+      'row.peak': 'peak {v}',
+      'row.value': 'value {v}',
+      'row.group': 'Flood group',
+      'row.groupMembers': '{n} alarms',
+      'row.shelvedUntil': 'shelved until {t}',
+      'row.remaining': 'Left',
+      'row.reason': 'reason: {r}',
+      'row.suppressed': 'during drill/maintenance: {r}',
+      'row.expand': 'Show {n}',
+      'row.collapse': 'Hide',
+      'row.details': 'Show details',
+      'row.device': 'device {d}',
+
+      'action.ack': 'Ack',
+      'action.shelve': 'Shelve',
+      'action.unshelve': 'Unshelve',
+      'action.comment': 'Comment',
+      'action.end': 'End',
+
+      'ack.title': 'Acknowledge alarm',
+      'ack.comment': 'Comment (optional)',
+      'ack.confirm': 'Acknowledge',
+      'shelve.title': 'Shelve alarm',
+      'shelve.explain': 'A shelved alarm stays quiet until the time runs out.',
+      'shelve.minutes': 'For',
+      'shelve.reason': 'Reason (required)',
+      'shelve.confirm': 'Shelve',
+      'shelve.needReason': 'Say why the alarm is shelved',
+      'comment.title': 'Add a comment',
+      'comment.text': 'Comment',
+      'comment.confirm': 'Save comment',
+      'comment.needText': 'Write the comment first',
+      'common.cancel': 'Cancel',
+      'common.close': 'Close',
+      'common.saving': 'Sending…',
+      'common.none': '—',
+      'common.more': '{n} more not shown',
+
+      'drill.start': 'Start drill / maintenance',
+      'drill.title': 'Drill / maintenance zone',
+      'drill.explain': 'Alarms raised in the zone are recorded but kept in the quiet section, without sound.',
+      'drill.building': 'Building',
+      'drill.floor': 'Floor (optional; empty = whole building)',
+      'drill.minutes': 'For',
+      'drill.reason': 'Reason (required)',
+      'drill.confirm': 'Start',
+      'drill.needBuilding': 'Enter the building',
+      'drill.needReason': 'Enter a reason',
+      'drill.zone': 'Building {b}',
+      'drill.zoneFloor': 'Building {b}, floor {f}',
+      'drill.until': 'until {t}',
+      'drill.by': 'set by {u}',
+      'drill.started': 'Zone suppressed',
+      'drill.ended': 'Suppression ended',
+
+      'minutes.n': '{n} min',
+      'hours.n': '{n} h',
+
+      'dur.lt1': '<1 min',
+      'dur.m': '{m} min',
+      'dur.hm': '{h} h {m} min',
+      'dur.dh': '{d} d {h} h',
+      'ago.now': 'just now',
+      'ago.s': '{n} s ago',
+      'ago.x': '{d} ago',
+      'ago.never': 'never seen',
+
+      'devices.title': 'Devices',
+      'devices.online': 'online',
+      'devices.offline': 'Offline devices',
+      'devices.offlineN': '{n} offline',
+      'devices.allOnline': 'all online',
+      'devices.noDevices': 'none',
+      'devices.lowBattery': 'Low battery (smoke)',
+      'devices.noneOffline': 'No device is offline',
+      'devices.noneLow': 'No battery is low',
+      'devices.lastSeen': 'last seen {t}',
+      'devices.battery': 'battery {n}%',
+
+      'buses.title': 'School buses',
+      'buses.none': 'No bus data yet',
+      'buses.noPosition': 'No position yet',
+      'buses.speed': '{v} km/h',
+      'buses.passengers': '{n} aboard',
+      'buses.doorOpen': 'door open',
+      'buses.doorClosed': 'door closed',
+      'buses.offline': 'offline',
+      'buses.route': 'route {r}',
+      'buses.noRoute': 'no route',
+      'buses.position': 'Position',
+      'comp.ok': 'OK',
+      'comp.off_route': 'Off route',
+      'comp.speeding': 'Speeding',
+      'comp.overloaded': 'Overloaded',
+      'comp.none': 'No compliance data',
+      'map.north': 'N',
+      'map.km': '{n} km',
+      'map.m': '{n} m',
+
+      'history.title': 'Alarm history',
+      'history.from': 'From',
+      'history.to': 'To',
+      'history.severity': 'Severity',
+      'history.kind': 'Kind',
+      'history.state': 'State',
+      'history.text': 'Search',
+      'history.textPlaceholder': 'place, device, message, who…',
+      'history.search': 'Search',
+      'history.ledger': 'Download ledger CSV',
+      'history.all': 'All',
+      'history.clearedOnly': 'Cleared',
+      'history.allStates': 'All (incl. open)',
+      'history.badRange': 'The start date must not be after the end date',
+      'history.loading': 'Searching…',
+      'history.count': '{n} alarms',
+      'history.countOf': '{n} shown ({total} fetched)',
+      'history.limit': 'Only the newest {n} were fetched; narrow the date range.',
+      'history.empty': 'No alarm in this range matches',
+
+      'col.severity': 'Severity',
+      'col.raised': 'Raised',
+      'col.cleared': 'Cleared',
+      'col.duration': 'Duration',
+      'col.kind': 'Kind',
+      'col.location': 'Location',
+      'col.message': 'Message',
+      'col.acked': 'Acknowledged',
+      'col.state': 'State',
+
+      'detail.title': 'Alarm details',
+      'detail.events': 'What happened',
+      'detail.loading': 'Loading…',
+      'detail.noEvents': 'No entries',
+      'f.message': 'Message',
+      'f.severity': 'Severity',
+      'f.state': 'State',
+      'f.location': 'Location',
+      'f.kind': 'Kind',
+      'f.device': 'Device',
+      'f.rule': 'Rule',
+      'f.site': 'Site',
+      'f.raised': 'Raised',
+      'f.cleared': 'Cleared',
+      'f.acked': 'Acknowledged',
+      'f.value': 'Value / peak',
+      'f.count': 'Count',
+      'f.shelved': 'Shelved',
+      'f.suppressed': 'Drill / maintenance',
+      'f.group': 'Flood group',
+      'ev.raise': 'Raised',
+      'ev.repeat': 'Tripped again',
+      'ev.clear': 'Back to normal',
+      'ev.ack': 'Acknowledged',
+      'ev.shelve': 'Shelved',
+      'ev.unshelve': 'Unshelved',
+      'ev.comment': 'Comment',
+      'ev.group': 'Grouped',
+
+      'err.network': 'Cannot reach the server',
+      'err.http': 'Request failed ({status})',
+      'ok.ack': 'Acknowledged',
+      'ok.shelve': 'Shelved',
+      'ok.unshelve': 'Unshelved',
+      'ok.comment': 'Comment saved',
+    },
+  };
+
+  const SEVERITIES = ['critical', 'high', 'medium', 'low'];
+  const KINDS = ['smoke', 'gate', 'kitchen', 'labcab', 'bus'];
+  const SHELVE_MINUTES = [15, 30, 60, 240, 480];
+  const DRILL_MINUTES = [30, 60, 120, 240, 480];
+  const LOW_BATTERY_PCT = 20;
+  const LIST_CAP = 40; // offline / low-battery rows shown before "N more"
+
+  const LANG_KEY = 'campusgw.lang';
+  const MUTE_KEY = 'campusgw.muted';
+
+  // localStorage can throw (disabled storage, some kiosk modes): never let
+  // that stop the page.
+  const store = {
+    get(key) {
+      try { return window.localStorage.getItem(key); } catch { return null; }
+    },
+    set(key, value) {
+      try { window.localStorage.setItem(key, value); } catch { /* not remembered */ }
+    },
+  };
+
+  let lang = pickLanguage();
+
+  function pickLanguage() {
+    const saved = store.get(LANG_KEY);
+    if (saved === 'zh' || saved === 'en') return saved;
+    const nav = (navigator.languages && navigator.languages[0]) || navigator.language || '';
+    return nav.toLowerCase().startsWith('zh') ? 'zh' : 'en';
+  }
+
+  /** The label for `key`, with `{name}` placeholders filled from `vars`. */
+  function t(key, vars) {
+    let s = DICT[lang][key];
+    if (s === undefined) s = DICT.en[key];
+    if (s === undefined) return key;
+    if (vars) s = s.replace(/\{(\w+)\}/g, (m, name) => (vars[name] === undefined ? m : String(vars[name])));
+    return s;
+  }
+
+  /** Fills the static labels of index.html (data-i18n*) in the current language. */
+  function applyStaticLabels() {
+    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+    for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll('[data-i18n-placeholder]')) {
+      el.setAttribute('placeholder', t(el.dataset.i18nPlaceholder));
+    }
+    for (const opt of document.querySelectorAll('#lang-switch .lang-opt')) {
+      opt.classList.toggle('current', opt.dataset.lang === lang);
+    }
+    $('lang-switch').setAttribute('aria-label', lang === 'zh' ? 'Switch to English' : '切换到中文');
+    fillSelects();
+    updateMuteButton();
+    updateTitle();
+  }
+
+  function setLanguage(next) {
+    lang = next;
+    store.set(LANG_KEY, next);
+    applyStaticLabels();
+    renderAll();
+  }
+
+  // ---------------------------------------------------------------------
+  // DOM helpers. Children are nodes or strings (strings become text nodes).
+
+  const $ = (id) => document.getElementById(id);
+
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    setProps(el, props);
+    append(el, children);
+    return el;
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  function s(tag, props, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    setProps(el, props);
+    append(el, children);
+    return el;
+  }
+
+  function setProps(el, props) {
+    if (!props) return;
+    for (const [k, v] of Object.entries(props)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.setAttribute('class', v);
+      else if (k === 'text') el.textContent = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+
+  function append(el, children) {
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false || c === '') continue;
+      el.append(c instanceof Node ? c : String(c));
+    }
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.firstChild.remove();
+  }
+
+  /** Makes `list`'s children exactly `wanted`, in order, moving rather than rebuilding. */
+  function reconcile(list, wanted) {
+    wanted.forEach((el, i) => {
+      if (list.children[i] !== el) list.insertBefore(el, list.children[i] || null);
+    });
+    while (list.children.length > wanted.length) list.lastElementChild.remove();
+  }
+
+  // ---------------------------------------------------------------------
+  // Formatting. Times are shown in the browser's local time (the campus's).
+
+  const pad2 = (n) => String(n).padStart(2, '0');
+
+  function ms(iso) {
+    if (!iso) return null;
+    const v = Date.parse(iso);
+    return Number.isNaN(v) ? null : v;
+  }
+
+  function sameDay(a, b) {
+    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+  }
+
+  /** "14:03" today, "11-28 14:03" on other days. */
+  function fmtTime(v) {
+    if (v === null || v === undefined) return t('common.none');
+    const d = new Date(v);
+    const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+    return sameDay(d, new Date()) ? hm : `${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+  }
+
+  /** "2025-11-28 14:03:22". */
+  function fmtDateTime(v) {
+    if (v === null || v === undefined) return t('common.none');
+    const d = new Date(v);
+    return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ` +
+      `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  }
+
+  function fmtClock(d) {
+    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  }
+
+  /** A span of time in words: "12 min" / "12分钟". */
+  function fmtDuration(span) {
+    if (span === null || span === undefined || !Number.isFinite(span)) return t('common.none');
+    const min = Math.floor(Math.max(0, span) / 60000);
+    if (min < 1) return t('dur.lt1');
+    if (min < 60) return t('dur.m', { m: min });
+    const hours = Math.floor(min / 60);
+    if (hours < 24) return t('dur.hm', { h: hours, m: min % 60 });
+    return t('dur.dh', { d: Math.floor(hours / 24), h: hours % 24 });
+  }
+
+  /** "just now", "45 s ago", "12 min ago". */
+  function fmtAgo(v) {
+    if (v === null || v === undefined) return t('ago.never');
+    const span = Date.now() - v;
+    if (span < 10000) return t('ago.now');
+    if (span < 60000) return t('ago.s', { n: Math.floor(span / 1000) });
+    return t('ago.x', { d: fmtDuration(span) });
+  }
+
+  function fmtNum(v) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) return t('common.none');
+    return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
+  }
+
+  function fmtMinutes(n) {
+    return n >= 60 && n % 60 === 0 ? t('hours.n', { n: n / 60 }) : t('minutes.n', { n });
+  }
+
+  /** A place from its parts, for when the server gave no words for it. */
+  function composePlace(building, floor, room) {
+    const parts = [];
+    if (lang === 'zh') {
+      if (building) parts.push(`${building}楼`);
+      if (floor) parts.push(`${floor}层`);
+      if (room) parts.push(`${room}室`);
+      return parts.join(' ');
+    }
+    if (building) parts.push(`Building ${building}`);
+    if (floor) parts.push(`floor ${floor}`);
+    if (room) parts.push(`room ${room}`);
+    return parts.join(', ');
+  }
+
+  function alarmPlace(a) {
+    return a.location || composePlace(a.building, a.floor, a.room) || (a.device && a.device !== '*' ? a.device : '') || a.site || t('common.none');
+  }
+
+  function devicePlace(d) {
+    const loc = d.location;
+    if (!loc) return '';
+    return loc.name || composePlace(loc.building, loc.floor, loc.room);
+  }
+
+  const kindLabel = (k) => (KINDS.includes(k) ? t(`kind.${k}`) : k || t('common.none'));
+  const sevLabel = (v) => (SEVERITIES.includes(v) ? t(`sev.${v}`) : v);
+  const stateLabel = (v) => t(`state.${v}`);
+  const sevRank = (v) => { const i = SEVERITIES.indexOf(v); return i < 0 ? SEVERITIES.length : i; };
+
+  /** Critical first, then newest first: the order the issue asks for. */
+  function byUrgency(a, b) {
+    return sevRank(a.severity) - sevRank(b.severity) || (ms(b.raised_at) || 0) - (ms(a.raised_at) || 0) || b.id - a.id;
+  }
+
+  // Severity icons: a different shape per severity, so colour is never the
+  // only cue (colour-blind staff, a washed-out wall screen).
+  function sevIcon(sev) {
+    const icon = s('svg', { class: 'sev-icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' });
+    const mark = (d) => s('path', { class: 'sev-mark', d });
+    switch (sev) {
+      case 'critical':
+        icon.append(s('path', { class: 'sev-shape', d: 'M8 1.5h8l6.5 6.5v8L16 22.5H8L1.5 16V8z' }), mark('M12 6.5v7M12 16.8v.4'));
+        break;
+      case 'high':
+        icon.append(s('path', { class: 'sev-shape', d: 'M12 1.8 23 21.5H1z' }), mark('M12 8.5v6M12 17.6v.4'));
+        break;
+      case 'medium':
+        icon.append(s('path', { class: 'sev-shape', d: 'M12 1.5 22.5 12 12 22.5 1.5 12z' }), mark('M12 7.5v5.5M12 15.8v.4'));
+        break;
+      default:
+        icon.append(s('circle', { class: 'sev-shape', cx: 12, cy: 12, r: 10.5 }), mark('M12 10.5v6.5M12 7.2v.4'));
+    }
+    return icon;
+  }
+
+  function sevBadge(sev, { short = true } = {}) {
+    return h('span', { class: `sev-badge sev-${sev}`, title: sevLabel(sev) },
+      sevIcon(sev), h('span', { class: 'sev-text', text: short ? t(`sevShort.${sev}`) : sevLabel(sev) }));
+  }
+
+  // ---------------------------------------------------------------------
+  // State.
+
+  const state = {
+    me: null,
+    active: [],          // top-level open alarms; groups carry `members`
+    activeLoaded: false,
+    activeAt: null,
+    suppressions: [],
+    devices: [],
+    devicesAt: null,
+    buses: [],
+    routes: [],
+    busesAt: null,
+    history: [],
+    historyFetched: 0,
+    historyLimit: 200,
+    expanded: new Set(), // flood groups opened by the user
+    lastState: new Map(), // alarm id -> state at the last look (new-critical detection)
+    connected: true,
+    lostSince: null,
+  };
+
+  const canAct = () => !!state.me && (state.me.role === 'operator' || state.me.role === 'admin');
+
+  // ---------------------------------------------------------------------
+  // API.
+
+  class ApiError extends Error {
+    constructor(status, message, data) {
+      super(message);
+      this.status = status;
+      this.data = data;
+    }
+  }
+
+  /**
+   * Same-origin JSON call. POSTs carry the CSRF token; a 401 outside sign-in
+   * means the session has ended, so the sign-in form comes back.
+   */
+  async function api(path, { method = 'GET', body } = {}) {
+    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, cache: 'no-store' };
+    if (method !== 'GET') {
+      opts.headers['Content-Type'] = 'application/json';
+      if (state.me && state.me.csrf) opts.headers['X-CSRF-Token'] = state.me.csrf;
+      opts.body = JSON.stringify(body === undefined ? {} : body);
+    }
+    let res;
+    try {
+      res = await fetch(path, opts);
+    } catch {
+      throw new ApiError(0, t('err.network'));
+    }
+    const text = res.status === 204 ? '' : await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = null; }
+    }
+    if (!res.ok) {
+      const message = (data && typeof data.error === 'string' && data.error) || t('err.http', { status: res.status });
+      if (res.status === 401 && path !== '/api/login' && path !== '/api/me' && state.me) sessionLost();
+      throw new ApiError(res.status, message, data);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------------
+  // Toasts: short confirmations and errors of user actions.
+
+  function toast(message, kind = 'error') {
+    const el = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status', 'data-testid': 'toast' }, message);
+    $('toasts').append(el);
+    setTimeout(() => el.classList.add('leaving'), kind === 'error' ? 7000 : 3500);
+    setTimeout(() => el.remove(), kind === 'error' ? 7600 : 4100);
+  }
+
+  // ---------------------------------------------------------------------
+  // Session: sign-in, sign-out, the signed-in frame.
+
+  async function boot() {
+    applyStaticLabels();
+    wireControls();
+    startClock();
+    initSound();
+    try {
+      const me = await api('/api/me');
+      showApp(me);
+    } catch (err) {
+      if (err.status === 401) {
+        showLogin();
+      } else {
+        // Server unreachable or failing: say so and try again shortly.
+        showLogin(t('conn.unreachable'));
+        setTimeout(retryBoot, 5000);
+      }
+    }
+  }
+
+  async function retryBoot() {
+    if (state.me) return;
+    try {
+      showApp(await api('/api/me'));
+    } catch (err) {
+      if (err.status === 401) showLoginError(null);
+      else setTimeout(retryBoot, 5000);
+    }
+  }
+
+  function showLogin(message) {
+    state.me = null;
+    stopStream();
+    document.body.classList.add('signed-out');
+    document.body.classList.remove('signed-in', 'can-act');
+    $('app').hidden = true;
+    $('login-view').hidden = false;
+    setConnected(true);
+    resetData();
+    showLoginError(message || null);
+    updateTitle();
+    $('login-password').value = '';
+    (($('login-username').value ? $('login-password') : $('login-username'))).focus();
+  }
+
+  function showLoginError(message) {
+    const el = $('login-error');
+    el.textContent = message || '';
+    el.hidden = !message;
+  }
+
+  function resetData() {
+    state.active = [];
+    state.activeLoaded = false;
+    state.suppressions = [];
+    state.devices = [];
+    state.buses = [];
+    state.routes = [];
+    state.history = [];
+    state.expanded.clear();
+    state.lastState.clear();
+    rowCache.clear();
+  }
+
+  function showApp(me) {
+    state.me = me;
+    document.body.classList.remove('signed-out');
+    document.body.classList.add('signed-in');
+    document.body.classList.toggle('can-act', canAct());
+    $('login-view').hidden = true;
+    $('app').hidden = false;
+    $('user-name').textContent = me.user;
+    $('user-role').textContent = t(`role.${me.role}`);
+    $('user-role').dataset.role = me.role;
+    for (const el of document.querySelectorAll('.only-operator')) el.hidden = !canAct();
+    renderAll();
+    refreshAll();
+    connectStream();
+    loadHistory();
+  }
+
+  function sessionLost() {
+    showLogin(t('auth.expired'));
+  }
+
+  async function onLoginSubmit(ev) {
+    ev.preventDefault();
+    const username = $('login-username').value.trim();
+    const password = $('login-password').value;
+    if (!username || !password) {
+      showLoginError(t('auth.missing'));
+      return;
+    }
+    const button = $('login-submit');
+    button.disabled = true;
+    button.textContent = t('auth.signingIn');
+    try {
+      const me = await api('/api/login', { method: 'POST', body: { username, password } });
+      $('login-password').value = '';
+      showLoginError(null);
+      showApp(me);
+    } catch (err) {
+      let message = err.message;
+      // The server's 429 text names the wait; add it only if it did not.
+      if (err.status === 429 && err.data && err.data.retry_after_s && !/\d/.test(message)) {
+        message += t('auth.retryIn', { n: Math.ceil(err.data.retry_after_s / 60) });
+      }
+      showLoginError(message);
+      $('login-password').select();
+    } finally {
+      button.disabled = false;
+      button.textContent = t('auth.submit');
+    }
+  }
+
+  async function onLogout() {
+    try {
+      await api('/api/logout', { method: 'POST', body: {} });
+    } catch (err) {
+      if (err.status !== 401) { toast(err.message); return; }
+    }
+    $('login-username').value = '';
+    showLogin();
+  }
+
+  // ---------------------------------------------------------------------
+  // Fetching. Each refresher swallows network errors: the banner already
+  // says the connection is down, and the next reconnect fetches again.
+
+  function refreshAll() {
+    refreshActive();
+    refreshSuppressions();
+    refreshDevices();
+    refreshBuses();
+  }
+
+  let activeInFlight = false;
+  let activeAgain = false;
+
+  async function refreshActive() {
+    if (!state.me) return;
+    if (activeInFlight) { activeAgain = true; return; }
+    activeInFlight = true;
+    try {
+      const data = await api('/api/alarms?state=active');
+      if (!state.me) return;
+      const list = Array.isArray(data && data.alarms) ? data.alarms : [];
+      const initial = !state.activeLoaded;
+      state.active = list;
+      state.activeLoaded = true;
+      state.activeAt = Date.now();
+      noticeNewAlarms(list, { silent: initial, prune: true });
+      renderAlarms();
+    } catch { /* shown by the banner; retried on reconnect or poll */ }
+    finally {
+      activeInFlight = false;
+      lastActiveFetch = Date.now();
+      if (activeAgain) { activeAgain = false; scheduleActiveRefetch(); }
+    }
+  }
+
+  // Alarm events can come in bursts (a flood): refetch at most four times a
+  // second, and always once more after the last event.
+  let activeTimer = null;
+  let lastActiveFetch = 0;
+
+  function scheduleActiveRefetch() {
+    if (activeTimer) return;
+    const wait = Math.max(0, lastActiveFetch + 250 - Date.now());
+    activeTimer = setTimeout(() => { activeTimer = null; refreshActive(); }, wait);
+  }
+
+  async function refreshSuppressions() {
+    if (!state.me) return;
+    try {
+      const data = await api('/api/suppressions');
+      state.suppressions = Array.isArray(data && data.suppressions) ? data.suppressions : [];
+      renderSuppressions();
+    } catch { /* retried later */ }
+  }
+
+  async function refreshDevices() {
+    if (!state.me) return;
+    try {
+      const data = await api('/api/devices');
+      state.devices = Array.isArray(data && data.devices) ? data.devices : [];
+      state.deviceCounts = (data && data.counts) || null;
+      state.devicesAt = Date.now();
+      renderDevices();
+    } catch { /* retried later */ }
+  }
+
+  async function refreshBuses() {
+    if (!state.me) return;
+    try {
+      const data = await api('/api/buses');
+      state.buses = Array.isArray(data && data.buses) ? data.buses : [];
+      state.routes = Array.isArray(data && data.routes) ? data.routes : [];
+      state.busesAt = Date.now();
+      renderBuses();
+    } catch { /* retried later */ }
+  }
+
+  // ---------------------------------------------------------------------
+  // Alarm list.
+
+  const isQuiet = (a) => a.state === 'shelved' || !!a.suppressed;
+  const needsAck = (a) => a.state === 'unacked' || a.state === 'cleared_unacked';
+
+  // Rows are kept by key and rebuilt only when their alarm changed, so an
+  // update elsewhere in the list does not pull a button from under a click.
+  const rowCache = new Map(); // key -> { el, sig }
+
+  function cachedRow(key, alarm, extra, build) {
+    const sig = JSON.stringify([alarm, extra, lang, canAct()]);
+    const hit = rowCache.get(key);
+    if (hit && hit.sig === sig) return hit.el;
+    const el = build();
+    if (hit && hit.el.contains(document.activeElement)) {
+      // Keep keyboard focus on the same control of the rebuilt row.
+      const id = document.activeElement.getAttribute('data-testid');
+      hit.el.replaceWith(el);
+      const again = id && el.querySelector(`[data-testid="${id}"]`);
+      if (again) again.focus();
+    }
+    rowCache.set(key, { el, sig });
+    return el;
+  }
+
+  function renderAlarms() {
+    const main = state.active.filter((a) => !isQuiet(a)).sort(byUrgency);
+    const quiet = state.active.filter(isQuiet).sort(byUrgency);
+    const seen = new Set();
+
+    const rows = [];
+    for (const a of main) {
+      const open = state.expanded.has(a.id);
+      const key = `a:${a.id}`;
+      seen.add(key);
+      rows.push(cachedRow(key, a, open, () => alarmRow(a, { open })));
+      if (a.is_group && open) {
+        const mkey = `g:${a.id}`;
+        seen.add(mkey);
+        rows.push(cachedRow(mkey, a.members || [], null, () => groupMembers(a)));
+      }
+    }
+    reconcile($('alarm-list'), rows);
+    $('alarm-empty').hidden = !state.activeLoaded || main.length > 0;
+    $('alarm-count').textContent = state.activeLoaded ? String(main.length) : '';
+
+    const quietRows = quiet.map((a) => {
+      const key = `q:${a.id}`;
+      seen.add(key);
+      return cachedRow(key, a, null, () => alarmRow(a, { quiet: true }));
+    });
+    reconcile($('quiet-list'), quietRows);
+    $('quiet-count').textContent = quiet.length ? String(quiet.length) : '';
+    $('quiet-empty').hidden = quiet.length > 0 || state.suppressions.length > 0;
+
+    for (const key of rowCache.keys()) if (!seen.has(key)) rowCache.delete(key);
+    for (const id of state.expanded) if (!state.active.some((a) => a.id === id)) state.expanded.delete(id);
+
+    $('alarms-updated').textContent = state.activeAt ? t('alarms.updated', { t: fmtClock(new Date(state.activeAt)) }) : '';
+    renderSummary(main);
+    updateTitle();
+  }
+
+  /** One alarm as a list row; `member` rows sit inside an opened flood group. */
+  function alarmRow(a, { open = false, quiet = false, member = false } = {}) {
+    const classes = ['alarm-row', `sev-${a.severity}`, `state-${a.state}`];
+    if (!a.active) classes.push('inactive');
+    if (a.is_group) classes.push('is-group');
+    if (quiet) classes.push('quiet-row');
+    if (member) classes.push('member-row');
+
+    const raised = ms(a.raised_at);
+    const meta = [
+      h('span', { class: 'meta-place' }, h('span', { class: 'pin', 'aria-hidden': 'true' }), alarmPlace(a)),
+      h('span', { class: 'kind-tag' }, kindLabel(a.kind)),
+    ];
+    if (a.is_group) {
+      meta.push(h('span', { class: 'group-tag' }, `${t('row.group')} · ${t('row.groupMembers', { n: a.count || (a.members || []).length })}`));
+    } else if (a.device && a.device !== '*') {
+      meta.push(h('span', { class: 'meta-device' }, a.device));
+    }
+    meta.push(h('span', { class: 'meta-time' }, t('row.raisedAt', { t: fmtTime(raised) })));
+    if (!a.is_group && a.count > 1) meta.push(h('span', { class: 'meta-count' }, t('row.count', { n: a.count })));
+    if (typeof a.peak === 'number' && a.peak !== a.value) meta.push(h('span', null, t('row.peak', { v: fmtNum(a.peak) })));
+    if (a.acked_by) meta.push(h('span', { class: 'meta-acked' }, t('row.ackedBy', { user: a.acked_by, t: fmtTime(ms(a.acked_at)) })));
+    if (a.state === 'shelved') {
+      meta.push(h('span', { class: 'meta-shelved' }, t('row.shelvedUntil', { t: fmtTime(ms(a.shelved_until)) })));
+      if (a.shelve_reason) meta.push(h('span', { class: 'meta-reason' }, t('row.reason', { r: a.shelve_reason })));
+    }
+    if (a.suppressed) meta.push(h('span', { class: 'meta-suppressed' }, t('row.suppressed', { r: a.suppressed })));
+
+    const main = h('button', {
+      type: 'button', class: 'row-main', 'data-testid': 'alarm-open', title: t('row.details'),
+      onclick: () => openDetail(a.id),
+    },
+    h('span', { class: 'row-message', 'data-testid': 'alarm-message' }, a.message || a.rule),
+    h('span', { class: 'row-meta' }, meta));
+
+    // How long: live while active; frozen at the clearing time once cleared;
+    // the time left for a shelved alarm.
+    let status;
+    if (a.state === 'shelved' && a.shelved_until) {
+      status = [h('span', { class: 'dur-label' }, t('row.remaining')),
+        h('span', { class: 'duration js-remaining', 'data-until': ms(a.shelved_until), 'data-testid': 'alarm-duration' }, fmtDuration(ms(a.shelved_until) - Date.now()))];
+    } else {
+      const cleared = a.active ? null : ms(a.cleared_at);
+      status = [h('span', { class: 'dur-label' }, t(cleared ? 'row.clearedAfter' : 'row.activeFor')),
+        h('span', {
+          class: 'duration js-duration', 'data-testid': 'alarm-duration',
+          'data-from': raised === null ? null : raised, 'data-to': cleared,
+        }, raised === null ? t('common.none') : fmtDuration((cleared || Date.now()) - raised))];
+    }
+    status.push(h('span', { class: `state-chip chip-${a.state}`, 'data-testid': 'alarm-state' }, stateLabel(a.state)));
+
+    const actions = h('div', { class: 'row-actions' });
+    if (a.is_group) {
+      const n = a.count || (a.members || []).length;
+      actions.append(h('button', {
+        type: 'button', class: 'button subtle group-toggle', 'data-testid': 'group-toggle',
+        'aria-expanded': open ? 'true' : 'false',
+        onclick: () => toggleGroup(a.id),
+      }, h('span', { class: 'caret', 'aria-hidden': 'true' }), open ? t('row.collapse') : t('row.expand', { n })));
+    }
+    if (canAct()) {
+      if (needsAck(a)) {
+        actions.append(h('button', { type: 'button', class: 'button primary', 'data-testid': 'ack-button', onclick: () => openAck(a) }, t('action.ack')));
+      }
+      if (a.state === 'shelved') {
+        actions.append(h('button', { type: 'button', class: 'button', 'data-testid': 'unshelve-button', onclick: () => doUnshelve(a) }, t('action.unshelve')));
+      } else if (!member) {
+        actions.append(h('button', { type: 'button', class: 'button', 'data-testid': 'shelve-button', onclick: () => openShelve(a) }, t('action.shelve')));
+      }
+      actions.append(h('button', { type: 'button', class: 'button', 'data-testid': 'comment-button', onclick: () => openComment(a) }, t('action.comment')));
+    }
+
+    return h('li', {
+      class: classes.join(' '),
+      'data-testid': 'alarm-row',
+      'data-alarm-id': a.id,
+      'data-state': a.state,
+      'data-severity': a.severity,
+      'data-kind': a.kind,
+      'data-active': a.active ? 'true' : 'false',
+      'data-group': a.is_group ? 'true' : null,
+      'data-member-of': member ? a.group : null,
+    },
+    sevBadge(a.severity),
+    main,
+    h('div', { class: 'row-status' }, status),
+    actions);
+  }
+
+  /** The opened members of a flood group, as a list item after the group's row. */
+  function groupMembers(group) {
+    const members = (group.members || []).slice().sort(byUrgency);
+    return h('li', { class: 'group-members', 'data-testid': 'group-members', 'data-group-id': group.id },
+      h('ol', { class: 'member-list' }, members.map((m) => alarmRow(m, { member: true }))));
+  }
+
+  function toggleGroup(id) {
+    if (state.expanded.has(id)) state.expanded.delete(id);
+    else state.expanded.add(id);
+    renderAlarms();
+  }
+
+  /** Severity counters in the top bar, read from across the room. */
+  function renderSummary(main) {
+    const box = $('summary');
+    clear(box);
+    if (!state.activeLoaded) return;
+    for (const sev of SEVERITIES) {
+      const n = main.filter((a) => a.severity === sev).length;
+      box.append(h('span', { class: `sum-item sev-${sev}${n ? '' : ' zero'}`, 'data-testid': `summary-${sev}`, title: sevLabel(sev) },
+        sevIcon(sev), h('span', { class: 'sum-label' }, sevLabel(sev)), h('b', null, String(n))));
+    }
+    const unacked = main.filter(needsAck).length;
+    box.append(h('span', { class: `sum-item sum-unacked${unacked ? '' : ' zero'}`, 'data-testid': 'summary-unacked' },
+      h('span', { class: 'sum-label' }, t('alarms.unacked')), h('b', null, String(unacked))));
+  }
+
+  /** Drill and maintenance zones now in force. */
+  function renderSuppressions() {
+    const list = $('suppression-list');
+    clear(list);
+    for (const z of state.suppressions) {
+      const zone = z.floor ? t('drill.zoneFloor', { b: z.building, f: z.floor }) : t('drill.zone', { b: z.building });
+      const until = ms(z.until);
+      const item = h('li', { class: 'zone-item', 'data-testid': 'suppression-item', 'data-building': z.building, 'data-floor': z.floor || '' },
+        h('span', { class: 'zone-icon', 'aria-hidden': 'true' }),
+        h('span', { class: 'zone-name' }, zone),
+        h('span', { class: 'zone-until' }, `${t('drill.until', { t: fmtTime(until) })} · `,
+          h('span', { class: 'js-remaining', 'data-until': until }, fmtDuration(until - Date.now()))),
+        z.reason ? h('span', { class: 'zone-reason' }, z.reason) : null,
+        z.by ? h('span', { class: 'zone-by muted' }, t('drill.by', { u: z.by })) : null);
+      if (canAct()) {
+        item.append(h('button', {
+          type: 'button', class: 'button subtle small', 'data-testid': 'end-suppression-button',
+          onclick: () => endSuppression(z),
+        }, t('action.end')));
+      }
+      list.append(item);
+    }
+    const quietCount = state.active.filter(isQuiet).length;
+    $('quiet-empty').hidden = quietCount > 0 || state.suppressions.length > 0;
+  }
+
+  /** Applies alarms the server says changed (action answers, stream events). */
+  function mergeAlarms(changed) {
+    for (const c of changed) {
+      const top = state.active.findIndex((a) => a.id === c.id);
+      if (top >= 0) {
+        if (c.state === 'cleared') state.active.splice(top, 1);
+        else state.active[top] = c.is_group && !c.members ? { ...c, members: state.active[top].members } : c;
+        continue;
+      }
+      if (c.group !== null && c.group !== undefined) {
+        const g = state.active.find((a) => a.id === c.group);
+        if (g && Array.isArray(g.members)) {
+          const i = g.members.findIndex((m) => m.id === c.id);
+          if (c.state === 'cleared') { if (i >= 0) g.members.splice(i, 1); }
+          else if (i >= 0) g.members[i] = c;
+          else g.members.push(c);
+        }
+        continue;
+      }
+      if (c.state !== 'cleared') state.active.push(c.is_group && !c.members ? { ...c, members: [] } : c);
+    }
+    noticeNewAlarms(changed.filter((c) => c.group === null || c.group === undefined), { silent: !state.activeLoaded });
+    renderAlarms();
+  }
+
+  // ---------------------------------------------------------------------
+  // Actions and their dialogs.
+
+  function summaryLine(a) {
+    return `${sevLabel(a.severity)} · ${a.message || a.rule} · ${alarmPlace(a)}`;
+  }
+
+  /**
+   * Opens `dialog` for alarm `a`: fills its summary line, clears its error,
+   * and wires its form once to `submit(form) -> Promise`.
+   */
+  function openDialog(dialog, a) {
+    const line = dialog.querySelector('[data-role="alarm-summary"]');
+    if (line) {
+      line.textContent = a ? summaryLine(a) : '';
+      line.className = `dialog-alarm${a ? ` sev-${a.severity}` : ''}`;
+    }
+    setDialogError(dialog, null);
+    dialog.showModal();
+  }
+
+  function setDialogError(dialog, message) {
+    const el = dialog.querySelector('[data-role="error"]');
+    if (!el) return;
+    el.textContent = message || '';
+    el.hidden = !message;
+  }
+
+  /** Runs a dialog's submit: button busy, server error shown in the dialog. */
+  async function submitDialog(dialog, work) {
+    const button = dialog.querySelector('button[type="submit"]');
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = t('common.saving');
+    try {
+      await work();
+      dialog.close();
+    } catch (err) {
+      setDialogError(dialog, err.message);
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
+  }
+
+  let dialogAlarm = null; // the alarm the open action dialog is about
+
+  function openAck(a) {
+    dialogAlarm = a;
+    $('ack-comment').value = '';
+    openDialog($('ack-dialog'), a);
+    // Enter on the primary button acknowledges at once; the comment is optional.
+    $('ack-dialog').querySelector('button[type="submit"]').focus();
+  }
+
+  function openShelve(a) {
+    dialogAlarm = a;
+    $('shelve-minutes').value = '30';
+    $('shelve-reason').value = '';
+    openDialog($('shelve-dialog'), a);
+    $('shelve-reason').focus();
+  }
+
+  function openComment(a) {
+    dialogAlarm = a;
+    $('comment-text').value = '';
+    openDialog($('comment-dialog'), a);
+    $('comment-text').focus();
+  }
+
+  async function alarmAction(a, verb, body) {
+    const data = await api(`/api/alarms/${encodeURIComponent(a.id)}/${verb}`, { method: 'POST', body });
+    if (data && Array.isArray(data.alarms)) mergeAlarms(data.alarms);
+    scheduleActiveRefetch();
+  }
+
+  function onAckSubmit(ev) {
+    ev.preventDefault();
+    const a = dialogAlarm;
+    const comment = $('ack-comment').value.trim();
+    submitDialog($('ack-dialog'), async () => {
+      await alarmAction(a, 'ack', { comment: comment || null });
+      toast(t('ok.ack'), 'ok');
+    });
+  }
+
+  function onShelveSubmit(ev) {
+    ev.preventDefault();
+    const a = dialogAlarm;
+    const reason = $('shelve-reason').value.trim();
+    if (!reason) {
+      setDialogError($('shelve-dialog'), t('shelve.needReason'));
+      $('shelve-reason').focus();
+      return;
+    }
+    const minutes = Number($('shelve-minutes').value);
+    submitDialog($('shelve-dialog'), async () => {
+      await alarmAction(a, 'shelve', { minutes, reason });
+      toast(t('ok.shelve'), 'ok');
+    });
+  }
+
+  function onCommentSubmit(ev) {
+    ev.preventDefault();
+    const a = dialogAlarm;
+    const text = $('comment-text').value.trim();
+    if (!text) {
+      setDialogError($('comment-dialog'), t('comment.needText'));
+      $('comment-text').focus();
+      return;
+    }
+    submitDialog($('comment-dialog'), async () => {
+      await alarmAction(a, 'comment', { text });
+      toast(t('ok.comment'), 'ok');
+    });
+  }
+
+  async function doUnshelve(a) {
+    try {
+      await alarmAction(a, 'unshelve', {});
+      toast(t('ok.unshelve'), 'ok');
+    } catch (err) {
+      toast(err.message);
+    }
+  }
+
+  function openDrill() {
+    $('drill-building').value = '';
+    $('drill-floor').value = '';
+    $('drill-minutes').value = '60';
+    $('drill-reason').value = '';
+    openDialog($('drill-dialog'), null);
+    $('drill-building').focus();
+  }
+
+  function onDrillSubmit(ev) {
+    ev.preventDefault();
+    const dialog = $('drill-dialog');
+    const building = $('drill-building').value.trim();
+    const floor = $('drill-floor').value.trim();
+    const reason = $('drill-reason').value.trim();
+    if (!building) { setDialogError(dialog, t('drill.needBuilding')); $('drill-building').focus(); return; }
+    if (!reason) { setDialogError(dialog, t('drill.needReason')); $('drill-reason').focus(); return; }
+    const minutes = Number($('drill-minutes').value);
+    submitDialog(dialog, async () => {
+      await api('/api/suppressions', { method: 'POST', body: { building, floor: floor || null, minutes, reason } });
+      toast(t('drill.started'), 'ok');
+      refreshSuppressions();
+      scheduleActiveRefetch();
+    });
+  }
+
+  async function endSuppression(z) {
+    try {
+      await api('/api/suppressions/end', { method: 'POST', body: { building: z.building, floor: z.floor || null } });
+      toast(t('drill.ended'), 'ok');
+      refreshSuppressions();
+      scheduleActiveRefetch();
+    } catch (err) {
+      toast(err.message);
+    }
+  }
+
+  /** The alarm's full record and its ledger entries. */
+  async function openDetail(id) {
+    const dialog = $('detail-dialog');
+    const body = $('detail-body');
+    const events = $('detail-events');
+    clear(body);
+    clear(events);
+    body.append(h('p', { class: 'muted' }, t('detail.loading')));
+    if (!dialog.open) dialog.showModal();
+    let data;
+    try {
+      data = await api(`/api/alarms/${encodeURIComponent(id)}`);
+    } catch (err) {
+      clear(body);
+      body.append(h('p', { class: 'form-error' }, err.message));
+      return;
+    }
+    const a = data.alarm;
+    clear(body);
+    const rows = [
+      ['f.message', a.message],
+      ['f.severity', sevBadge(a.severity, { short: false })],
+      ['f.state', h('span', { class: `state-chip chip-${a.state}` }, stateLabel(a.state))],
+      ['f.location', alarmPlace(a)],
+      ['f.kind', kindLabel(a.kind)],
+      ['f.device', a.device === '*' ? null : a.device],
+      ['f.rule', a.rule],
+      ['f.site', a.site],
+      ['f.raised', fmtDateTime(ms(a.raised_at))],
+      ['f.cleared', a.cleared_at ? fmtDateTime(ms(a.cleared_at)) : null],
+      ['f.acked', a.acked_by ? `${a.acked_by} · ${fmtDateTime(ms(a.acked_at))}` : null],
+      ['f.value', typeof a.value === 'number' || typeof a.peak === 'number' ? `${fmtNum(a.value)} / ${fmtNum(a.peak)}` : null],
+      ['f.count', a.count > 1 ? String(a.count) : null],
+      ['f.shelved', a.state === 'shelved' ? `${fmtDateTime(ms(a.shelved_until))} · ${a.shelve_reason || ''}` : null],
+      ['f.suppressed', a.suppressed],
+      ['f.group', a.group !== null && a.group !== undefined ? `#${a.group}` : null],
+    ];
+    const dl = h('dl', { class: 'detail-grid' });
+    for (const [key, value] of rows) {
+      if (value === null || value === undefined || value === '') continue;
+      dl.append(h('dt', null, t(key)), h('dd', null, value));
+    }
+    body.append(dl);
+    const list = Array.isArray(data.events) ? data.events : [];
+    if (!list.length) events.append(h('li', { class: 'muted' }, t('detail.noEvents')));
+    for (const e of list) {
+      const bits = [];
+      if (e.from && e.to && e.from !== e.to) bits.push(`${stateLabel(e.from)} → ${stateLabel(e.to)}`);
+      if (typeof e.value === 'number') bits.push(t('row.value', { v: fmtNum(e.value) }));
+      events.append(h('li', { class: `ev ev-${e.action}`, 'data-testid': 'detail-event' },
+        h('time', { class: 'ev-time' }, fmtDateTime(ms(e.at))),
+        h('span', { class: 'ev-action' }, t(`ev.${e.action}`)),
+        e.user ? h('span', { class: 'ev-user' }, e.user) : null,
+        bits.length ? h('span', { class: 'ev-bits muted' }, bits.join(' · ')) : null,
+        e.comment ? h('span', { class: 'ev-comment' }, e.comment) : null));
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Devices.
+
+  function renderDevices() {
+    const devices = state.devices;
+    // Counts from the list itself, so that stream updates keep them right;
+    // the server's counts only stand in while the list is empty.
+    const counts = {};
+    for (const k of KINDS) counts[k] = { online: 0, offline: 0 };
+    if (devices.length) {
+      for (const d of devices) {
+        const c = counts[d.kind] || (counts[d.kind] = { online: 0, offline: 0 });
+        c[d.online ? 'online' : 'offline'] += 1;
+      }
+    } else if (state.deviceCounts) {
+      for (const [k, c] of Object.entries(state.deviceCounts)) counts[k] = { online: c.online || 0, offline: c.offline || 0 };
+    }
+
+    const tiles = $('device-counts');
+    clear(tiles);
+    for (const [kind, c] of Object.entries(counts)) {
+      const total = c.online + c.offline;
+      tiles.append(h('div', {
+        class: `kind-tile${c.offline ? ' has-offline' : ''}${total ? '' : ' empty'}`,
+        'data-testid': 'kind-tile', 'data-kind': kind, 'data-online': c.online, 'data-offline': c.offline,
+      },
+      h('span', { class: 'kind-name' }, kindLabel(kind)),
+      h('span', { class: 'kind-online' }, h('b', null, String(c.online)), h('span', { class: 'of' }, ` / ${total} `), t('devices.online')),
+      h('span', { class: 'kind-offline' },
+        total === 0 ? t('devices.noDevices') : c.offline ? [h('span', { class: 'warn-glyph', 'aria-hidden': 'true' }, '⚠'), ' ', t('devices.offlineN', { n: c.offline })] : t('devices.allOnline'))));
+    }
+
+    // Offline: smoke detectors first (a silent detector protects no one),
+    // then the longest silent first.
+    const offline = devices.filter((d) => !d.online).sort((a, b) =>
+      (a.kind === 'smoke' ? 0 : 1) - (b.kind === 'smoke' ? 0 : 1) || (ms(a.last_seen) || 0) - (ms(b.last_seen) || 0));
+    fillDeviceList($('offline-list'), offline, (d) => deviceItem(d, 'offline-device'), t('devices.noneOffline'));
+    $('offline-count').textContent = String(offline.length);
+    $('offline-count').classList.toggle('alert', offline.length > 0);
+
+    const low = devices.filter(isLowBattery).sort((a, b) => a.fields.battery_pct - b.fields.battery_pct);
+    fillDeviceList($('battery-list'), low, (d) => deviceItem(d, 'low-battery-device'), t('devices.noneLow'));
+    $('battery-count').textContent = String(low.length);
+    $('battery-count').classList.toggle('alert', low.length > 0);
+
+    $('devices-updated').textContent = state.devicesAt ? t('alarms.updated', { t: fmtClock(new Date(state.devicesAt)) }) : '';
+  }
+
+  function isLowBattery(d) {
+    const pct = d.fields && d.fields.battery_pct;
+    return d.kind === 'smoke' && typeof pct === 'number' && pct < LOW_BATTERY_PCT;
+  }
+
+  function fillDeviceList(list, items, build, emptyText) {
+    clear(list);
+    if (!items.length) { list.append(h('li', { class: 'empty-note muted' }, emptyText)); return; }
+    for (const d of items.slice(0, LIST_CAP)) list.append(build(d));
+    if (items.length > LIST_CAP) list.append(h('li', { class: 'more muted' }, t('common.more', { n: items.length - LIST_CAP })));
+  }
+
+  function deviceItem(d, testid) {
+    const seen = ms(d.last_seen);
+    const place = devicePlace(d);
+    const battery = isLowBattery(d) ? h('span', { class: 'battery' }, t('devices.battery', { n: Math.round(d.fields.battery_pct) })) : null;
+    return h('li', { class: `device-item${d.online ? '' : ' offline'}`, 'data-testid': testid, 'data-device-id': d.id, 'data-kind': d.kind },
+      h('span', { class: 'kind-tag' }, kindLabel(d.kind)),
+      h('span', { class: 'device-name' }, place || d.id, place ? h('span', { class: 'device-id muted' }, ` ${d.id}`) : null),
+      battery,
+      h('span', { class: 'device-seen muted' },
+        seen === null ? t('ago.never') : [t('devices.lastSeen', { t: '' }),
+          h('span', { class: 'js-ago', 'data-at': seen }, fmtAgo(seen)), ` · ${fmtTime(seen)}`]));
+  }
+
+  /** A `device` stream event: online state changed. */
+  function onDeviceEvent(ev) {
+    const d = state.devices.find((x) => x.id === ev.id && x.site === ev.site);
+    if (d) {
+      d.online = !!ev.online;
+      if (ev.last_seen !== undefined) d.last_seen = ev.last_seen;
+    } else {
+      state.devices.push({ id: ev.id, site: ev.site, kind: ev.kind, online: !!ev.online, last_seen: ev.last_seen || null, location: null, fields: {} });
+    }
+    const bus = ev.kind === 'bus' && state.buses.find((b) => b.id === ev.id && b.site === ev.site);
+    if (bus) { bus.online = !!ev.online; bus.last_seen = ev.last_seen || bus.last_seen; later('buses', renderBuses, 300); }
+    later('devices', renderDevices, 300);
+  }
+
+  // Coalesces bursts of stream events into one render per panel.
+  const pending = new Map();
+  function later(name, fn, wait) {
+    if (pending.has(name)) return;
+    pending.set(name, setTimeout(() => { pending.delete(name); fn(); }, wait));
+  }
+
+  // ---------------------------------------------------------------------
+  // Buses: a plain SVG drawing, no map tiles (the campus network is closed).
+
+  const MAP_W = 600;
+  const MAP_H = 320;
+  const MAP_PAD = 28;
+
+  const hasPos = (b) => typeof b.lat === 'number' && typeof b.lon === 'number' && Number.isFinite(b.lat) && Number.isFinite(b.lon);
+
+  function compClass(c) {
+    if (!c) return 'comp-none';
+    return c.state === 'ok' ? 'comp-ok' : 'comp-bad';
+  }
+
+  function busLabel(b) {
+    // "校车7号 (川L·0707)" -> "校车7号": short enough for the map.
+    const name = (b.name || '').split(/[\s(（]/)[0];
+    return name && name.length <= 8 ? name : b.id;
+  }
+
+  /**
+   * Local equirectangular projection: metres east/north of the box's corner,
+   * scaled to fit the drawing. Exact enough for a town-sized area.
+   */
+  function projection(points) {
+    let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
+    for (const [lat, lon] of points) {
+      minLat = Math.min(minLat, lat); maxLat = Math.max(maxLat, lat);
+      minLon = Math.min(minLon, lon); maxLon = Math.max(maxLon, lon);
+    }
+    const midLat = (minLat + maxLat) / 2;
+    const mPerLat = 111320;
+    const mPerLon = 111320 * Math.cos((midLat * Math.PI) / 180);
+    // At least 600 m across, so one bus alone is not drawn at an absurd zoom.
+    const wM = Math.max((maxLon - minLon) * mPerLon, 600);
+    const hM = Math.max((maxLat - minLat) * mPerLat, 300);
+    const scale = Math.min((MAP_W - 2 * MAP_PAD) / wM, (MAP_H - 2 * MAP_PAD) / hM); // px per metre
+    const cx = (minLon + maxLon) / 2;
+    const cy = (minLat + maxLat) / 2;
+    return {
+      scale,
+      xy(lat, lon) {
+        return [MAP_W / 2 + (lon - cx) * mPerLon * scale, MAP_H / 2 - (lat - cy) * mPerLat * scale];
+      },
+    };
+  }
+
+  /** The largest "nice" length that fits in a fifth of the drawing. */
+  function niceLength(pxPerMetre) {
+    const target = MAP_W / 5 / pxPerMetre;
+    const steps = [50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
+    let best = steps[0];
+    for (const v of steps) if (v <= target) best = v;
+    return best;
+  }
+
+  function renderBuses() {
+    drawBusMap();
+    const list = $('bus-list');
+    clear(list);
+    const buses = state.buses.slice().sort((a, b) => busLabel(a).localeCompare(busLabel(b), 'zh-CN', { numeric: true }));
+    if (!buses.length) list.append(h('li', { class: 'empty-note muted' }, t('buses.none')));
+    const routeName = new Map(state.routes.map((r) => [r.id, r.name]));
+    for (const b of buses) {
+      const comp = b.compliance;
+      const seen = ms(b.last_seen);
+      const stats = [];
+      if (typeof b.speed_kmh === 'number') stats.push(h('span', { class: 'bus-speed' }, t('buses.speed', { v: Math.round(b.speed_kmh) })));
+      if (typeof b.passengers === 'number') stats.push(h('span', { class: 'bus-pax' }, t('buses.passengers', { n: Math.round(b.passengers) })));
+      if (b.door_open === true) stats.push(h('span', { class: 'bus-door open' }, t('buses.doorOpen')));
+      else if (b.door_open === false) stats.push(h('span', { class: 'bus-door' }, t('buses.doorClosed')));
+      const route = b.route_id ? t('buses.route', { r: routeName.get(b.route_id) ? `${b.route_id} ${routeName.get(b.route_id)}` : b.route_id }) : t('buses.noRoute');
+      list.append(h('li', {
+        class: `bus-item ${compClass(comp)}${b.online ? '' : ' offline'}`,
+        'data-testid': 'bus-item', 'data-bus-id': b.id, 'data-compliance': comp ? comp.state : 'none', 'data-online': b.online ? 'true' : 'false',
+      },
+      h('span', { class: 'bus-marker', 'aria-hidden': 'true' }),
+      h('div', { class: 'bus-head' },
+        h('span', { class: 'bus-name' }, b.name || b.id),
+        h('span', { class: 'bus-route muted' }, route)),
+      h('div', { class: 'bus-stats' }, stats.length ? stats : h('span', { class: 'muted' }, t('buses.noPosition'))),
+      h('div', { class: 'bus-comp', 'data-testid': 'bus-compliance' },
+        h('span', { class: 'comp-glyph', 'aria-hidden': 'true' }, comp ? (comp.state === 'ok' ? '✓' : '⚠') : '–'),
+        comp ? t(`comp.${comp.state}`) : t('comp.none'),
+        comp && comp.detail ? h('span', { class: 'comp-detail muted' }, ` · ${comp.detail}`) : null),
+      h('div', { class: 'bus-seen muted' },
+        b.online ? null : h('span', { class: 'offline-tag' }, `${t('buses.offline')} · `),
+        seen === null ? t('ago.never') : h('span', { class: 'js-ago', 'data-at': seen }, fmtAgo(seen)))));
+    }
+    $('buses-updated').textContent = state.busesAt ? t('alarms.updated', { t: fmtClock(new Date(state.busesAt)) }) : '';
+  }
+
+  function drawBusMap() {
+    const map = $('bus-map');
+    clear(map);
+    const buses = state.buses.filter(hasPos);
+    const routes = state.routes.filter((r) => Array.isArray(r.points) && r.points.length > 1);
+    const points = [];
+    for (const r of routes) for (const p of r.points) if (Number.isFinite(p[0]) && Number.isFinite(p[1])) points.push(p);
+    for (const b of buses) points.push([b.lat, b.lon]);
+
+    map.append(s('rect', { class: 'map-bg', x: 0, y: 0, width: MAP_W, height: MAP_H, rx: 6 }));
+    if (!points.length) {
+      map.append(s('text', { class: 'map-empty', x: MAP_W / 2, y: MAP_H / 2, 'text-anchor': 'middle' }, t('buses.noPosition')));
+      return;
+    }
+    const proj = projection(points);
+    const step = niceLength(proj.scale);
+    const stepPx = step * proj.scale;
+
+    // A faint grid at the scale bar's spacing stands in for a base map.
+    const grid = s('g', { class: 'map-grid' });
+    for (let x = MAP_W / 2 % stepPx; x < MAP_W; x += stepPx) grid.append(s('line', { x1: x, y1: 0, x2: x, y2: MAP_H }));
+    for (let y = MAP_H / 2 % stepPx; y < MAP_H; y += stepPx) grid.append(s('line', { x1: 0, y1: y, x2: MAP_W, y2: y }));
+    map.append(grid);
+
+    routes.forEach((r, i) => {
+      const pts = r.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])).map((p) => proj.xy(p[0], p[1]));
+      const d = pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join(' ');
+      map.append(s('polyline', { class: `map-route route-${i % 4}`, points: d, 'data-route-id': r.id }));
+      const [lx, ly] = pts[0];
+      map.append(s('text', { class: `map-route-label route-${i % 4}`, x: lx + 6, y: ly - 6 }, r.id + (r.name ? ` ${r.name}` : '')));
+    });
+
+    for (const b of buses) {
+      const [x, y] = proj.xy(b.lat, b.lon);
+      const g = s('g', {
+        class: `map-bus ${compClass(b.compliance)}${b.online ? '' : ' offline'}`,
+        transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})`, 'data-bus-id': b.id,
+      });
+      g.append(s('title', null, `${b.name || b.id}`));
+      if (typeof b.heading_deg === 'number' && b.online) {
+        // Heading: 0° is north, clockwise, which is SVG's rotate() on a y-down canvas.
+        g.append(s('path', { class: 'bus-heading', d: 'M0 -20 L6 -10 L-6 -10 Z', transform: `rotate(${Math.round(b.heading_deg)})` }));
+      }
+      g.append(s('circle', { class: 'bus-dot', r: 8 }));
+      const label = busLabel(b);
+      const flip = x > MAP_W - 110; // keep labels inside the drawing
+      g.append(s('text', { class: 'bus-label', x: flip ? -13 : 13, y: 5, 'text-anchor': flip ? 'end' : 'start' }, label));
+      map.append(g);
+    }
+
+    // Scale bar and north arrow.
+    const sx = 16;
+    const sy = MAP_H - 16;
+    map.append(s('g', { class: 'map-scale' },
+      s('path', { d: `M${sx} ${sy - 5} V${sy} H${sx + stepPx} V${sy - 5}` }),
+      s('text', { x: sx + stepPx / 2, y: sy - 8, 'text-anchor': 'middle' },
+        step >= 1000 ? t('map.km', { n: step / 1000 }) : t('map.m', { n: step }))));
+    map.append(s('g', { class: 'map-north', transform: `translate(${MAP_W - 22} 26)` },
+      s('path', { d: 'M0 -14 L6 4 L0 0 L-6 4 Z' }),
+      s('text', { x: 0, y: 18, 'text-anchor': 'middle' }, t('map.north'))));
+  }
+
+  /** A `bus` stream event: a new position. */
+  function onBusEvent(ev) {
+    let b = state.buses.find((x) => x.id === ev.id && x.site === ev.site);
+    if (!b) {
+      b = { id: ev.id, site: ev.site, name: null, compliance: null };
+      state.buses.push(b);
+    }
+    for (const k of ['lat', 'lon', 'speed_kmh', 'heading_deg', 'passengers', 'door_open', 'route_id']) {
+      if (ev[k] !== undefined && ev[k] !== null) b[k] = ev[k];
+    }
+    if (ev.ts) b.last_seen = ev.ts;
+    b.online = true;
+    later('buses', renderBuses, 500);
+  }
+
+  // ---------------------------------------------------------------------
+  // History of cleared alarms and the ledger download.
+
+  /** The chosen range as instants: local midnight of `from` to the end of `to`. */
+  function historyRange() {
+    const from = localDate($('history-from').value);
+    const to = localDate($('history-to').value);
+    if (!from || !to) return null;
+    const end = new Date(to.getFullYear(), to.getMonth(), to.getDate() + 1);
+    if (from >= end) return null;
+    return { since: from.toISOString(), until: end.toISOString(), fromText: $('history-from').value, toText: $('history-to').value };
+  }
+
+  function localDate(value) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value || '');
+    return m ? new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : null;
+  }
+
+  function dateValue(d) {
+    return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+  }
+
+  function updateLedgerLink() {
+    const link = $('ledger-download');
+    const range = historyRange();
+    if (!range) {
+      link.removeAttribute('href');
+      link.setAttribute('aria-disabled', 'true');
+      return;
+    }
+    link.setAttribute('href', `/api/reports/ledger.csv?from=${encodeURIComponent(range.since)}&to=${encodeURIComponent(range.until)}`);
+    link.setAttribute('download', `ledger-${range.fromText.replace(/-/g, '')}-${range.toText.replace(/-/g, '')}.csv`);
+    link.removeAttribute('aria-disabled');
+  }
+
+  function fillSelect(select, options, keep) {
+    const value = select.value || keep;
+    clear(select);
+    for (const [v, label] of options) select.append(h('option', { value: v }, label));
+    if (options.some(([v]) => v === value)) select.value = value;
+  }
+
+  function fillSelects() {
+    fillSelect($('history-severity'), [['', t('history.all')], ...SEVERITIES.map((v) => [v, sevLabel(v)])], '');
+    fillSelect($('history-kind'), [['', t('history.all')], ...KINDS.map((v) => [v, kindLabel(v)])], '');
+    fillSelect($('history-state'), [['cleared', t('history.clearedOnly')], ['', t('history.allStates')]], 'cleared');
+    fillSelect($('shelve-minutes'), SHELVE_MINUTES.map((n) => [String(n), fmtMinutes(n)]), '30');
+    fillSelect($('drill-minutes'), DRILL_MINUTES.map((n) => [String(n), fmtMinutes(n)]), '60');
+  }
+
+  async function loadHistory() {
+    const err = $('history-error');
+    const range = historyRange();
+    if (!range) {
+      err.textContent = t('history.badRange');
+      err.hidden = false;
+      return;
+    }
+    err.hidden = true;
+    $('history-note').textContent = t('history.loading');
+    const q = `state=all&since=${encodeURIComponent(range.since)}&until=${encodeURIComponent(range.until)}&limit=${state.historyLimit}`;
+    try {
+      const data = await api(`/api/alarms?${q}`);
+      state.history = Array.isArray(data && data.alarms) ? data.alarms : [];
+      state.historyFetched = state.history.length;
+      renderHistory();
+    } catch (e) {
+      $('history-note').textContent = '';
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+  }
+
+  /** Filters apply on the fetched range, so changing them needs no request. */
+  function filteredHistory() {
+    const sev = $('history-severity').value;
+    const kind = $('history-kind').value;
+    const st = $('history-state').value;
+    const text = $('history-text').value.trim().toLowerCase();
+    return state.history.filter((a) => {
+      if (sev && a.severity !== sev) return false;
+      if (kind && a.kind !== kind) return false;
+      if (st && a.state !== st) return false;
+      if (text) {
+        const hay = [a.message, a.location, a.device, a.rule, a.site, a.building, a.room, a.acked_by, a.shelve_reason, a.suppressed, alarmPlace(a)]
+          .filter(Boolean).join(' ').toLowerCase();
+        if (!hay.includes(text)) return false;
+      }
+      return true;
+    });
+  }
+
+  function renderHistory() {
+    const body = $('history-body');
+    clear(body);
+    if (!state.me) return;
+    const rows = filteredHistory();
+    for (const a of rows) {
+      const raised = ms(a.raised_at);
+      const cleared = ms(a.cleared_at);
+      body.append(h('tr', {
+        class: `history-row sev-${a.severity}`, tabindex: 0,
+        'data-testid': 'history-row', 'data-alarm-id': a.id, 'data-severity': a.severity, 'data-state': a.state, 'data-kind': a.kind,
+        onclick: () => openDetail(a.id),
+        onkeydown: (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); openDetail(a.id); } },
+      },
+      h('td', null, sevBadge(a.severity)),
+      h('td', { class: 'nowrap' }, fmtDateTime(raised)),
+      h('td', { class: 'nowrap' }, cleared === null ? t('common.none') : fmtDateTime(cleared)),
+      h('td', { class: 'nowrap' }, raised !== null && cleared !== null ? fmtDuration(cleared - raised) : t('common.none')),
+      h('td', null, kindLabel(a.kind)),
+      h('td', null, alarmPlace(a)),
+      h('td', { class: 'msg' }, a.message),
+      h('td', null, a.acked_by ? `${a.acked_by} · ${fmtTime(ms(a.acked_at))}` : t('common.none')),
+      h('td', null, h('span', { class: `state-chip chip-${a.state}` }, stateLabel(a.state)))));
+    }
+    if (!rows.length) {
+      body.append(h('tr', { class: 'empty-row' }, h('td', { colspan: 9, class: 'muted' }, t('history.empty'))));
+    }
+    let note = rows.length === state.historyFetched
+      ? t('history.count', { n: rows.length })
+      : t('history.countOf', { n: rows.length, total: state.historyFetched });
+    if (state.historyFetched >= state.historyLimit) note += ` ${t('history.limit', { n: state.historyLimit })}`;
+    $('history-note').textContent = note;
+  }
+
+  // ---------------------------------------------------------------------
+  // Live stream. EventSource reconnects by itself after a network error;
+  // after an HTTP error (session ended, proxy 502) it gives up, so then we
+  // check the session and open a new one.
+
+  let stream = null;
+  let streamRetry = null;
+
+  function connectStream() {
+    stopStream();
+    const es = new EventSource('/api/stream');
+    stream = es;
+    es.addEventListener('open', () => {
+      if (stream !== es) return;
+      setConnected(true);
+      // Whatever happened while we were away (or before the stream was up)
+      // is fetched afresh; the stream carries only changes.
+      refreshAll();
+    });
+    es.addEventListener('error', () => {
+      if (stream !== es) return;
+      setConnected(false);
+      if (es.readyState === EventSource.CLOSED) {
+        stopStream();
+        streamRetry = setTimeout(async () => {
+          streamRetry = null;
+          try {
+            await api('/api/me');
+            if (state.me) connectStream();
+          } catch (err) {
+            if (err.status === 401) sessionLost();
+            else if (state.me) connectStream();
+          }
+        }, 5000);
+      }
+    });
+    es.addEventListener('lagged', () => refreshAll());
+    es.addEventListener('alarm', (e) => {
+      const data = parse(e.data);
+      if (data && data.alarm) {
+        mergeAlarms([data.alarm]);
+        if (data.alarm.kind === 'bus') later('bus-refetch', refreshBuses, 1000);
+      }
+      scheduleActiveRefetch();
+    });
+    es.addEventListener('device', (e) => { const d = parse(e.data); if (d) onDeviceEvent(d); });
+    es.addEventListener('bus', (e) => { const d = parse(e.data); if (d) onBusEvent(d); });
+  }
+
+  function parse(text) {
+    try { return JSON.parse(text); } catch { return null; }
+  }
+
+  function stopStream() {
+    if (streamRetry) { clearTimeout(streamRetry); streamRetry = null; }
+    if (stream) { stream.close(); stream = null; }
+  }
+
+  function setConnected(ok) {
+    if (ok === state.connected) return;
+    state.connected = ok;
+    state.lostSince = ok ? null : Date.now();
+    $('connection-banner').hidden = ok;
+    document.body.classList.toggle('disconnected', !ok);
+    $('connection-detail').textContent = ok ? '' : t('conn.since', { t: fmtClock(new Date()) });
+  }
+
+  // ---------------------------------------------------------------------
+  // Annunciation: a chime and a flashing title for a new critical alarm.
+  // Browsers keep audio locked until the user clicks or types on the page;
+  // until then a hint asks for one click. (A kiosk started with
+  // --autoplay-policy=no-user-gesture-required needs no click.)
+
+  const sound = { ctx: null, muted: store.get(MUTE_KEY) === '1' };
+
+  function initSound() {
+    const AC = window.AudioContext || window.webkitAudioContext;
+    if (AC) {
+      try {
+        sound.ctx = new AC();
+        sound.ctx.addEventListener('statechange', updateSoundHint);
+      } catch { sound.ctx = null; }
+    }
+    const unlock = () => {
+      if (sound.ctx && sound.ctx.state === 'suspended') sound.ctx.resume().then(updateSoundHint, () => {});
+    };
+    document.addEventListener('pointerdown', unlock, true);
+    document.addEventListener('keydown', unlock, true);
+    updateSoundHint();
+    updateMuteButton();
+  }
+
+  const audioReady = () => !!sound.ctx && sound.ctx.state === 'running';
+
+  function updateSoundHint() {
+    $('sound-hint').hidden = !state.me || sound.muted || !sound.ctx || audioReady();
+  }
+
+  function updateMuteButton() {
+    const b = $('mute-toggle');
+    clear(b);
+    b.append(h('span', { class: 'glyph', 'aria-hidden': 'true' }, sound.muted ? '🔕' : '🔔'), ' ',
+      h('span', null, sound.muted ? t('sound.muted') : t('sound.on')));
+    b.setAttribute('aria-pressed', sound.muted ? 'true' : 'false');
+    b.setAttribute('title', sound.muted ? t('sound.toggleOff') : t('sound.toggleOn'));
+    b.classList.toggle('is-muted', sound.muted);
+    b.dataset.muted = sound.muted ? 'true' : 'false';
+  }
+
+  function toggleMute() {
+    sound.muted = !sound.muted;
+    store.set(MUTE_KEY, sound.muted ? '1' : '0');
+    updateMuteButton();
+    updateSoundHint();
+    if (!sound.muted) {
+      // A soft tone confirms the speakers work (the click has unlocked audio).
+      const go = () => tone([660], 0.12, 0.12);
+      if (sound.ctx && sound.ctx.state === 'suspended') sound.ctx.resume().then(go, () => {});
+      else go();
+    }
+  }
+
+  function onSoundHint() {
+    if (!sound.ctx) return;
+    sound.ctx.resume().then(() => { updateSoundHint(); tone([660], 0.12, 0.12); }, () => {});
+  }
+
+  /** Plays `freqs` one after another, each `len` seconds, at `gain`. */
+  function tone(freqs, len, gain) {
+    if (!audioReady()) return;
+    const ctx = sound.ctx;
+    let at = ctx.currentTime + 0.02;
+    for (const f of freqs) {
+      const osc = ctx.createOscillator();
+      const amp = ctx.createGain();
+      osc.type = 'sine';
+      osc.frequency.value = f;
+      // Short attack and exponential decay: a chime, not a buzzer.
+      amp.gain.setValueAtTime(0.0001, at);
+      amp.gain.exponentialRampToValueAtTime(gain, at + 0.015);
+      amp.gain.exponentialRampToValueAtTime(0.0001, at + len);
+      osc.connect(amp).connect(ctx.destination);
+      osc.start(at);
+      osc.stop(at + len + 0.05);
+      at += len * 0.9;
+    }
+  }
+
+  function chimeCritical() {
+    if (sound.muted) return;
+    // Three falling two-tone pairs, about 2 s: noticeable across the room.
+    tone([988, 740, 988, 740, 988, 740], 0.32, 0.35);
+  }
+
+  // Title flash: on while any critical alarm waits for acknowledgement.
+  let flashOn = false;
+
+  function unackedCritical() {
+    return state.active.filter((a) => !isQuiet(a) && a.severity === 'critical' && needsAck(a)).length;
+  }
+
+  function updateTitle() {
+    const n = state.me ? state.active.filter((a) => !isQuiet(a)).length : 0;
+    const base = `${n ? t('title.count', { n }) : ''}${t('app.title')}`;
+    document.title = flashOn && unackedCritical() ? `${t('title.critical')} (${unackedCritical()})` : base;
+  }
+
+  function flashTick() {
+    flashOn = state.me ? !flashOn && unackedCritical() > 0 : false;
+    updateTitle();
+  }
+
+  /**
+   * Sounds for alarms that just became critical-and-unacknowledged: a new
+   * raise, or a re-raise after it had been acknowledged. Suppressed and
+   * shelved alarms stay silent; a flood group sounds once, not per member.
+   */
+  function noticeNewAlarms(alarms, { silent = false, prune = false } = {}) {
+    let fresh = false;
+    for (const a of alarms) {
+      const before = state.lastState.get(a.id);
+      if (a.severity === 'critical' && a.state === 'unacked' && !a.suppressed && before !== 'unacked' && !silent) fresh = true;
+      state.lastState.set(a.id, a.state);
+    }
+    if (prune) {
+      const ids = new Set(alarms.map((a) => a.id));
+      for (const id of state.lastState.keys()) if (!ids.has(id)) state.lastState.delete(id);
+    }
+    if (fresh) {
+      chimeCritical();
+      flashOn = false;
+      flashTick();
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Clocks: the header clock, live durations and "last seen" ages.
+
+  function startClock() {
+    const tick = () => { $('clock').textContent = fmtClock(new Date()); };
+    tick();
+    setInterval(tick, 1000);
+    setInterval(flashTick, 1000);
+    setInterval(updateAges, 10000);
+    // A slow full refresh backs the stream up (a proxy that silently drops
+    // events would otherwise leave the wall screen stale).
+    setInterval(() => { if (state.me) { refreshAll(); } }, 60000);
+  }
+
+  function updateAges() {
+    const now = Date.now();
+    for (const el of document.querySelectorAll('.js-duration[data-from]')) {
+      const from = Number(el.dataset.from);
+      const to = el.dataset.to ? Number(el.dataset.to) : now;
+      el.textContent = fmtDuration(to - from);
+    }
+    for (const el of document.querySelectorAll('.js-remaining[data-until]')) {
+      el.textContent = fmtDuration(Number(el.dataset.until) - now);
+    }
+    for (const el of document.querySelectorAll('.js-ago[data-at]')) el.textContent = fmtAgo(Number(el.dataset.at));
+  }
+
+  function renderAll() {
+    if (!state.me) return;
+    $('user-role').textContent = t(`role.${state.me.role}`);
+    rowCache.clear();
+    renderAlarms();
+    renderSuppressions();
+    renderDevices();
+    renderBuses();
+    renderHistory();
+    updateSoundHint();
+    if (!$('connection-banner').hidden) {
+      $('connection-detail').textContent = t('conn.since', { t: fmtClock(new Date(state.lostSince || Date.now())) });
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Wiring.
+
+  function wireControls() {
+    $('login-form').addEventListener('submit', onLoginSubmit);
+    $('logout-button').addEventListener('click', onLogout);
+    $('lang-switch').addEventListener('click', () => setLanguage(lang === 'zh' ? 'en' : 'zh'));
+    $('mute-toggle').addEventListener('click', toggleMute);
+    $('sound-hint').addEventListener('click', onSoundHint);
+    $('drill-button').addEventListener('click', openDrill);
+
+    $('ack-form').addEventListener('submit', onAckSubmit);
+    $('shelve-form').addEventListener('submit', onShelveSubmit);
+    $('comment-form').addEventListener('submit', onCommentSubmit);
+    $('drill-form').addEventListener('submit', onDrillSubmit);
+    for (const dialog of document.querySelectorAll('dialog')) {
+      for (const b of dialog.querySelectorAll('[data-role="cancel"]')) b.addEventListener('click', () => dialog.close());
+      // A click on the backdrop (outside the box) closes it too.
+      dialog.addEventListener('click', (ev) => { if (ev.target === dialog) dialog.close(); });
+    }
+    // Ctrl+Enter sends a comment from its textarea.
+    for (const id of ['ack-comment', 'comment-text']) {
+      $(id).addEventListener('keydown', (ev) => {
+        if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); $(id).form.requestSubmit(); }
+      });
+    }
+
+    const today = new Date();
+    $('history-to').value = dateValue(today);
+    $('history-from').value = dateValue(new Date(today.getFullYear(), today.getMonth(), today.getDate() - 6));
+    updateLedgerLink();
+    $('history-form').addEventListener('submit', (ev) => { ev.preventDefault(); loadHistory(); });
+    for (const id of ['history-from', 'history-to']) {
+      $(id).addEventListener('change', () => { updateLedgerLink(); loadHistory(); });
+    }
+    for (const id of ['history-severity', 'history-kind', 'history-state']) $(id).addEventListener('change', renderHistory);
+    $('history-text').addEventListener('input', () => later('history-filter', renderHistory, 200));
+    $('ledger-download').addEventListener('click', (ev) => {
+      if (!historyRange()) {
+        ev.preventDefault();
+        $('history-error').textContent = t('history.badRange');
+        $('history-error').hidden = false;
+      }
+    });
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+})();

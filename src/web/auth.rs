@@ -1,0 +1,532 @@
+//! Who may do what: users with roles, argon2 password hashes, sessions,
+//! API tokens, failed-login throttling and the audit log — all in
+//! `data_dir/gateway.db` (SQLite), so a restart logs no one out.
+//!
+//! Session and API tokens are 256-bit random strings; only their SHA-256
+//! is stored, so a copy of the database opens no session. Passwords are
+//! hashed with Argon2id (the crate's defaults, OWASP's recommendation).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use base64::Engine as _;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a user may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also acknowledges, shelves, comments, starts drills.
+    Operator,
+    /// Also manages users, tokens and rules.
+    Admin,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Role {
+        match s {
+            "admin" => Role::Admin,
+            "operator" => Role::Operator,
+            _ => Role::Viewer,
+        }
+    }
+}
+
+/// A signed-in user or an API token acting as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// User name (`token:<name>` for an API token).
+    pub user: String,
+    /// Role.
+    pub role: Role,
+    /// The session's CSRF token; `None` for API tokens, which carry no ambient authority.
+    #[serde(skip)]
+    pub csrf: Option<String>,
+}
+
+/// What went wrong with the auth store.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// SQLite.
+    #[error("user store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Hashing.
+    #[error("password hashing failed")]
+    Hash,
+    /// Input out of bounds.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One user as listed to admins.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created, epoch ms.
+    pub created_at: i64,
+}
+
+/// One API token as listed to admins (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created by.
+    pub created_by: String,
+    /// Created, epoch ms.
+    pub created_at: i64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// When, epoch ms.
+    pub at: i64,
+    /// Who.
+    pub user: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Details.
+    pub detail: String,
+    /// From where.
+    pub addr: String,
+}
+
+/// Sessions last this long after the last use (a wall screen stays signed in).
+const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Failed sign-ins allowed per address and per user name within `THROTTLE_WINDOW`.
+const MAX_FAILURES: usize = 5;
+const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The auth store.
+#[derive(Debug)]
+pub struct AuthStore {
+    conn: Mutex<Connection>,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+fn now_ms() -> i64 {
+    crate::sources::now_ms()
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn digest(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+}
+
+/// Hashes a password with Argon2id.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| AuthError::Hash)
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Checks a new password: long enough to resist guessing when throttled.
+pub fn check_password(p: &str) -> Result<(), AuthError> {
+    if p.chars().count() < 10 {
+        return Err(AuthError::Invalid(
+            "a password needs at least 10 characters".into(),
+        ));
+    }
+    if p.len() > 1024 {
+        return Err(AuthError::Invalid(
+            "a password may have at most 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(n: &str) -> Result<(), AuthError> {
+    if n.is_empty() || n.chars().count() > 64 || n.chars().any(|c| c.is_control() || c == ':') {
+        return Err(AuthError::Invalid(
+            "a user name has 1 to 64 characters, no ':'".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl AuthStore {
+    /// Opens (creating) `gateway.db` under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, AuthError> {
+        let conn = Connection::open(data_dir.join("gateway.db"))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(
+            r#"
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created_at INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS sessions (digest TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL, last_used INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created_by TEXT NOT NULL, created_at INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
+            "#,
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates or replaces a user.
+    pub fn set_user(&self, name: &str, role: Role, password: &str) -> Result<(), AuthError> {
+        check_name(name)?;
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        self.conn().execute(
+            "INSERT INTO users (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash",
+            params![name, role.as_str(), hash, now_ms()],
+        )?;
+        // A new password ends the user's other sessions.
+        self.conn()
+            .execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Removes a user and their sessions; false when there was none.
+    pub fn delete_user(&self, name: &str) -> Result<bool, AuthError> {
+        let c = self.conn();
+        c.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+        Ok(c.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+    }
+
+    /// Every user.
+    pub fn users(&self) -> Result<Vec<UserInfo>, AuthError> {
+        let c = self.conn();
+        let mut stmt = c.prepare("SELECT name, role, created_at FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserInfo {
+                name: r.get(0)?,
+                role: Role::parse(&r.get::<_, String>(1)?),
+                created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How long `keys` must wait before another try, if they are throttled.
+    pub fn throttled(&self, keys: &[&str]) -> Option<Duration> {
+        let now = Instant::now();
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .filter_map(|k| {
+                let q = f.get_mut(*k)?;
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > THROTTLE_WINDOW)
+                {
+                    q.pop_front();
+                }
+                (q.len() >= MAX_FAILURES).then(|| {
+                    q.front().map_or(THROTTLE_WINDOW, |t| {
+                        THROTTLE_WINDOW.saturating_sub(now.duration_since(*t))
+                    })
+                })
+            })
+            .max()
+    }
+
+    fn record_failure(&self, keys: &[&str]) {
+        let now = Instant::now();
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a flood of made-up names must not grow memory without end.
+        if f.len() > 10_000 {
+            f.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) < THROTTLE_WINDOW)
+            });
+        }
+        for k in keys {
+            let q = f.entry((*k).to_owned()).or_default();
+            q.push_back(now);
+            if q.len() > MAX_FAILURES * 2 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Checks a password; on success opens a session and returns
+    /// (session token, principal). The caller checks `throttled` first.
+    pub fn login(
+        &self,
+        name: &str,
+        password: &str,
+        addr: &str,
+    ) -> Result<Option<(String, Principal)>, AuthError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT role, hash FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        // Hash even for an unknown user, so timing does not tell which names exist.
+        let ok = match &row {
+            Some((_, hash)) => verify_password(password, hash),
+            None => {
+                let _ = verify_password(password, dummy_hash());
+                false
+            }
+        };
+        let user_key = format!("user:{name}");
+        let addr_key = format!("addr:{addr}");
+        if !ok {
+            self.record_failure(&[&user_key, &addr_key]);
+            return Ok(None);
+        }
+        let (role, _) = row.unwrap_or_default();
+        let token = random_token();
+        let csrf = random_token();
+        self.conn().execute(
+            "INSERT INTO sessions (digest, user, csrf, last_used) VALUES (?1, ?2, ?3, ?4)",
+            params![digest(&token), name, csrf, now_ms()],
+        )?;
+        Ok(Some((
+            token,
+            Principal {
+                user: name.to_owned(),
+                role: Role::parse(&role),
+                csrf: Some(csrf),
+            },
+        )))
+    }
+
+    /// The user of a session cookie, refreshing its idle timer.
+    pub fn session(&self, token: &str) -> Result<Option<Principal>, AuthError> {
+        let d = digest(token);
+        let c = self.conn();
+        let idle_limit = now_ms() - SESSION_IDLE.as_millis() as i64;
+        c.execute("DELETE FROM sessions WHERE last_used < ?1", [idle_limit])?;
+        let p = c
+            .query_row(
+                "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?1",
+                [&d],
+                |r| Ok(Principal { user: r.get(0)?, role: Role::parse(&r.get::<_, String>(1)?), csrf: Some(r.get(2)?) }),
+            )
+            .optional()?;
+        if p.is_some() {
+            c.execute(
+                "UPDATE sessions SET last_used = ?1 WHERE digest = ?2",
+                params![now_ms(), d],
+            )?;
+        }
+        Ok(p)
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, token: &str) -> Result<(), AuthError> {
+        self.conn()
+            .execute("DELETE FROM sessions WHERE digest = ?1", [digest(token)])?;
+        Ok(())
+    }
+
+    /// Creates an API token; the secret is returned once and never stored.
+    pub fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String, AuthError> {
+        check_name(name)?;
+        let token = format!("cgw_{}", random_token());
+        self.conn().execute(
+            "INSERT INTO tokens (name, digest, role, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, digest(&token), role.as_str(), by, now_ms()],
+        )?;
+        Ok(token)
+    }
+
+    /// The principal of a bearer token.
+    pub fn token(&self, token: &str) -> Result<Option<Principal>, AuthError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, role FROM tokens WHERE digest = ?1",
+                [digest(token)],
+                |r| {
+                    Ok(Principal {
+                        user: format!("token:{}", r.get::<_, String>(0)?),
+                        role: Role::parse(&r.get::<_, String>(1)?),
+                        csrf: None,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every API token (without secrets).
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
+        let c = self.conn();
+        let mut stmt =
+            c.prepare("SELECT id, name, role, created_by, created_at FROM tokens ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: Role::parse(&r.get::<_, String>(2)?),
+                created_by: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a token; false when there was none.
+    pub fn delete_token(&self, id: i64) -> Result<bool, AuthError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM tokens WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    /// Records an operator action.
+    pub fn audit(
+        &self,
+        user: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        addr: &str,
+    ) -> Result<(), AuthError> {
+        self.conn().execute(
+            "INSERT INTO audit (at, user, action, target, detail, addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_ms(), user, action, target, detail, addr],
+        )?;
+        Ok(())
+    }
+
+    /// The newest audit entries.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
+        let c = self.conn();
+        let mut stmt = c.prepare(
+            "SELECT at, user, action, target, detail, addr FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(AuditEntry {
+                at: r.get(0)?,
+                user: r.get(1)?,
+                action: r.get(2)?,
+                target: r.get(3)?,
+                detail: r.get(4)?,
+                addr: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A hash of a random password, verified against for unknown users so that
+/// a failed sign-in takes as long whether or not the name exists.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_password()).unwrap_or_default())
+}
+
+/// A random password for the demo's operator: 16 characters from an
+/// alphabet without look-alikes.
+pub fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_sessions_tokens_and_throttling() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = AuthStore::open(dir.path()).expect("open");
+        assert!(
+            s.set_user("wang", Role::Operator, "short").is_err(),
+            "too short"
+        );
+        s.set_user("wang", Role::Operator, "correct horse battery")
+            .expect("add");
+        assert!(s
+            .login("wang", "wrong password!", "1.2.3.4")
+            .expect("login")
+            .is_none());
+        let (token, p) = s
+            .login("wang", "correct horse battery", "1.2.3.4")
+            .expect("login")
+            .expect("ok");
+        assert_eq!((p.user.as_str(), p.role), ("wang", Role::Operator));
+        assert_eq!(s.session(&token).expect("session"), Some(p.clone()));
+        s.logout(&token).expect("logout");
+        assert_eq!(s.session(&token).expect("session"), None);
+
+        let api = s
+            .create_token("district", Role::Viewer, "admin")
+            .expect("token");
+        assert_eq!(
+            s.token(&api).expect("lookup").map(|p| p.role),
+            Some(Role::Viewer)
+        );
+        assert_eq!(s.token("cgw_made_up").expect("lookup"), None);
+
+        for _ in 0..MAX_FAILURES {
+            let _ = s
+                .login("li", "guess guess guess", "5.6.7.8")
+                .expect("login");
+        }
+        assert!(s.throttled(&["addr:5.6.7.8"]).is_some());
+        assert!(s.throttled(&["user:li"]).is_some());
+        assert!(s.throttled(&["addr:1.2.3.4"]).is_none());
+        assert!(
+            PasswordHash::new(dummy_hash()).is_ok(),
+            "the dummy hash is a real one"
+        );
+    }
+}

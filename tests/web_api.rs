@@ -1,0 +1,377 @@
+//! The HTTP API as the security room and integrators use it: sign-in,
+//! roles, CSRF, API tokens, throttling, bad requests, the event stream, the
+//! ledger — against a gateway fed through a real mosquitto.
+
+mod common;
+
+use campus_gateway::app::Gateway;
+use campus_gateway::web::Role;
+use common::gateway;
+use common::{eventually, feed, Mosquitto, Publisher, QoS};
+use serde_json::{json, Value};
+
+const RULE: &str = r#"
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+kinds = ["smoke"]
+message = "Smoke at {location}"
+condition = { type = "equals", field = "alarm", value = true }
+"#;
+
+struct Page {
+    base: String,
+    client: reqwest::Client,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Page {
+    fn new(gw: &Gateway) -> Self {
+        Self {
+            base: format!("http://{}", gw.web_addr),
+            client: common::http_client(),
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    async fn login(gw: &Gateway, user: &str, password: &str) -> Self {
+        let mut p = Self::new(gw);
+        let (status, body) = p
+            .post(
+                "/api/login",
+                json!({ "username": user, "password": password }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        p.csrf = body["csrf"].as_str().map(str::to_owned);
+        p
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let req = match &self.cookie {
+            Some(c) => req.header("Cookie", c),
+            None => req,
+        };
+        let resp = req.send().await.expect("request");
+        if let Some(c) = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+        {
+            if !c.contains("Max-Age=0") {
+                assert!(
+                    c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+                    "cookie flags: {c}"
+                );
+            }
+            self.cookie = c.split(';').next().map(str::to_owned);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, Value) {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = &self.csrf {
+            req = req.header("X-CSRF-Token", t);
+        }
+        self.send(req).await
+    }
+}
+
+async fn setup() -> (Mosquitto, tempfile::TempDir, Gateway) {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-web-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[[devices]]\nid = \"a3-301\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"301\"\n{RULE}",
+        dir.path().display(),
+        broker.url(),
+        std::process::id()
+    ));
+    let gw = gateway::start(cfg).await;
+    for (name, role) in [
+        ("viewer1", Role::Viewer),
+        ("op1", Role::Operator),
+        ("admin1", Role::Admin),
+    ] {
+        gw.auth
+            .set_user(name, role, &format!("{name}-password"))
+            .expect("user");
+    }
+    gateway::wait_subscribed(&gw).await;
+    (broker, dir, gw)
+}
+
+async fn raise_smoke(broker: &Mosquitto, gw: &Gateway) -> i64 {
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut p = feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    publisher.flush().await;
+    eventually("the alarm is open", || async {
+        !gw.rules.open.read().expect("snapshot").is_empty()
+    })
+    .await;
+    gw.rules.open.read().expect("snapshot")[0].id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_csrf_and_the_operators_name() {
+    let (broker, _dir, gw) = setup().await;
+    let id = raise_smoke(&broker, &gw).await;
+
+    // No session: the page and health are public, the API is not.
+    let mut anon = Page::new(&gw);
+    assert_eq!(anon.get("/api/alarms").await.0, 401);
+    assert_eq!(
+        anon.post(&format!("/api/alarms/{id}/ack"), json!({}))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(anon.get("/healthz").await.0, 200);
+    assert_eq!(anon.get("/").await.0, 200);
+    let (status, body) = anon
+        .post(
+            "/api/login",
+            json!({ "username": "op1", "password": "nope-nope-nope" }),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("wrong user name or password"))
+    );
+
+    // A viewer sees the alarm but cannot acknowledge it.
+    let mut viewer = Page::login(&gw, "viewer1", "viewer1-password").await;
+    let (status, body) = viewer.get("/api/alarms?state=active").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["alarms"][0]["id"], id);
+    assert_eq!(body["alarms"][0]["location"], "A3 / 3 / 301");
+    assert_eq!(body["alarms"][0]["state"], "unacked");
+    assert_eq!(
+        viewer
+            .post(&format!("/api/alarms/{id}/ack"), json!({}))
+            .await
+            .0,
+        403
+    );
+
+    // An operator without the CSRF token is refused; with it, the ack is stored with the name.
+    let mut op = Page::login(&gw, "op1", "op1-password").await;
+    let token = op.csrf.take();
+    let (status, body) = op
+        .post(
+            &format!("/api/alarms/{id}/ack"),
+            json!({ "comment": "steam from the kettle" }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("CSRF")));
+    op.csrf = token;
+    let (status, body) = op
+        .post(
+            &format!("/api/alarms/{id}/ack"),
+            json!({ "comment": "steam from the kettle" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alarms"][0]["state"], "acked");
+    assert_eq!(body["alarms"][0]["acked_by"], "op1");
+    let (_, detail) = op.get(&format!("/api/alarms/{id}")).await;
+    let ack = detail["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["action"] == "ack").cloned())
+        .expect("ack entry");
+    assert_eq!(
+        (ack["user"].as_str(), ack["comment"].as_str()),
+        (Some("op1"), Some("steam from the kettle"))
+    );
+
+    // Acknowledging twice is a conflict, not a crash; bad ids and bodies are clear 4xx.
+    assert_eq!(
+        op.post(&format!("/api/alarms/{id}/ack"), json!({})).await.0,
+        409
+    );
+    let (status, body) = op.post("/api/alarms/abc/ack", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("not an alarm id")));
+    assert_eq!(op.post("/api/alarms/999999/ack", json!({})).await.0, 404);
+    let (status, body) = op
+        .post(
+            &format!("/api/alarms/{id}/shelve"),
+            json!({ "minutes": "ten" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("bad JSON body")));
+    let raw = op
+        .client
+        .post(format!("{}/api/alarms/{id}/comment", op.base))
+        .header("Content-Type", "application/json")
+        .header("X-CSRF-Token", op.csrf.clone().unwrap_or_default())
+        .body("{\"text\": ");
+    let (status, _) = op.send(raw).await;
+    assert_eq!(status, 400);
+    assert_eq!(op.get("/api/alarms?state=bogus").await.0, 400);
+    assert_eq!(op.get("/api/alarms?since=yesterday&state=all").await.0, 400);
+    assert_eq!(op.get("/api/nothing-here").await.0, 404);
+    assert_eq!(
+        op.get("/api/users").await.0,
+        403,
+        "operators do not manage users"
+    );
+
+    // The admin sees the audit trail.
+    let mut admin = Page::login(&gw, "admin1", "admin1-password").await;
+    let (status, body) = admin.get("/api/audit").await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = body["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"ack") && actions.contains(&"login") && actions.contains(&"login_failed"),
+        "{actions:?}"
+    );
+
+    // Sign-out ends the session.
+    assert_eq!(op.post("/api/logout", json!({})).await.0, 204);
+    assert_eq!(op.get("/api/alarms").await.0, 401);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_throttling_ledger_and_the_stream() {
+    let (broker, _dir, gw) = setup().await;
+    let mut admin = Page::login(&gw, "admin1", "admin1-password").await;
+
+    // An integration's token: read-only, no CSRF needed, no ack allowed.
+    let (status, body) = admin
+        .post(
+            "/api/tokens",
+            json!({ "name": "district", "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    let bearer =
+        |req: reqwest::RequestBuilder| req.header("Authorization", format!("Bearer {token}"));
+    let client = common::http_client();
+    let base = format!("http://{}", gw.web_addr);
+
+    // The event stream delivers a new alarm without polling.
+    let mut stream = bearer(client.get(format!("{base}/api/stream")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let id = raise_smoke(&broker, &gw).await;
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    let want = format!("\"id\":{id}");
+    while !(seen.contains("event: alarm") && seen.contains(&want))
+        && std::time::Instant::now() < deadline
+    {
+        if let Some(c) = futures_chunk(&mut stream).await {
+            seen.push_str(&c);
+        }
+    }
+    let found = seen.contains("event: alarm") && seen.contains(&want);
+    assert!(found, "no alarm event on the stream: {seen}");
+
+    let resp = bearer(client.get(format!("{base}/api/alarms")))
+        .send()
+        .await
+        .expect("alarms");
+    assert_eq!(resp.status(), 200);
+    let resp = bearer(
+        client
+            .post(format!("{base}/api/alarms/{id}/ack"))
+            .json(&json!({})),
+    )
+    .send()
+    .await
+    .expect("ack");
+    assert_eq!(resp.status(), 403, "a viewer token cannot acknowledge");
+    let resp = client
+        .get(format!("{base}/api/alarms"))
+        .header("Authorization", "Bearer cgw_forged")
+        .send()
+        .await
+        .expect("forged");
+    assert_eq!(resp.status(), 401);
+
+    // The ledger for inspections: CSV with a BOM for Excel, the alarm in it.
+    let (status, _) = admin.get("/api/reports/ledger.csv").await;
+    assert_eq!(status, 200);
+    let resp = bearer(client.get(format!("{base}/api/reports/ledger.csv")))
+        .send()
+        .await
+        .expect("ledger");
+    assert!(resp.headers()["content-disposition"]
+        .to_str()
+        .is_ok_and(|d| d.starts_with("attachment")));
+    let bytes = resp.bytes().await.expect("csv");
+    assert!(bytes.starts_with(b"\xef\xbb\xbf"), "a BOM first");
+    let csv = String::from_utf8_lossy(&bytes);
+    assert!(
+        csv.contains("smoke-alarm") && csv.contains("Smoke at A3 / 3 / 301"),
+        "{csv}"
+    );
+
+    // Guessing passwords: five failures, then 429 even with the right one.
+    let mut guesser = Page::new(&gw);
+    for _ in 0..5 {
+        assert_eq!(
+            guesser
+                .post(
+                    "/api/login",
+                    json!({ "username": "op1", "password": "guess-guess-guess" })
+                )
+                .await
+                .0,
+            401
+        );
+    }
+    let (status, body) = guesser
+        .post(
+            "/api/login",
+            json!({ "username": "op1", "password": "op1-password" }),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["retry_after_s"].as_u64().is_some_and(|s| s > 0));
+    gw.stop().await;
+}
+
+/// The next chunk of a streaming body as text, or `None` after 200 ms.
+async fn futures_chunk(resp: &mut reqwest::Response) -> Option<String> {
+    match tokio::time::timeout(std::time::Duration::from_millis(200), resp.chunk()).await {
+        Ok(Ok(Some(b))) => Some(String::from_utf8_lossy(&b).into_owned()),
+        _ => None,
+    }
+}
