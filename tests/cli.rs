@@ -355,3 +355,107 @@ async fn sighup_reloads_rules_and_refuses_a_broken_file() {
     );
     assert_eq!(msg.json()["state"], "unacked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_then_sign_in_over_tls() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            "zhang",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("campusgw user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a long enough password\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A short password is refused with a reason.
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            "li",
+            "--role",
+            "viewer",
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("campusgw user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"short\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+
+    // The page over HTTPS with a certificate made here; zhang signs in.
+    let pki = common::tls::TestPki::generate();
+    let files = pki.write_to(dir.path());
+    let broker = Mosquitto::start();
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        data.display(),
+        broker.url(),
+        files.server_cert.display(),
+        files.server_key.display()
+    ));
+    let gw = common::gateway::start(cfg).await;
+    let ca = reqwest::Certificate::from_pem(pki.ca_cert_pem.as_bytes()).expect("CA");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}", gw.web_addr.port());
+    let resp = client
+        .post(format!("{url}/api/login"))
+        .json(&serde_json::json!({ "username": "zhang", "password": "a long enough password" }))
+        .send()
+        .await
+        .expect("login over TLS");
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let plain = common::http_client()
+        .get(format!("http://localhost:{}/healthz", gw.web_addr.port()))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()),
+        "no plain HTTP on a TLS port"
+    );
+    gw.stop().await;
+}

@@ -1944,12 +1944,18 @@
   function updateMuteButton() {
     const b = $('mute-toggle');
     clear(b);
-    b.append(h('span', { class: 'glyph', 'aria-hidden': 'true' }, sound.muted ? '🔕' : '🔔'), ' ',
-      h('span', null, sound.muted ? t('sound.muted') : t('sound.on')));
+    b.append(bellIcon(sound.muted), h('span', null, sound.muted ? t('sound.muted') : t('sound.on')));
     b.setAttribute('aria-pressed', sound.muted ? 'true' : 'false');
     b.setAttribute('title', sound.muted ? t('sound.toggleOff') : t('sound.toggleOn'));
     b.classList.toggle('is-muted', sound.muted);
     b.dataset.muted = sound.muted ? 'true' : 'false';
+  }
+
+  function bellIcon(muted) {
+    const icon = s('svg', { class: 'icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' },
+      s('path', { d: 'M6 16V10a6 6 0 0 1 12 0v6l1.5 2h-15zM10 20.5a2.2 2.2 0 0 0 4 0' }));
+    if (muted) icon.append(s('path', { d: 'M3.5 3.5l17 17' }));
+    return icon;
   }
 
   function toggleMute() {
