@@ -126,7 +126,7 @@
       'drill.title': '演练 / 维护屏蔽',
       'drill.explain': '区域内新产生的报警会记录，但放入安静区，不响铃。',
       'drill.building': '楼栋',
-      'drill.floor': '楼层（可选，空=整栋）',
+      'drill.floor': '楼层（留空 = 整栋）',
       'drill.minutes': '时长',
       'drill.reason': '原因（必填）',
       'drill.confirm': '开始屏蔽',
@@ -357,7 +357,7 @@
       'drill.title': 'Drill / maintenance zone',
       'drill.explain': 'Alarms raised in the zone are recorded but kept in the quiet section, without sound.',
       'drill.building': 'Building',
-      'drill.floor': 'Floor (optional; empty = whole building)',
+      'drill.floor': 'Floor (empty = whole building)',
       'drill.minutes': 'For',
       'drill.reason': 'Reason (required)',
       'drill.confirm': 'Start',
@@ -514,11 +514,11 @@
 
   /** The label for `key`, with `{name}` placeholders filled from `vars`. */
   function t(key, vars) {
-    let s = DICT[lang][key];
-    if (s === undefined) s = DICT.en[key];
-    if (s === undefined) return key;
-    if (vars) s = s.replace(/\{(\w+)\}/g, (m, name) => (vars[name] === undefined ? m : String(vars[name])));
-    return s;
+    let text = DICT[lang][key];
+    if (text === undefined) text = DICT.en[key];
+    if (text === undefined) return key;
+    if (vars) text = text.replace(/\{(\w+)\}/g, (m, name) => (vars[name] === undefined ? m : String(vars[name])));
+    return text;
   }
 
   /** Fills the static labels of index.html (data-i18n*) in the current language. */
@@ -558,7 +558,7 @@
 
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
-  function s(tag, props, ...children) {
+  function svg(tag, props, ...children) {
     const el = document.createElementNS(SVG_NS, tag);
     setProps(el, props);
     append(el, children);
@@ -697,20 +697,20 @@
   // Severity icons: a different shape per severity, so colour is never the
   // only cue (colour-blind staff, a washed-out wall screen).
   function sevIcon(sev) {
-    const icon = s('svg', { class: 'sev-icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' });
-    const mark = (d) => s('path', { class: 'sev-mark', d });
+    const icon = svg('svg', { class: 'sev-icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' });
+    const mark = (d) => svg('path', { class: 'sev-mark', d });
     switch (sev) {
       case 'critical':
-        icon.append(s('path', { class: 'sev-shape', d: 'M8 1.5h8l6.5 6.5v8L16 22.5H8L1.5 16V8z' }), mark('M12 6.5v7M12 16.8v.4'));
+        icon.append(svg('path', { class: 'sev-shape', d: 'M8 1.5h8l6.5 6.5v8L16 22.5H8L1.5 16V8z' }), mark('M12 6.5v7M12 16.8v.4'));
         break;
       case 'high':
-        icon.append(s('path', { class: 'sev-shape', d: 'M12 1.8 23 21.5H1z' }), mark('M12 8.5v6M12 17.6v.4'));
+        icon.append(svg('path', { class: 'sev-shape', d: 'M12 1.8 23 21.5H1z' }), mark('M12 8.5v6M12 17.6v.4'));
         break;
       case 'medium':
-        icon.append(s('path', { class: 'sev-shape', d: 'M12 1.5 22.5 12 12 22.5 1.5 12z' }), mark('M12 7.5v5.5M12 15.8v.4'));
+        icon.append(svg('path', { class: 'sev-shape', d: 'M12 1.5 22.5 12 12 22.5 1.5 12z' }), mark('M12 7.5v5.5M12 15.8v.4'));
         break;
       default:
-        icon.append(s('circle', { class: 'sev-shape', cx: 12, cy: 12, r: 10.5 }), mark('M12 10.5v6.5M12 7.2v.4'));
+        icon.append(svg('circle', { class: 'sev-shape', cx: 12, cy: 12, r: 10.5 }), mark('M12 10.5v6.5M12 7.2v.4'));
     }
     return icon;
   }
@@ -730,6 +730,7 @@
     activeAt: null,
     suppressions: [],
     devices: [],
+    deviceCounts: null,  // the server's per-kind counts (used while the list is empty)
     devicesAt: null,
     buses: [],
     routes: [],
@@ -1118,6 +1119,7 @@
 
     const actions = h('div', { class: 'row-actions' });
     if (a.is_group) {
+      // A flood group opens and closes under its text, for viewers too.
       const n = a.count || (a.members || []).length;
       actions.append(h('button', {
         type: 'button', class: 'button subtle group-toggle', 'data-testid': 'group-toggle',
@@ -1175,7 +1177,7 @@
     for (const sev of SEVERITIES) {
       const n = main.filter((a) => a.severity === sev).length;
       box.append(h('span', { class: `sum-item sev-${sev}${n ? '' : ' zero'}`, 'data-testid': `summary-${sev}`, title: sevLabel(sev) },
-        sevIcon(sev), h('span', { class: 'sum-label' }, sevLabel(sev)), h('b', null, String(n))));
+        sevIcon(sev), h('span', { class: 'sum-label' }, t(`sevShort.${sev}`)), h('b', null, String(n))));
     }
     const unacked = main.filter(needsAck).length;
     box.append(h('span', { class: `sum-item sum-unacked${unacked ? '' : ' zero'}`, 'data-testid': 'summary-unacked' },
@@ -1213,7 +1215,9 @@
     for (const c of changed) {
       const top = state.active.findIndex((a) => a.id === c.id);
       if (top >= 0) {
-        if (c.state === 'cleared') state.active.splice(top, 1);
+        // Cleared alarms leave the list; one just folded into a flood group
+        // reappears inside it with the refetch that follows every change.
+        if (c.state === 'cleared' || (c.group !== null && c.group !== undefined)) state.active.splice(top, 1);
         else state.active[top] = c.is_group && !c.members ? { ...c, members: state.active[top].members } : c;
         continue;
       }
@@ -1520,9 +1524,10 @@
     const battery = isLowBattery(d) ? h('span', { class: 'battery' }, t('devices.battery', { n: Math.round(d.fields.battery_pct) })) : null;
     return h('li', { class: `device-item${d.online ? '' : ' offline'}`, 'data-testid': testid, 'data-device-id': d.id, 'data-kind': d.kind },
       h('span', { class: 'kind-tag' }, kindLabel(d.kind)),
-      h('span', { class: 'device-name' }, place || d.id, place ? h('span', { class: 'device-id muted' }, ` ${d.id}`) : null),
+      h('span', { class: 'device-name' }, place || d.id),
       battery,
       h('span', { class: 'device-seen muted' },
+        place ? h('span', { class: 'device-id' }, d.id) : null,
         seen === null ? t('ago.never') : [t('devices.lastSeen', { t: '' }),
           h('span', { class: 'js-ago', 'data-at': seen }, fmtAgo(seen)), ` · ${fmtTime(seen)}`]));
   }
@@ -1552,8 +1557,9 @@
   // Buses: a plain SVG drawing, no map tiles (the campus network is closed).
 
   const MAP_W = 600;
-  const MAP_H = 320;
-  const MAP_PAD = 28;
+  const MAP_H = 260;
+  const MAP_PAD = 30;        // around the drawing
+  const MAP_PAD_BOTTOM = 46; // room for the scale bar
 
   const hasPos = (b) => typeof b.lat === 'number' && typeof b.lon === 'number' && Number.isFinite(b.lat) && Number.isFinite(b.lon);
 
@@ -1564,7 +1570,7 @@
 
   function busLabel(b) {
     // "校车7号 (川L·0707)" -> "校车7号": short enough for the map.
-    const name = (b.name || '').split(/[\s(（]/)[0];
+    const name = (b.name || '').split(/[\svg(（]/)[0];
     return name && name.length <= 8 ? name : b.id;
   }
 
@@ -1584,13 +1590,15 @@
     // At least 600 m across, so one bus alone is not drawn at an absurd zoom.
     const wM = Math.max((maxLon - minLon) * mPerLon, 600);
     const hM = Math.max((maxLat - minLat) * mPerLat, 300);
-    const scale = Math.min((MAP_W - 2 * MAP_PAD) / wM, (MAP_H - 2 * MAP_PAD) / hM); // px per metre
+    const innerH = MAP_H - MAP_PAD - MAP_PAD_BOTTOM;
+    const scale = Math.min((MAP_W - 2 * MAP_PAD) / wM, innerH / hM); // px per metre
     const cx = (minLon + maxLon) / 2;
     const cy = (minLat + maxLat) / 2;
+    const midY = MAP_PAD + innerH / 2;
     return {
       scale,
       xy(lat, lon) {
-        return [MAP_W / 2 + (lon - cx) * mPerLon * scale, MAP_H / 2 - (lat - cy) * mPerLat * scale];
+        return [MAP_W / 2 + (lon - cx) * mPerLon * scale, midY - (lat - cy) * mPerLat * scale];
       },
     };
   }
@@ -1649,9 +1657,9 @@
     for (const r of routes) for (const p of r.points) if (Number.isFinite(p[0]) && Number.isFinite(p[1])) points.push(p);
     for (const b of buses) points.push([b.lat, b.lon]);
 
-    map.append(s('rect', { class: 'map-bg', x: 0, y: 0, width: MAP_W, height: MAP_H, rx: 6 }));
+    map.append(svg('rect', { class: 'map-bg', x: 0, y: 0, width: MAP_W, height: MAP_H, rx: 6 }));
     if (!points.length) {
-      map.append(s('text', { class: 'map-empty', x: MAP_W / 2, y: MAP_H / 2, 'text-anchor': 'middle' }, t('buses.noPosition')));
+      map.append(svg('text', { class: 'map-empty', x: MAP_W / 2, y: MAP_H / 2, 'text-anchor': 'middle' }, t('buses.noPosition')));
       return;
     }
     const proj = projection(points);
@@ -1659,47 +1667,86 @@
     const stepPx = step * proj.scale;
 
     // A faint grid at the scale bar's spacing stands in for a base map.
-    const grid = s('g', { class: 'map-grid' });
-    for (let x = MAP_W / 2 % stepPx; x < MAP_W; x += stepPx) grid.append(s('line', { x1: x, y1: 0, x2: x, y2: MAP_H }));
-    for (let y = MAP_H / 2 % stepPx; y < MAP_H; y += stepPx) grid.append(s('line', { x1: 0, y1: y, x2: MAP_W, y2: y }));
+    const grid = svg('g', { class: 'map-grid' });
+    for (let x = MAP_W / 2 % stepPx; x < MAP_W; x += stepPx) grid.append(svg('line', { x1: x, y1: 0, x2: x, y2: MAP_H }));
+    for (let y = MAP_H / 2 % stepPx; y < MAP_H; y += stepPx) grid.append(svg('line', { x1: 0, y1: y, x2: MAP_W, y2: y }));
     map.append(grid);
+
+    // Labels are placed one by one where they overlap nothing drawn so far.
+    const labels = new LabelPlacer();
+    const busXY = buses.map((b) => proj.xy(b.lat, b.lon));
+    for (const [x, y] of busXY) labels.block(x - 10, y - 10, x + 10, y + 10);
+    labels.block(0, MAP_H - 36, 16 + stepPx + 10, MAP_H); // scale bar
+    labels.block(MAP_W - 40, 0, MAP_W, 50);               // north arrow
 
     routes.forEach((r, i) => {
       const pts = r.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])).map((p) => proj.xy(p[0], p[1]));
       const d = pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join(' ');
-      map.append(s('polyline', { class: `map-route route-${i % 4}`, points: d, 'data-route-id': r.id }));
+      map.append(svg('polyline', { class: `map-route route-${i % 4}`, points: d, 'data-route-id': r.id }));
+      const text = r.id + (r.name ? ` ${r.name}` : '');
       const [lx, ly] = pts[0];
-      map.append(s('text', { class: `map-route-label route-${i % 4}`, x: lx + 6, y: ly - 6 }, r.id + (r.name ? ` ${r.name}` : '')));
+      const at = labels.place(lx, ly, text, 13, [[6, -7, 'start'], [-6, -7, 'end'], [6, 16, 'start'], [-6, 16, 'end']]);
+      map.append(svg('text', { class: `map-route-label route-${i % 4}`, x: at.x, y: at.y, 'text-anchor': at.anchor }, text));
     });
 
-    for (const b of buses) {
-      const [x, y] = proj.xy(b.lat, b.lon);
-      const g = s('g', {
+    buses.forEach((b, i) => {
+      const [x, y] = busXY[i];
+      const g = svg('g', {
         class: `map-bus ${compClass(b.compliance)}${b.online ? '' : ' offline'}`,
         transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})`, 'data-bus-id': b.id,
       });
-      g.append(s('title', null, `${b.name || b.id}`));
+      g.append(svg('title', null, `${b.name || b.id}`));
       if (typeof b.heading_deg === 'number' && b.online) {
         // Heading: 0° is north, clockwise, which is SVG's rotate() on a y-down canvas.
-        g.append(s('path', { class: 'bus-heading', d: 'M0 -20 L6 -10 L-6 -10 Z', transform: `rotate(${Math.round(b.heading_deg)})` }));
+        g.append(svg('path', { class: 'bus-heading', d: 'M0 -20 L6 -10 L-6 -10 Z', transform: `rotate(${Math.round(b.heading_deg)})` }));
       }
-      g.append(s('circle', { class: 'bus-dot', r: 8 }));
-      const label = busLabel(b);
-      const flip = x > MAP_W - 110; // keep labels inside the drawing
-      g.append(s('text', { class: 'bus-label', x: flip ? -13 : 13, y: 5, 'text-anchor': flip ? 'end' : 'start' }, label));
+      g.append(svg('circle', { class: 'bus-dot', r: 8 }));
+      // First choice: the side the bus is not heading to (the arrow is there).
+      const east = typeof b.heading_deg === 'number' && b.online && Math.sin((b.heading_deg * Math.PI) / 180) > 0.35;
+      const right = [[14, 5, 'start'], [14, 22, 'start'], [14, -11, 'start']];
+      const left = [[-14, 5, 'end'], [-14, 22, 'end'], [-14, -11, 'end']];
+      const text = busLabel(b);
+      const at = labels.place(x, y, text, 15, east ? [...left, ...right] : [...right, ...left]);
+      g.append(svg('text', { class: 'bus-label', x: (at.x - x).toFixed(1), y: (at.y - y).toFixed(1), 'text-anchor': at.anchor }, text));
       map.append(g);
-    }
+    });
 
     // Scale bar and north arrow.
     const sx = 16;
     const sy = MAP_H - 16;
-    map.append(s('g', { class: 'map-scale' },
-      s('path', { d: `M${sx} ${sy - 5} V${sy} H${sx + stepPx} V${sy - 5}` }),
-      s('text', { x: sx + stepPx / 2, y: sy - 8, 'text-anchor': 'middle' },
+    map.append(svg('g', { class: 'map-scale' },
+      svg('path', { d: `M${sx} ${sy - 5} V${sy} H${sx + stepPx} V${sy - 5}` }),
+      svg('text', { x: sx + stepPx / 2, y: sy - 8, 'text-anchor': 'middle' },
         step >= 1000 ? t('map.km', { n: step / 1000 }) : t('map.m', { n: step }))));
-    map.append(s('g', { class: 'map-north', transform: `translate(${MAP_W - 22} 26)` },
-      s('path', { d: 'M0 -14 L6 4 L0 0 L-6 4 Z' }),
-      s('text', { x: 0, y: 18, 'text-anchor': 'middle' }, t('map.north'))));
+    map.append(svg('g', { class: 'map-north', transform: `translate(${MAP_W - 22} 26)` },
+      svg('path', { d: 'M0 -14 L6 4 L0 0 L-6 4 Z' }),
+      svg('text', { x: 0, y: 18, 'text-anchor': 'middle' }, t('map.north'))));
+  }
+
+  /** Greedy label placement: the first candidate spot that overlaps nothing placed yet. */
+  class LabelPlacer {
+    constructor() { this.boxes = []; }
+
+    block(x1, y1, x2, y2) { this.boxes.push({ x1, y1, x2, y2 }); }
+
+    /** `spots` are [dx, dy, anchor] from (x, y); returns the chosen {x, y, anchor}. */
+    place(x, y, text, px, spots) {
+      // Rough width: CJK characters are square, Latin ones about 0.6 em.
+      let w = 0;
+      for (const ch of text) w += ch.codePointAt(0) > 0x2e80 ? px : px * 0.6;
+      const boxFor = ([dx, dy, anchor]) => {
+        const tx = x + dx;
+        const ty = y + dy;
+        const x1 = anchor === 'end' ? tx - w : tx;
+        return { x: tx, y: ty, anchor, box: { x1, y1: ty - px, x2: x1 + w, y2: ty + 3 } };
+      };
+      const fits = (b) => b.x1 >= 2 && b.x2 <= MAP_W - 2 && b.y1 >= 2 && b.y2 <= MAP_H - 2 &&
+        !this.boxes.some((o) => b.x1 < o.x2 && b.x2 > o.x1 && b.y1 < o.y2 && b.y2 > o.y1);
+      const candidates = spots.map(boxFor);
+      const chosen = candidates.find((c) => fits(c.box)) || candidates.find((c) => c.box.x1 >= 2 && c.box.x2 <= MAP_W - 2) || candidates[0];
+      this.boxes.push(chosen.box);
+      return chosen;
+    }
   }
 
   /** A `bus` stream event: a new position. */
@@ -1753,7 +1800,7 @@
   }
 
   function fillSelect(select, options, keep) {
-    const value = select.value || keep;
+    const value = select.options.length ? select.value : keep;
     clear(select);
     for (const [v, label] of options) select.append(h('option', { value: v }, label));
     if (options.some(([v]) => v === value)) select.value = value;
@@ -1952,9 +1999,9 @@
   }
 
   function bellIcon(muted) {
-    const icon = s('svg', { class: 'icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' },
-      s('path', { d: 'M6 16V10a6 6 0 0 1 12 0v6l1.5 2h-15zM10 20.5a2.2 2.2 0 0 0 4 0' }));
-    if (muted) icon.append(s('path', { d: 'M3.5 3.5l17 17' }));
+    const icon = svg('svg', { class: 'icon', viewBox: '0 0 24 24', 'aria-hidden': 'true' },
+      svg('path', { d: 'M6 16V10a6 6 0 0 1 12 0v6l1.5 2h-15zM10 20.5a2.2 2.2 0 0 0 4 0' }));
+    if (muted) icon.append(svg('path', { d: 'M3.5 3.5l17 17' }));
     return icon;
   }
 
