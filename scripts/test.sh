@@ -15,6 +15,8 @@ declare -A want=(
   [influxd]=influxdb
   [victoria-metrics]=victoria-metrics
   [socat]=socat
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!want[@]}"; do
