@@ -78,6 +78,11 @@
       'kind.kitchen': '厨房排烟',
       'kind.labcab': '危化品柜',
       'kind.bus': '校车',
+      'kindShort.smoke': '烟感',
+      'kindShort.gate': '门禁',
+      'kindShort.kitchen': '排烟罩',
+      'kindShort.labcab': '危化柜',
+      'kindShort.bus': '校车',
 
       'row.raisedAt': '发生 {t}',
       'row.activeFor': '持续',
@@ -309,6 +314,11 @@
       'kind.kitchen': 'Kitchen hood',
       'kind.labcab': 'Chemical cabinet',
       'kind.bus': 'School bus',
+      'kindShort.smoke': 'Smoke',
+      'kindShort.gate': 'Gate',
+      'kindShort.kitchen': 'Hood',
+      'kindShort.labcab': 'Cabinet',
+      'kindShort.bus': 'Bus',
 
       'row.raisedAt': 'raised {t}',
       'row.activeFor': 'Active for',
@@ -685,6 +695,7 @@
   }
 
   const kindLabel = (k) => (KINDS.includes(k) ? t(`kind.${k}`) : k || t('common.none'));
+  const kindShort = (k) => (KINDS.includes(k) ? t(`kindShort.${k}`) : k || t('common.none'));
   const sevLabel = (v) => (SEVERITIES.includes(v) ? t(`sev.${v}`) : v);
   const stateLabel = (v) => t(`state.${v}`);
   const sevRank = (v) => { const i = SEVERITIES.indexOf(v); return i < 0 ? SEVERITIES.length : i; };
@@ -1523,7 +1534,7 @@
     const place = devicePlace(d);
     const battery = isLowBattery(d) ? h('span', { class: 'battery' }, t('devices.battery', { n: Math.round(d.fields.battery_pct) })) : null;
     return h('li', { class: `device-item${d.online ? '' : ' offline'}`, 'data-testid': testid, 'data-device-id': d.id, 'data-kind': d.kind },
-      h('span', { class: 'kind-tag' }, kindLabel(d.kind)),
+      h('span', { class: 'kind-tag', title: kindLabel(d.kind) }, kindShort(d.kind)),
       h('span', { class: 'device-name' }, place || d.id),
       battery,
       h('span', { class: 'device-seen muted' },
@@ -1625,7 +1636,9 @@
       const stats = [];
       if (typeof b.speed_kmh === 'number') stats.push(h('span', { class: 'bus-speed' }, t('buses.speed', { v: Math.round(b.speed_kmh) })));
       if (typeof b.passengers === 'number') stats.push(h('span', { class: 'bus-pax' }, t('buses.passengers', { n: Math.round(b.passengers) })));
-      if (b.door_open === true) stats.push(h('span', { class: 'bus-door open' }, t('buses.doorOpen')));
+      // An open door matters while the bus moves.
+      const moving = typeof b.speed_kmh === 'number' && b.speed_kmh > 3;
+      if (b.door_open === true) stats.push(h('span', { class: `bus-door open${moving && b.online ? ' moving' : ''}` }, t('buses.doorOpen')));
       else if (b.door_open === false) stats.push(h('span', { class: 'bus-door' }, t('buses.doorClosed')));
       const route = b.route_id ? t('buses.route', { r: routeName.get(b.route_id) ? `${b.route_id} ${routeName.get(b.route_id)}` : b.route_id }) : t('buses.noRoute');
       list.append(h('li', {
