@@ -34,6 +34,68 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModbusLabel {
+    device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModbusFailureLabel {
+    device: String,
+    reason: &'static str,
+}
+
+/// Why a Modbus poll failed; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModbusFailure {
+    /// No answer (or no connection) within the timeout.
+    Timeout,
+    /// The device answered with an exception code (e.g. 2, illegal data address).
+    Exception,
+    /// Connection refused or lost, serial port unusable.
+    Transport,
+    /// An answer that is not a valid Modbus frame for the request, or values that cannot be decoded.
+    Decode,
+}
+
+impl ModbusFailure {
+    /// Every reason, in label order.
+    pub const ALL: [ModbusFailure; 4] = [
+        ModbusFailure::Timeout,
+        ModbusFailure::Exception,
+        ModbusFailure::Transport,
+        ModbusFailure::Decode,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModbusFailure::Timeout => "timeout",
+            ModbusFailure::Exception => "exception",
+            ModbusFailure::Transport => "transport",
+            ModbusFailure::Decode => "decode",
+        }
+    }
+}
+
+/// The metric handles of one Modbus device, resolved once.
+#[derive(Debug, Clone)]
+pub struct ModbusDeviceMetrics {
+    /// Successful polls.
+    pub polls: Counter,
+    /// Failed polls, indexed like [`ModbusFailure::ALL`].
+    pub failures: [Counter; 4],
+    /// 1 while the device answers, 0 once it is offline.
+    pub online: Gauge,
+}
+
+impl ModbusDeviceMetrics {
+    /// Counts a failed poll.
+    pub fn fail(&self, reason: ModbusFailure) {
+        self.failures[reason as usize].inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviceLabel {
     kind: &'static str,
     state: &'static str,
@@ -74,6 +136,11 @@ pub struct Metrics {
     points_dropped: Family<ReasonLabel, Counter>,
     queue_depth: Family<QueueLabel, Gauge>,
     devices: Family<DeviceLabel, Gauge>,
+    modbus_polls: Family<ModbusLabel, Counter>,
+    modbus_failures: Family<ModbusFailureLabel, Counter>,
+    modbus_online: Family<ModbusLabel, Gauge>,
+    /// Duration of successful Modbus polls (every request of one device).
+    pub modbus_poll_seconds: Histogram,
     /// Points InfluxDB acknowledged.
     pub points_written: Counter,
     /// Write requests InfluxDB acknowledged.
@@ -108,6 +175,10 @@ impl Metrics {
             points_dropped: Family::default(),
             queue_depth: Family::default(),
             devices: Family::default(),
+            modbus_polls: Family::default(),
+            modbus_failures: Family::default(),
+            modbus_online: Family::default(),
+            modbus_poll_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             points_written: Counter::default(),
             batches_written: Counter::default(),
             write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -183,6 +254,26 @@ impl Metrics {
             "devices",
             "Known devices, by kind and state",
             m.devices.clone(),
+        );
+        r.register(
+            "modbus_polls",
+            "Successful Modbus polls, by device",
+            m.modbus_polls.clone(),
+        );
+        r.register(
+            "modbus_poll_failures",
+            "Failed Modbus polls, by device and reason (timeout, exception, transport, decode)",
+            m.modbus_failures.clone(),
+        );
+        r.register(
+            "modbus_device_online",
+            "1 while a Modbus device answers, 0 once it is marked offline",
+            m.modbus_online.clone(),
+        );
+        r.register(
+            "modbus_poll_duration_seconds",
+            "Duration of successful Modbus polls",
+            m.modbus_poll_seconds.clone(),
         );
         for s in [Source::Mqtt, Source::Modbus] {
             let _ = m
@@ -277,6 +368,26 @@ impl Metrics {
                 state,
             })
             .set(n);
+    }
+
+    /// The metric handles of a Modbus device; creates its series (at zero) on first use.
+    pub fn modbus_device(&self, device: &str) -> ModbusDeviceMetrics {
+        let label = ModbusLabel {
+            device: device.to_owned(),
+        };
+        let failure = |reason: ModbusFailure| {
+            self.modbus_failures
+                .get_or_create(&ModbusFailureLabel {
+                    device: device.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        };
+        ModbusDeviceMetrics {
+            polls: self.modbus_polls.get_or_create(&label).clone(),
+            failures: ModbusFailure::ALL.map(failure),
+            online: self.modbus_online.get_or_create(&label).clone(),
+        }
     }
 
     /// The Prometheus text exposition.
