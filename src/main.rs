@@ -118,10 +118,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 println!("warning: {w}");
             }
             println!(
-                "{}: OK ({} devices, {} MQTT topics)",
+                "{}: OK ({} devices, {} MQTT topics, {} Modbus devices)",
                 path.display(),
                 loaded.config.devices.len(),
-                loaded.config.mqtt.topics.len()
+                loaded.config.mqtt.topics.len(),
+                loaded.config.modbus.devices.len()
             );
             ExitCode::SUCCESS
         }
