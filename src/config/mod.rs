@@ -671,6 +671,19 @@ impl RegisterType {
         }
     }
 
+    /// The name used in configuration and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterType::U16 => "u16",
+            RegisterType::I16 => "i16",
+            RegisterType::U32 => "u32",
+            RegisterType::I32 => "i32",
+            RegisterType::F32 => "f32",
+            RegisterType::Bool => "bool",
+            RegisterType::Bit => "bit",
+        }
+    }
+
     /// Whether the decoded value is a boolean.
     pub fn is_bool(self) -> bool {
         matches!(self, RegisterType::Bool | RegisterType::Bit)

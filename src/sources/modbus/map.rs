@@ -221,7 +221,7 @@ pub fn check(r: &RegisterConfig, kind: Option<Kind>) -> Vec<String> {
         };
         if !fits {
             out.push(format!(
-                "field `{}` of a {} is {}, which type {:?} cannot give",
+                "field `{}` of a {} is {}, which type {} cannot give",
                 r.field,
                 kind.map_or("device", Kind::as_str),
                 match want {
@@ -229,7 +229,7 @@ pub fn check(r: &RegisterConfig, kind: Option<Kind>) -> Vec<String> {
                     FieldType::F64 | FieldType::I64 => "a number",
                     FieldType::Str => "a string",
                 },
-                r.ty
+                r.ty.as_str()
             ));
         }
     }

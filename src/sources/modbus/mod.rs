@@ -423,12 +423,12 @@ impl Device {
         let (status, detail) = if self.state.offline {
             (
                 Status::Down,
-                format!("offline after {n} failed polls: {}", f.detail),
+                format!("offline: {n} failed polls in a row, the last: {}", f.detail),
             )
         } else {
             (
                 Status::Degraded,
-                format!("{n} failed poll(s): {}", f.detail),
+                format!("{n} failed poll(s) in a row, the last: {}", f.detail),
             )
         };
         if change == Change::WentOffline {
