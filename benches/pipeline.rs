@@ -37,7 +37,6 @@ struct Phase {
 struct Outcome {
     published: u64,
     stored: u64,
-    seconds: f64,
     msgs_per_s: f64,
     cpu_pct: f64,
     rss_mb: f64,
@@ -179,7 +178,7 @@ fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Pa
 }
 
 fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
         .args(["run", "--log-format", "json", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -199,6 +198,9 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Not left behind as a zombie.
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the gateway did not become ready");
 }
 
@@ -352,7 +354,6 @@ async fn run_phase(
     Outcome {
         published: total,
         stored: in_db,
-        seconds: end,
         msgs_per_s: in_db as f64 / end,
         cpu_pct: (cpu1 - cpu0) / end * 100.0,
         rss_mb: rss,
