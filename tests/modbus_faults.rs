@@ -201,3 +201,92 @@ reconnect_max = "1s"
     }
     gw.stop().await;
 }
+
+/// A "device" that answers every request with a frame that is no Modbus
+/// answer (a wrong protocol id: a misconfigured converter, another protocol
+/// on the port). Ours, since no Modbus server sends garbage on purpose; the
+/// healthy device is pymodbus. (Garbage that announces a longer frame than
+/// it sends ends as a timeout: the decoder waits for the rest.)
+async fn garbage_device() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 260];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0
+                        || stream
+                            .write_all(&[0x12, 0x34, 0xBE, 0xEF, 0x00, 0x03, 0x01, 0x03, 0x00])
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_counted_as_decode_and_the_device_goes_offline() {
+    let device = PyModbus::tcp(&[(1, cabinet_unit(&CABINET))]);
+    let junk = garbage_device().await;
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        r#"
+[gateway]
+data_dir = "{}"
+[mqtt]
+url = "{}"
+[web]
+listen = "127.0.0.1:0"
+[modbus]
+poll_interval = "{INTERVAL_MS}ms"
+timeout = "300ms"
+reconnect_min = "100ms"
+reconnect_max = "500ms"
+{REFERENCE_MAPS}
+[[modbus.devices]]
+id = "ok"
+kind = "labcab"
+site = "yz"
+transport = "tcp"
+address = "{}"
+map = "cabinet"
+[[modbus.devices]]
+id = "junk"
+kind = "labcab"
+site = "yz"
+transport = "tcp"
+address = "{junk}"
+map = "cabinet"
+"#,
+        dir.path().display(),
+        broker.url(),
+        device.address()
+    );
+    let gw = common::gateway::start(common::gateway::config(&text)).await;
+    all_status(&gw, &device, &["junk"], Status::Down).await;
+    all_status(&gw, &device, &["ok"], Status::Ok).await;
+    assert!(
+        failures(&gw, "junk", "decode") >= 3.0,
+        "{}",
+        gw.metrics.render()
+    );
+    assert_eq!(polls(&gw, "junk"), 0.0);
+    let before = polls(&gw, "ok");
+    eventually_with(
+        "the healthy device keeps being polled",
+        || async { polls(&gw, "ok") >= before + 4.0 },
+        || gw.metrics.render(),
+    )
+    .await;
+    gw.stop().await;
+}

@@ -301,7 +301,6 @@ impl Config {
         }
 
         let mut ids: HashSet<&str> = HashSet::new();
-        let mut referenced: HashSet<(String, String)> = HashSet::new();
         let mut units: HashSet<(&str, u8)> = HashSet::new();
         for (i, d) in m.devices.iter().enumerate() {
             let at = |k: &str| format!("modbus.devices[{i}].{k}");
@@ -325,16 +324,11 @@ impl Config {
                             );
                         }
                     }
-                    match &identity {
-                        None => err(
+                    if identity.is_none() {
+                        err(
                             &at("device"),
                             format!("`{reference}` is not declared in [[devices]] (or several sites declare it: add `site`)"),
-                        ),
-                        Some(who) => {
-                            if !referenced.insert((who.site.clone(), who.id.clone())) {
-                                err(&at("device"), format!("`{reference}` is polled twice"));
-                            }
-                        }
+                        );
                     }
                 }
                 None => {

@@ -605,6 +605,16 @@ async fn run_line(
     }
 }
 
+/// When a unit polled (due at `at`) is due next: on schedule, or a whole
+/// interval from `now` when the line fell behind (no burst to catch up).
+fn next_due(at: Instant, interval: Duration, now: Instant) -> Instant {
+    if at + interval > now {
+        at + interval
+    } else {
+        now + interval
+    }
+}
+
 /// One poll of a unit on a serial line. After a timeout or a garbled frame
 /// the port is reopened (which discards a late answer still on its way).
 async fn poll_rtu(
@@ -662,6 +672,19 @@ mod tests {
         assert_eq!(got, [500, 1000, 2000, 3000, 3000]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_line_skips_ahead_instead_of_bursting() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            next_due(t0, second, t0 + Duration::from_millis(300)),
+            t0 + second
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(next_due(t0, second, now), now + second);
     }
 
     fn config(extra: &str) -> Config {
