@@ -560,13 +560,7 @@ async fn run_line(
             () = tokio::time::sleep_until(at) => {}
         }
         let now = Instant::now();
-        let interval = devices[i].spec.poll_interval;
-        // The next poll on schedule, or a whole interval from now when the line fell behind.
-        due[i] = if at + interval > now {
-            at + interval
-        } else {
-            now + interval
-        };
+        due[i] = next_due(at, devices[i].spec.poll_interval, now);
         if port.is_none() {
             if retry_at.is_some_and(|t| now < t) {
                 continue;
