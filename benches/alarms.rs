@@ -25,9 +25,19 @@ const DEVICES: usize = 1_000;
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let clients: usize = std::env::var("BENCH_SSE_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let clients: usize = std::env::var("BENCH_SSE_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let broker = Mosquitto::builder().max_queued_messages(0).start();
     let influx = Influx1::start();
     rt.block_on(influx.create_database("campus"));
@@ -47,7 +57,15 @@ fn main() {
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).expect("config");
     let mut add = Command::new(env!("CARGO_BIN_EXE_campusgw"))
-        .args(["user", "add", "bench", "--role", "viewer", "--password-stdin", "--data-dir"])
+        .args([
+            "user",
+            "add",
+            "bench",
+            "--role",
+            "viewer",
+            "--password-stdin",
+            "--data-dir",
+        ])
         .arg(&data)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -66,19 +84,36 @@ fn main() {
         .spawn()
         .expect("start the gateway");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !common::http_sync(web_port, "GET", "/healthz", None, None).is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing")) {
+    while !common::http_sync(web_port, "GET", "/healthz", None, None)
+        .is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing"))
+    {
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
 
     let (mqtt_lat, sse_lat, probes) = rt.block_on(run(&broker.url(), web_port, clients, seconds));
-    let _ = Command::new("kill").args(["-TERM", &gw.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &gw.id().to_string()])
+        .status();
     let _ = gw.wait();
 
     let report = |name: &str, mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        let p = |q: f64| if v.is_empty() { f64::NAN } else { v[((v.len() - 1) as f64 * q) as usize] };
-        println!("| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |", v.len(), p(0.5), p(0.99), p(0.999), v.last().copied().unwrap_or(f64::NAN));
+        let p = |q: f64| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v[((v.len() - 1) as f64 * q) as usize]
+            }
+        };
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            v.len(),
+            p(0.5),
+            p(0.99),
+            p(0.999),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
     };
     println!("\n{probes} alarms, {BACKGROUND_RATE} msg/s background from {DEVICES} devices, {clients} SSE clients, {seconds} s; latency from publish (ms):\n");
     println!("| delivered on | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|");
@@ -86,9 +121,18 @@ fn main() {
     report(&format!("SSE, each of {clients} clients"), sse_lat);
 }
 
-async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64>, Vec<f64>, usize) {
+async fn run(
+    url: &str,
+    web_port: u16,
+    clients: usize,
+    seconds: u64,
+) -> (Vec<f64>, Vec<f64>, usize) {
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
 
     // Sign in once; every SSE client uses the session.
     let http = reqwest::Client::builder().no_proxy().build().expect("http");
@@ -98,23 +142,43 @@ async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64
         .send()
         .await
         .expect("login");
-    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|c| c.split(';').next()).expect("cookie").to_owned();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
 
     let sse_lat = Arc::new(Mutex::new(Vec::new()));
     let mut streams = Vec::new();
     for _ in 0..clients {
-        let (http, cookie, sent, lat) = (http.clone(), cookie.clone(), sent.clone(), sse_lat.clone());
+        let (http, cookie, sent, lat) =
+            (http.clone(), cookie.clone(), sent.clone(), sse_lat.clone());
         streams.push(tokio::spawn(async move {
-            let Ok(mut resp) = http.get(format!("http://127.0.0.1:{web_port}/api/stream")).header("Cookie", cookie).send().await else { return };
+            let Ok(mut resp) = http
+                .get(format!("http://127.0.0.1:{web_port}/api/stream"))
+                .header("Cookie", cookie)
+                .send()
+                .await
+            else {
+                return;
+            };
             let mut buf = String::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buf.find("\n\n") {
                     let ev: String = buf.drain(..end + 2).collect();
                     if ev.contains("event: alarm") && ev.contains("\"action\":\"raise\"") {
-                        if let Some(dev) = ev.split("\"device\":\"").nth(1).and_then(|r| r.split('"').next()) {
+                        if let Some(dev) = ev
+                            .split("\"device\":\"")
+                            .nth(1)
+                            .and_then(|r| r.split('"').next())
+                        {
                             if let Some(t0) = sent.lock().expect("sent").get(dev) {
-                                lat.lock().expect("lat").push(t0.elapsed().as_secs_f64() * 1000.0);
+                                lat.lock()
+                                    .expect("lat")
+                                    .push(t0.elapsed().as_secs_f64() * 1000.0);
                             }
                         }
                     }
@@ -129,7 +193,9 @@ async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64
     let mut o = MqttOptions::new("bench-alarm-watch", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     let (sub, mut sub_events) = AsyncClient::new(o, 100);
-    sub.subscribe("campusgw/+/alarm/#", QoS::AtMostOnce).await.expect("subscribe");
+    sub.subscribe("campusgw/+/alarm/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
     let (s2, l2) = (sent.clone(), mqtt_lat.clone());
     tokio::spawn(async move {
         while let Ok(ev) = sub_events.poll().await {
@@ -138,7 +204,9 @@ async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64
                 let dev = t.split('/').nth(3).unwrap_or("").to_owned();
                 if let Some(t0) = s2.lock().expect("sent").get(&dev) {
                     if String::from_utf8_lossy(&p.payload).contains("\"state\":\"unacked\"") {
-                        l2.lock().expect("lat").push(t0.elapsed().as_secs_f64() * 1000.0);
+                        l2.lock()
+                            .expect("lat")
+                            .push(t0.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
             }
@@ -165,7 +233,13 @@ async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64
         let due = (start.elapsed().as_secs_f64() * BACKGROUND_RATE as f64) as u64;
         while seq < due {
             let d = (seq as usize) % DEVICES;
-            let (t, p) = feed::message("smoke", "bench", &format!("smoke-{d}"), common::now_ms(), seq);
+            let (t, p) = feed::message(
+                "smoke",
+                "bench",
+                &format!("smoke-{d}"),
+                common::now_ms(),
+                seq,
+            );
             // The feed's own alarm flag recurs every 50 messages: keep the background quiet.
             let p = p.replace("\"alarm\":true", "\"alarm\":false");
             let _ = bg.try_publish(t, QoS::AtLeastOnce, false, p);
@@ -175,8 +249,17 @@ async fn run(url: &str, web_port: u16, clients: usize, seconds: u64) -> (Vec<f64
             let dev = format!("probe-{probes}");
             let mut p = feed::payload("smoke", common::now_ms(), probes as u64);
             p["alarm"] = serde_json::json!(true);
-            sent.lock().expect("sent").insert(dev.clone(), Instant::now());
-            let _ = probe.publish(format!("campus/bench/smoke/{dev}"), QoS::AtLeastOnce, false, p.to_string()).await;
+            sent.lock()
+                .expect("sent")
+                .insert(dev.clone(), Instant::now());
+            let _ = probe
+                .publish(
+                    format!("campus/bench/smoke/{dev}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    p.to_string(),
+                )
+                .await;
             probes += 1;
         }
     }

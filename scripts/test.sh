@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing, then
 # runs formatting, lints and every test (unit and integration, against real
-# mosquitto, InfluxDB 1.x and VictoriaMetrics started by the tests themselves).
+# mosquitto, InfluxDB 1.x, VictoriaMetrics, pymodbus and socat started by the
+# tests themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ declare -A want=(
   [socat]=socat
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [python3]=python3
 )
 missing=()
 for cmd in "${!want[@]}"; do
@@ -28,6 +30,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   # Their post-install scripts try to start services; that is refused in a container and harmless.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs
+fi
+
+# pymodbus from PyPI, pinned (its server API changes between minor releases),
+# in the venv the Modbus tests look for (tests/common/modbus.rs).
+PYMODBUS=3.16.1
+venv=target/pyvenv
+if ! "$venv/bin/python" -c "import sys, serial, pymodbus; sys.exit(pymodbus.__version__ != '$PYMODBUS')" >/dev/null 2>&1; then
+  echo "test.sh: creating $venv with pymodbus==$PYMODBUS"
+  rm -rf "$venv"
+  mkdir -p target
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 makes venvs only with python3-venv.
+    rm -rf "$venv"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check "pymodbus==$PYMODBUS" "pyserial==3.5"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

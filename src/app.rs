@@ -24,6 +24,7 @@ use crate::rules::engine::{Engine, Flood};
 use crate::rules::task::{RulesHandle, RulesTask};
 use crate::rules::RuleSet;
 use crate::sink::InfluxWriter;
+use crate::sources::modbus::ModbusSource;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{Health, Metrics};
 use crate::web::{self, AppState, AuthStore};
@@ -128,6 +129,7 @@ impl Gateway {
         if writer.is_none() {
             warn!("No InfluxDB is configured (influx.url or CAMPUSGW__INFLUX__URL): readings are shown but not stored.");
         }
+        let modbus = ModbusSource::new(&cfg, source_tx.clone(), metrics.clone(), health.clone())?;
         let mqtt = MqttSource::new(
             cfg.mqtt.clone(),
             &cfg.gateway,
@@ -168,6 +170,9 @@ impl Gateway {
 
         let tracker = TaskTracker::new();
         let sources_stop = shutdown.child_token();
+        if !modbus.is_empty() {
+            modbus.spawn(&tracker, &sources_stop);
+        }
         tracker.spawn(async move {
             if let Err(e) = mqtt.run(sources_stop).await {
                 error!(error = %e, "The MQTT source stopped.");

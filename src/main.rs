@@ -229,10 +229,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 println!("warning: {w}");
             }
             println!(
-                "{}: OK ({} devices, {} MQTT topics, {} rules)",
+                "{}: OK ({} devices, {} MQTT topics, {} Modbus devices, {} rules)",
                 path.display(),
                 loaded.config.devices.len(),
                 loaded.config.mqtt.topics.len(),
+                loaded.config.modbus.devices.len(),
                 loaded.config.rules.len()
             );
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::config::{Config, UndeclaredPolicy};
+use crate::config::{Config, DeviceConfig, UndeclaredPolicy};
 use crate::reading::{FieldName, Kind, Location, Reading, Source, Value};
 use crate::sources::decode::Reject;
 
@@ -84,26 +84,21 @@ impl Registry {
     pub fn new(cfg: &Config) -> Self {
         let mut sites = Sites::new();
         for d in &cfg.devices {
-            let site: Arc<str> = match sites.get_key_value(d.site.as_str()) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(d.site.as_str()),
+            insert_declared(&mut sites, d, None);
+        }
+        // Polled devices are devices like the others; they are known to come
+        // over Modbus before their first reading.
+        for m in &cfg.modbus.devices {
+            let Some(d) = cfg.modbus_identity(m) else {
+                continue;
             };
-            let loc = d.location();
-            let entry = Entry {
-                id: Arc::from(d.id.as_str()),
-                site: site.clone(),
-                kind: d.kind,
-                declared: true,
-                location: (loc != Location::default()).then(|| Arc::new(loc)),
-                source: None,
-                last_seen_ms: None,
-                last_ts_ms: None,
-                latest: Vec::new(),
-            };
-            sites
-                .entry(site)
-                .or_default()
-                .insert(entry.id.clone(), entry);
+            match sites
+                .get_mut(d.site.as_str())
+                .and_then(|devices| devices.get_mut(d.id.as_str()))
+            {
+                Some(e) => e.source = Some(Source::Modbus),
+                None => insert_declared(&mut sites, &d, Some(Source::Modbus)),
+            }
         }
         Self {
             policy: cfg.gateway.undeclared_devices,
@@ -211,6 +206,29 @@ impl Registry {
     }
 }
 
+fn insert_declared(sites: &mut Sites, d: &DeviceConfig, source: Option<Source>) {
+    let site: Arc<str> = match sites.get_key_value(d.site.as_str()) {
+        Some((k, _)) => k.clone(),
+        None => Arc::from(d.site.as_str()),
+    };
+    let loc = d.location();
+    let entry = Entry {
+        id: Arc::from(d.id.as_str()),
+        site: site.clone(),
+        kind: d.kind,
+        declared: true,
+        location: (loc != Location::default()).then(|| Arc::new(loc)),
+        source,
+        last_seen_ms: None,
+        last_ts_ms: None,
+        latest: Vec::new(),
+    };
+    sites
+        .entry(site)
+        .or_default()
+        .insert(entry.id.clone(), entry);
+}
+
 fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)]) {
     for (name, value) in fields {
         match latest.iter_mut().find(|(n, _)| n == name) {
@@ -299,6 +317,39 @@ mod tests {
         assert_eq!(
             strict.admit(&mut reading("yz", "x1", Kind::Gate, 1), 1),
             Err(Reject::UnknownDevice)
+        );
+    }
+
+    #[test]
+    fn modbus_devices_are_devices_with_their_source() {
+        let reg = Registry::new(&config(
+            r#"[modbus.maps.m]
+registers = [{ field = "temp_c", table = "holding", address = 0, type = "i16" }]
+[[modbus.devices]]
+device = "a3-301"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+[[modbus.devices]]
+id = "chem-9"
+kind = "labcab"
+site = "yz"
+room = "203"
+transport = "tcp"
+address = "10.0.0.2"
+map = "m"
+"#,
+        ));
+        let devices = reg.devices(0);
+        assert_eq!(devices.len(), 2);
+        assert!(devices
+            .iter()
+            .all(|d| d.source == Some(Source::Modbus) && d.declared));
+        let chem = devices.iter().find(|d| &*d.id == "chem-9").expect("chem-9");
+        assert_eq!(chem.kind, Kind::Labcab);
+        assert_eq!(
+            chem.location.as_ref().and_then(|l| l.room.as_deref()),
+            Some("203")
         );
     }
 

@@ -207,15 +207,23 @@ fn demo_runs_with_nothing_installed() {
         .spawn()
         .expect("start campusgw demo");
     let mut readings = 0.0;
+    let mut polled = 0.0;
     let deadline = Instant::now() + common::DEADLINE;
-    while Instant::now() < deadline && readings < 20.0 {
+    while Instant::now() < deadline && (readings < 20.0 || polled < 2.0) {
         std::thread::sleep(Duration::from_millis(500));
         if let Ok((200, text)) = common::http_sync(web, "GET", "/metrics", None, None) {
-            readings = text
-                .lines()
-                .filter(|l| l.starts_with("campusgw_readings_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
+            let sum = |prefix: &str| -> f64 {
+                text.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            };
+            readings = sum("campusgw_readings_total");
+            // Both simulated Modbus devices answered at least once.
+            polled = ["hood-3", "chem-3"]
+                .iter()
+                .filter(|d| sum(&format!("campusgw_modbus_polls_total{{device=\"{d}\"}}")) > 0.0)
+                .count() as f64;
         }
     }
     let health = common::http_sync(web, "GET", "/healthz", None, None);
@@ -236,6 +244,11 @@ fn demo_runs_with_nothing_installed() {
     assert!(
         body.contains("\"disabled\""),
         "no database configured is said plainly: {body}"
+    );
+    assert_eq!(polled, 2.0, "the demo's Modbus hood and cabinet are polled");
+    assert!(
+        body.contains("\"modbus/hood-3\"") && body.contains("\"modbus/chem-3\""),
+        "{body}"
     );
     assert!(
         stdout.contains(&format!("http://127.0.0.1:{web}/")),

@@ -434,5 +434,76 @@ mod tests {
         let text = include_str!("../../config/campus.example.toml");
         let l = load(text).unwrap_or_else(|e| panic!("example config: {e}"));
         assert!(!l.config.devices.is_empty());
+        // The reference maps ship ready to use, and every Modbus device resolves.
+        for map in ["ref-kitchen-hood", "ref-chem-cabinet"] {
+            assert!(l.config.modbus.maps.contains_key(map), "{map}");
+        }
+        let specs = crate::sources::modbus::device_specs(&l.config).expect("modbus devices");
+        assert!(specs.len() >= 4);
+    }
+
+    #[test]
+    fn modbus_problems_name_their_key_and_line() {
+        let text = format!(
+            r#"{MINIMAL}
+[modbus]
+max_registers_per_request = 200
+[modbus.lines.l1]
+path = "/dev/ttyS0"
+stop_bits = 3
+[modbus.maps.m]
+kind = "kitchen"
+registers = [
+  {{ field = "fan_on", table = "coil", address = 0, type = "u16" }},
+  {{ field = "x", table = "holding", address = 65535, type = "f32" }},
+]
+[[modbus.devices]]
+id = "cab"
+kind = "labcab"
+site = "s"
+transport = "tcp"
+map = "m"
+
+[[modbus.devices]]
+device = "nowhere"
+transport = "rtu"
+line = "l2"
+registers = [{{ field = "door_open", table = "holding", address = 0, type = "bit" }}]
+
+[[modbus.devices]]
+id = "a"
+kind = "labcab"
+site = "s"
+transport = "rtu"
+line = "l1"
+unit = 0
+"#
+        );
+        let joined = problems(&text).join("\n");
+        for (needle, line) in [
+            ("modbus.max_registers_per_request", "line 5"),
+            ("modbus.lines.l1.stop_bits", "line 8"),
+            (
+                "modbus.maps.m.registers[0]: a coil holds one bit",
+                "line 12",
+            ),
+            ("modbus.maps.m.registers[1]: address 65535", "line 13"),
+            ("modbus.devices[0].address", "line 15"),
+            ("modbus.devices[0].map: `m` is for a kitchen", "line 20"),
+            ("modbus.devices[1].device: `nowhere`", "line 23"),
+            ("modbus.devices[1].line: `l2`", "line 25"),
+            (
+                "modbus.devices[1].registers[0]: type bit needs `bit`",
+                "line 26",
+            ),
+            ("modbus.devices[2].unit: must be 1 to 247", "line 34"),
+            ("modbus.devices[2].map: or `registers` is needed", "line 28"),
+        ] {
+            let hit = joined.lines().find(|l| l.contains(needle));
+            assert!(
+                hit.is_some_and(|l| l.contains(line)),
+                "{needle} at {line} in:\n{joined}"
+            );
+        }
     }
 }

@@ -50,6 +50,9 @@ pub struct Config {
     /// The alarm rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Modbus devices the gateway polls (TCP and RTU), their serial lines and register maps.
+    #[serde(default)]
+    pub modbus: ModbusConfig,
 }
 
 /// What to do with a device that publishes but is not declared.
@@ -494,4 +497,372 @@ pub fn is_valid_id(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Modbus polling: defaults for every device, serial lines, named register
+/// maps and the devices themselves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// How often a device is polled, unless it sets its own `poll_interval`.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long one request (or a TCP connect) may take before it counts as a timeout.
+    #[serde(default = "default_modbus_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts within one poll after a timeout or a transport error (not after an exception).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Consecutive failed polls after which a device is marked offline.
+    #[serde(default = "default_offline_after_failures")]
+    pub offline_after_failures: u32,
+    /// Unused registers (or bits) that may be read to join two neighbours into one request.
+    #[serde(default)]
+    pub max_gap: u16,
+    /// Most registers in one read request (the protocol allows 125; some devices fewer).
+    #[serde(default = "default_max_registers_per_request")]
+    pub max_registers_per_request: u16,
+    /// Most coils or discrete inputs in one read request (the protocol allows 2000).
+    #[serde(default = "default_max_bits_per_request")]
+    pub max_bits_per_request: u16,
+    /// First delay before reconnecting after a failure; doubles up to `reconnect_max`.
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnect attempts.
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Serial (RS-485) lines by name, used by devices with `transport = "rtu"`.
+    #[serde(default)]
+    pub lines: BTreeMap<String, SerialLineConfig>,
+    /// Register maps by name, shared by the devices that name them in `map`.
+    #[serde(default)]
+    pub maps: BTreeMap<String, RegisterMapConfig>,
+    /// The devices to poll.
+    #[serde(default)]
+    pub devices: Vec<ModbusDeviceConfig>,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll_interval(),
+            timeout: default_modbus_timeout(),
+            retries: default_retries(),
+            offline_after_failures: default_offline_after_failures(),
+            max_gap: 0,
+            max_registers_per_request: default_max_registers_per_request(),
+            max_bits_per_request: default_max_bits_per_request(),
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+            lines: BTreeMap::new(),
+            maps: BTreeMap::new(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_modbus_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_offline_after_failures() -> u32 {
+    3
+}
+fn default_max_registers_per_request() -> u16 {
+    125
+}
+fn default_max_bits_per_request() -> u16 {
+    2000
+}
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// No parity bit (8N1, the common setting).
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// One serial line (an RS-485 bus): every unit on it is polled in turn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialLineConfig {
+    /// The serial device, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/…`.
+    pub path: PathBuf,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Parity: `none`, `even` or `odd`.
+    #[serde(default = "default_parity")]
+    pub parity: Parity,
+    /// Data bits, 5 to 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// Stop bits, 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silence kept between two requests on the line (bus turnaround, slow transceivers).
+    #[serde(default = "default_request_gap", with = "humantime_serde")]
+    pub request_gap: Duration,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_parity() -> Parity {
+    Parity::None
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_request_gap() -> Duration {
+    Duration::from_millis(5)
+}
+
+/// A Modbus data table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// Coils (read/write bits, function 1).
+    #[serde(alias = "coils")]
+    Coil,
+    /// Discrete inputs (read-only bits, function 2).
+    #[serde(alias = "discrete_inputs", alias = "discrete input")]
+    DiscreteInput,
+    /// Input registers (read-only words, function 4).
+    #[serde(alias = "input_register", alias = "input_registers")]
+    Input,
+    /// Holding registers (read/write words, function 3).
+    #[serde(alias = "holding_register", alias = "holding_registers")]
+    Holding,
+}
+
+impl Table {
+    /// Whether the table holds bits (coils, discrete inputs) rather than 16-bit registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+
+    /// The name used in configuration and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete_input",
+            Table::Input => "input",
+            Table::Holding => "holding",
+        }
+    }
+}
+
+/// How a configured value is stored in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterType {
+    /// Unsigned 16-bit register.
+    U16,
+    /// Signed 16-bit register (two's complement).
+    I16,
+    /// Unsigned 32-bit value in two registers.
+    U32,
+    /// Signed 32-bit value in two registers.
+    I32,
+    /// IEEE 754 single-precision float in two registers.
+    F32,
+    /// A coil or discrete input; on a register, true when it is not zero.
+    Bool,
+    /// One bit (`bit`, 0 = least significant) of a register.
+    Bit,
+}
+
+impl RegisterType {
+    /// How many registers (or bits) the value occupies.
+    pub fn width(self) -> u16 {
+        match self {
+            RegisterType::U32 | RegisterType::I32 | RegisterType::F32 => 2,
+            _ => 1,
+        }
+    }
+
+    /// The name used in configuration and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterType::U16 => "u16",
+            RegisterType::I16 => "i16",
+            RegisterType::U32 => "u32",
+            RegisterType::I32 => "i32",
+            RegisterType::F32 => "f32",
+            RegisterType::Bool => "bool",
+            RegisterType::Bit => "bit",
+        }
+    }
+
+    /// Whether the decoded value is a boolean.
+    pub fn is_bool(self) -> bool {
+        matches!(self, RegisterType::Bool | RegisterType::Bit)
+    }
+}
+
+/// Order of the two registers of a 32-bit value (the bytes in each register are always big-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WordOrder {
+    /// High word first (the Modbus convention, "ABCD").
+    Big,
+    /// Low word first ("word-swapped", "CDAB").
+    Little,
+}
+
+/// A register map: which registers hold which fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMapConfig {
+    /// The device kind the map is made for; devices using it must be of this kind.
+    pub kind: Option<Kind>,
+    /// The values to read.
+    pub registers: Vec<RegisterConfig>,
+}
+
+/// One value in a device's tables and the reading field it becomes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// The reading field, e.g. `duct_temp_c`.
+    pub field: String,
+    /// `coil`, `discrete_input`, `input` or `holding`.
+    pub table: Table,
+    /// Protocol address (0-based, as sent on the wire; register 30001 of a data sheet is input 0).
+    pub address: u16,
+    /// `u16`, `i16`, `u32`, `i32`, `f32`, `bool` or `bit`.
+    #[serde(rename = "type")]
+    pub ty: RegisterType,
+    /// For `type = "bit"`: which bit of the register, 0 (least significant) to 15.
+    pub bit: Option<u8>,
+    /// For 32-bit types: `big` (high word first) or `little` (word-swapped).
+    #[serde(default = "default_word_order")]
+    pub word_order: WordOrder,
+    /// Multiply the raw number by this.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Then add this.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_word_order() -> WordOrder {
+    WordOrder::Big
+}
+
+/// How the gateway reaches a Modbus device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModbusTransport {
+    /// Modbus TCP: `address` is `host:port`.
+    Tcp,
+    /// Modbus RTU on a serial line: `line` names a `[modbus.lines.<name>]`.
+    Rtu,
+}
+
+/// One polled Modbus device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDeviceConfig {
+    /// The id of a device declared in `[[devices]]`, which gives kind, site and place;
+    /// or leave it out and set `id`, `kind`, `site` (and the place) here.
+    pub device: Option<String>,
+    /// Device id, when not referring to a `[[devices]]` entry.
+    pub id: Option<String>,
+    /// What the device is, when not referring to a `[[devices]]` entry.
+    pub kind: Option<Kind>,
+    /// School or campus code; with `device`, picks the entry when several sites use the id.
+    pub site: Option<String>,
+    /// Building.
+    pub building: Option<String>,
+    /// Floor.
+    pub floor: Option<String>,
+    /// Room.
+    pub room: Option<String>,
+    /// A human name for the place.
+    pub name: Option<String>,
+    /// `tcp` or `rtu`.
+    pub transport: ModbusTransport,
+    /// TCP: `host:port` (port 502 when left out).
+    pub address: Option<String>,
+    /// RTU: the name of a `[modbus.lines.<name>]`.
+    pub line: Option<String>,
+    /// Unit (slave) id: 1 to 247 on a serial line; on TCP usually 1 (255 or 0 for some devices).
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    /// A named map from `[modbus.maps]`; or leave it out and list `registers` here.
+    pub map: Option<String>,
+    /// The device's own registers, when it uses no named map.
+    #[serde(default)]
+    pub registers: Vec<RegisterConfig>,
+    /// How often to poll it (default `modbus.poll_interval`).
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    /// Request timeout (default `modbus.timeout`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Further attempts per poll (default `modbus.retries`).
+    pub retries: Option<u32>,
+    /// Failed polls before it is offline (default `modbus.offline_after_failures`).
+    pub offline_after_failures: Option<u32>,
+    /// Unused registers that may be read to join requests (default `modbus.max_gap`).
+    pub max_gap: Option<u16>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+
+impl Config {
+    /// The identity (id, kind, site, place) of a Modbus device: its own keys, or
+    /// those of the `[[devices]]` entry it refers to. `None` when it refers to
+    /// no declared device or lacks `id`, `kind` or `site` (validation says which).
+    pub fn modbus_identity(&self, d: &ModbusDeviceConfig) -> Option<DeviceConfig> {
+        match &d.device {
+            Some(reference) => {
+                let mut found = self
+                    .devices
+                    .iter()
+                    .filter(|x| &x.id == reference)
+                    .filter(|x| d.site.as_ref().is_none_or(|s| s == &x.site));
+                let first = found.next()?;
+                // An id declared in several sites must be told apart with `site`.
+                found.next().is_none().then(|| first.clone())
+            }
+            None => Some(DeviceConfig {
+                id: d.id.clone()?,
+                kind: d.kind?,
+                site: d.site.clone()?,
+                building: d.building.clone(),
+                floor: d.floor.clone(),
+                room: d.room.clone(),
+                name: d.name.clone(),
+            }),
+        }
+    }
+
+    /// The registers of a Modbus device: its named map's or its own.
+    pub fn modbus_registers<'a>(
+        &'a self,
+        d: &'a ModbusDeviceConfig,
+    ) -> Option<&'a [RegisterConfig]> {
+        match &d.map {
+            Some(name) => self.modbus.maps.get(name).map(|m| m.registers.as_slice()),
+            None => Some(&d.registers),
+        }
+    }
 }

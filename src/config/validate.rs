@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::{is_valid_id, Config, InfluxApi, Secret};
+use super::{is_valid_id, Config, InfluxApi, ModbusTransport, RegisterConfig, Secret};
+use crate::reading::Kind;
+use crate::sources::modbus::map::{PROTOCOL_MAX_BITS, PROTOCOL_MAX_REGISTERS};
 
 /// Problems found by `validate`, each as (key path, message).
 #[derive(Debug, Default)]
@@ -227,15 +229,268 @@ impl Config {
         }
         warns.extend(crate::rules::warnings(self));
 
-        if self.devices.len() > g.max_devices {
+        let inline_modbus = self
+            .modbus
+            .devices
+            .iter()
+            .filter(|d| d.device.is_none())
+            .count();
+        if self.devices.len() + inline_modbus > g.max_devices {
             err(
                 "gateway.max_devices",
-                format!("is below the {} declared devices", self.devices.len()),
+                format!(
+                    "is below the {} declared devices",
+                    self.devices.len() + inline_modbus
+                ),
             );
         }
+        self.validate_modbus(&mut err, &seen);
         Findings {
             errors: errs,
             warnings: warns,
+        }
+    }
+}
+
+impl Config {
+    /// The `[modbus]` section: timings, lines, maps, and each device's
+    /// identity, endpoint and registers. `declared` holds (site, id) of `[[devices]]`.
+    fn validate_modbus(
+        &self,
+        err: &mut impl FnMut(&str, String),
+        declared: &HashSet<(&str, &str)>,
+    ) {
+        let m = &self.modbus;
+        for (k, d) in [("poll_interval", m.poll_interval), ("timeout", m.timeout)] {
+            if d.is_zero() {
+                err(&format!("modbus.{k}"), "must be above zero".into());
+            }
+        }
+        if m.offline_after_failures == 0 {
+            err("modbus.offline_after_failures", "must be at least 1".into());
+        }
+        if !(2..=PROTOCOL_MAX_REGISTERS).contains(&m.max_registers_per_request) {
+            err(
+                "modbus.max_registers_per_request",
+                format!("must be 2 to {PROTOCOL_MAX_REGISTERS}"),
+            );
+        }
+        if !(1..=PROTOCOL_MAX_BITS).contains(&m.max_bits_per_request) {
+            err(
+                "modbus.max_bits_per_request",
+                format!("must be 1 to {PROTOCOL_MAX_BITS}"),
+            );
+        }
+        if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
+            err(
+                "modbus.reconnect_min",
+                "must be above zero and at most modbus.reconnect_max".into(),
+            );
+        }
+        for (name, l) in &m.lines {
+            let at = |k: &str| format!("modbus.lines.{name}.{k}");
+            if l.path.as_os_str().is_empty() {
+                err(&at("path"), "must name a serial device".into());
+            }
+            if l.baud == 0 {
+                err(&at("baud"), "must be above zero".into());
+            }
+            if !(5..=8).contains(&l.data_bits) {
+                err(&at("data_bits"), "must be 5 to 8".into());
+            }
+            if !(1..=2).contains(&l.stop_bits) {
+                err(&at("stop_bits"), "must be 1 or 2".into());
+            }
+        }
+        for (name, map) in &m.maps {
+            if map.registers.is_empty() {
+                err(
+                    &format!("modbus.maps.{name}.registers"),
+                    "needs at least one register".into(),
+                );
+            }
+            check_registers(
+                &format!("modbus.maps.{name}"),
+                &map.registers,
+                map.kind,
+                err,
+            );
+        }
+
+        let mut ids: HashSet<&str> = HashSet::new();
+        let mut units: HashSet<(&str, u8)> = HashSet::new();
+        for (i, d) in m.devices.iter().enumerate() {
+            let at = |k: &str| format!("modbus.devices[{i}].{k}");
+            let identity = self.modbus_identity(d);
+            match &d.device {
+                Some(reference) => {
+                    for (k, set) in [
+                        ("id", d.id.is_some()),
+                        ("kind", d.kind.is_some()),
+                        ("building", d.building.is_some()),
+                        ("floor", d.floor.is_some()),
+                        ("room", d.room.is_some()),
+                        ("name", d.name.is_some()),
+                    ] {
+                        if set {
+                            err(
+                                &at(k),
+                                format!(
+                                    "comes from the [[devices]] entry `{reference}`: set it there"
+                                ),
+                            );
+                        }
+                    }
+                    if identity.is_none() {
+                        err(
+                            &at("device"),
+                            format!("`{reference}` is not declared in [[devices]] (or several sites declare it: add `site`)"),
+                        );
+                    }
+                }
+                None => {
+                    for (k, set) in [
+                        ("id", d.id.is_some()),
+                        ("kind", d.kind.is_some()),
+                        ("site", d.site.is_some()),
+                    ] {
+                        if !set {
+                            err(
+                                &at(k),
+                                "is needed when `device` does not name a [[devices]] entry".into(),
+                            );
+                        }
+                    }
+                    if let Some(id) = &d.id {
+                        if !is_valid_id(id) {
+                            err(
+                                &at("id"),
+                                format!("`{id}` may hold only letters, digits, - and _"),
+                            );
+                        }
+                    }
+                    if let Some(site) = &d.site {
+                        if !is_valid_id(site) {
+                            err(
+                                &at("site"),
+                                format!("`{site}` may hold only letters, digits, - and _"),
+                            );
+                        }
+                        if let Some(id) = &d.id {
+                            if declared.contains(&(site.as_str(), id.as_str())) {
+                                err(&at("id"), format!("`{id}` is also declared in [[devices]]: refer to it with `device = \"{id}\"`"));
+                            }
+                        }
+                    }
+                }
+            }
+            // Health components and metric labels are keyed by id alone.
+            let id = d.device.as_deref().or(d.id.as_deref());
+            if let Some(id) = id {
+                if !ids.insert(id) && d.device.is_none() {
+                    err(
+                        &at("id"),
+                        format!("another Modbus device is also called `{id}`"),
+                    );
+                }
+            }
+            match d.transport {
+                ModbusTransport::Tcp => {
+                    match d.address.as_deref() {
+                        None | Some("") => err(
+                            &at("address"),
+                            "is needed for transport = \"tcp\" (host:port)".into(),
+                        ),
+                        Some(a) if a.contains('/') || a.contains(' ') => {
+                            err(&at("address"), format!("`{a}` is not host:port"))
+                        }
+                        Some(_) => {}
+                    }
+                    if d.line.is_some() {
+                        err(&at("line"), "is for transport = \"rtu\"".into());
+                    }
+                }
+                ModbusTransport::Rtu => {
+                    match d.line.as_deref() {
+                        None => err(&at("line"), "is needed for transport = \"rtu\"".into()),
+                        Some(l) if !m.lines.contains_key(l) => {
+                            err(&at("line"), format!("`{l}` is not in [modbus.lines]"))
+                        }
+                        Some(l) => {
+                            if !units.insert((l, d.unit)) {
+                                err(
+                                    &at("unit"),
+                                    format!("unit {} is already polled on line `{l}`", d.unit),
+                                );
+                            }
+                        }
+                    }
+                    if !(1..=247).contains(&d.unit) {
+                        err(&at("unit"), "must be 1 to 247 on a serial line".into());
+                    }
+                    if d.address.is_some() {
+                        err(&at("address"), "is for transport = \"tcp\"".into());
+                    }
+                }
+            }
+            let kind = identity.as_ref().map(|w| w.kind);
+            match (&d.map, d.registers.is_empty()) {
+                (Some(_), false) => err(
+                    &at("registers"),
+                    "cannot go with `map`: use one or the other".into(),
+                ),
+                (None, true) => err(&at("map"), "or `registers` is needed".into()),
+                (Some(name), true) => match m.maps.get(name) {
+                    None => err(&at("map"), format!("`{name}` is not in [modbus.maps]")),
+                    Some(map) => {
+                        if let (Some(want), Some(have)) = (map.kind, kind) {
+                            if want != have {
+                                err(
+                                    &at("map"),
+                                    format!("`{name}` is for a {want}, the device is a {have}"),
+                                );
+                            }
+                        } else if let Some(have) = kind {
+                            // A map without a kind is checked against each device using it.
+                            check_registers(&at("map"), &map.registers, Some(have), err);
+                        }
+                    }
+                },
+                (None, false) => {
+                    check_registers(&format!("modbus.devices[{i}]"), &d.registers, kind, err)
+                }
+            }
+            for (k, v) in [("poll_interval", d.poll_interval), ("timeout", d.timeout)] {
+                if v.is_some_and(|v| v.is_zero()) {
+                    err(&at(k), "must be above zero".into());
+                }
+            }
+            if d.offline_after_failures == Some(0) {
+                err(&at("offline_after_failures"), "must be at least 1".into());
+            }
+        }
+    }
+}
+
+/// Each register's problems, and fields read twice.
+fn check_registers(
+    prefix: &str,
+    registers: &[RegisterConfig],
+    kind: Option<Kind>,
+    err: &mut impl FnMut(&str, String),
+) {
+    let mut fields = HashSet::new();
+    for (j, r) in registers.iter().enumerate() {
+        let at = if prefix.ends_with(".map") {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.registers[{j}]")
+        };
+        for message in crate::sources::modbus::map::check(r, kind) {
+            err(&at, message);
+        }
+        if !fields.insert(r.field.as_str()) {
+            err(&at, format!("field `{}` is read twice", r.field));
         }
     }
 }

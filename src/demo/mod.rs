@@ -2,10 +2,13 @@
 //!
 //! An embedded MQTT broker (rumqttd) on loopback, a simulated campus
 //! publishing the reference feed for every device of
-//! `config/campus.example.toml`, and the gateway consuming it exactly as
-//! `run` does. InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set.
+//! `config/campus.example.toml`, its Modbus TCP devices (a kitchen hood and a
+//! chemical cabinet) served in-process on their register maps and polled
+//! like real ones, and the gateway consuming it all exactly as `run` does.
+//! InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set.
 
 pub mod broker;
+pub mod modbus;
 pub mod sim;
 
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::app::Gateway;
-use crate::config::Config;
+use crate::config::{Config, ModbusTransport};
 
 /// The annotated example configuration, embedded at build time.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../config/campus.example.toml");
@@ -51,7 +54,28 @@ pub fn config(
     if !influx_from_env {
         cfg.influx.url = None;
     }
+    // A demo machine has no RS-485 adapter: only the TCP devices are simulated.
+    cfg.modbus
+        .devices
+        .retain(|d| d.transport == ModbusTransport::Tcp);
+    cfg.modbus.lines.clear();
     Ok(cfg)
+}
+
+/// Serves every Modbus TCP device of `cfg` in-process and points the
+/// configuration at them.
+async fn simulate_modbus(cfg: &mut Config, stop: &CancellationToken) -> anyhow::Result<()> {
+    let specs = crate::sources::modbus::device_specs(cfg)
+        .context("the example configuration's Modbus devices")?;
+    // `device_specs` keeps the order of `[[modbus.devices]]`.
+    for (i, (spec, d)) in specs.into_iter().zip(&mut cfg.modbus.devices).enumerate() {
+        let sim = modbus::serve(spec.kind, spec.plan, i as u64 + 7, stop.child_token())
+            .await
+            .context("cannot start a simulated Modbus device")?;
+        info!(device = %spec.id, address = %sim.addr, "Simulated Modbus device listening.");
+        d.address = Some(sim.addr.to_string());
+    }
+    Ok(())
 }
 
 /// Runs the demo until `shutdown`.
@@ -59,8 +83,23 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let mqtt_addr =
         broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
     let data_dir = std::env::temp_dir().join("campusgw-demo");
-    let cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
-    let devices = cfg.devices.clone();
+    let mut cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
+    let sim_stop = shutdown.child_token();
+    simulate_modbus(&mut cfg, &sim_stop).await?;
+    // Devices polled over Modbus do not also publish over MQTT.
+    let polled: Vec<String> = cfg
+        .modbus
+        .devices
+        .iter()
+        .filter_map(|d| cfg.modbus_identity(d).map(|w| w.id))
+        .collect();
+    let devices: Vec<_> = cfg
+        .devices
+        .iter()
+        .filter(|d| !polled.contains(&d.id))
+        .cloned()
+        .collect();
+    let modbus_count = polled.len();
     let stored = cfg.influx.url.clone();
     let gw = Gateway::start(cfg).await?;
     // No default password: a fresh random one for the demo's operator, every run.
@@ -69,7 +108,6 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         .set_user("operator", crate::web::Role::Operator, &password)
         .context("creating the demo operator")?;
 
-    let sim_stop = shutdown.child_token();
     let sim = tokio::spawn(sim::run(mqtt_addr, devices, sim_stop));
 
     println!();
@@ -83,6 +121,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         mqtt_addr.ip(),
         mqtt_addr.port()
     );
+    println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
         Some(url) => println!("  InfluxDB: {url}"),
         None => {

@@ -34,6 +34,16 @@ pub struct Component {
     pub since: DateTime<Utc>,
 }
 
+/// Prefix of the component of each polled Modbus device: `modbus/<device-id>`.
+pub const MODBUS_PREFIX: &str = "modbus/";
+
+/// Whether a component being down means the gateway cannot do its job
+/// (`/healthz` answers 503). One device that stops answering does not: it
+/// is shown, counted and alarmed on, while everything else goes on.
+pub fn affects_readiness(name: &str) -> bool {
+    !name.starts_with(MODBUS_PREFIX)
+}
+
 /// The health of every component, keyed by name (`mqtt`, `influx`, `modbus/<id>`).
 #[derive(Debug, Default)]
 pub struct Health {

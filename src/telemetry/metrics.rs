@@ -45,6 +45,68 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModbusLabel {
+    device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModbusFailureLabel {
+    device: String,
+    reason: &'static str,
+}
+
+/// Why a Modbus poll failed; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModbusFailure {
+    /// No answer (or no connection) within the timeout.
+    Timeout,
+    /// The device answered with an exception code (e.g. 2, illegal data address).
+    Exception,
+    /// Connection refused or lost, serial port unusable.
+    Transport,
+    /// An answer that is not a valid Modbus frame for the request, or values that cannot be decoded.
+    Decode,
+}
+
+impl ModbusFailure {
+    /// Every reason, in label order.
+    pub const ALL: [ModbusFailure; 4] = [
+        ModbusFailure::Timeout,
+        ModbusFailure::Exception,
+        ModbusFailure::Transport,
+        ModbusFailure::Decode,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModbusFailure::Timeout => "timeout",
+            ModbusFailure::Exception => "exception",
+            ModbusFailure::Transport => "transport",
+            ModbusFailure::Decode => "decode",
+        }
+    }
+}
+
+/// The metric handles of one Modbus device, resolved once.
+#[derive(Debug, Clone)]
+pub struct ModbusDeviceMetrics {
+    /// Successful polls.
+    pub polls: Counter,
+    /// Failed polls, indexed like [`ModbusFailure::ALL`].
+    pub failures: [Counter; 4],
+    /// 1 while the device answers, 0 once it is offline.
+    pub online: Gauge,
+}
+
+impl ModbusDeviceMetrics {
+    /// Counts a failed poll.
+    pub fn fail(&self, reason: ModbusFailure) {
+        self.failures[reason as usize].inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviceLabel {
     kind: &'static str,
     state: &'static str,
@@ -91,6 +153,11 @@ pub struct Metrics {
     pub rule_errors: Counter,
     /// Failed writes to the alarm store.
     pub alarm_store_errors: Counter,
+    modbus_polls: Family<ModbusLabel, Counter>,
+    modbus_failures: Family<ModbusFailureLabel, Counter>,
+    modbus_online: Family<ModbusLabel, Gauge>,
+    /// Duration of successful Modbus polls (every request of one device).
+    pub modbus_poll_seconds: Histogram,
     /// Points InfluxDB acknowledged.
     pub points_written: Counter,
     /// Write requests InfluxDB acknowledged.
@@ -129,6 +196,10 @@ impl Metrics {
             alarms: Family::default(),
             rule_errors: Counter::default(),
             alarm_store_errors: Counter::default(),
+            modbus_polls: Family::default(),
+            modbus_failures: Family::default(),
+            modbus_online: Family::default(),
+            modbus_poll_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             points_written: Counter::default(),
             batches_written: Counter::default(),
             write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -204,6 +275,42 @@ impl Metrics {
             "devices",
             "Known devices, by kind and state",
             m.devices.clone(),
+        );
+        r.register(
+            "alarm_transitions",
+            "Alarm changes, by action and severity",
+            m.alarm_transitions.clone(),
+        );
+        r.register("alarms", "Open alarms, by state", m.alarms.clone());
+        r.register(
+            "rule_errors",
+            "Rule expressions that could not be evaluated",
+            m.rule_errors.clone(),
+        );
+        r.register(
+            "alarm_store_errors",
+            "Failed writes to the alarm store",
+            m.alarm_store_errors.clone(),
+        );
+        r.register(
+            "modbus_polls",
+            "Successful Modbus polls, by device",
+            m.modbus_polls.clone(),
+        );
+        r.register(
+            "modbus_poll_failures",
+            "Failed Modbus polls, by device and reason (timeout, exception, transport, decode)",
+            m.modbus_failures.clone(),
+        );
+        r.register(
+            "modbus_device_online",
+            "1 while a Modbus device answers, 0 once it is marked offline",
+            m.modbus_online.clone(),
+        );
+        r.register(
+            "modbus_poll_duration_seconds",
+            "Duration of successful Modbus polls",
+            m.modbus_poll_seconds.clone(),
         );
         for s in [Source::Mqtt, Source::Modbus] {
             let _ = m
@@ -298,6 +405,26 @@ impl Metrics {
                 state,
             })
             .set(n);
+    }
+
+    /// The metric handles of a Modbus device; creates its series (at zero) on first use.
+    pub fn modbus_device(&self, device: &str) -> ModbusDeviceMetrics {
+        let label = ModbusLabel {
+            device: device.to_owned(),
+        };
+        let failure = |reason: ModbusFailure| {
+            self.modbus_failures
+                .get_or_create(&ModbusFailureLabel {
+                    device: device.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        };
+        ModbusDeviceMetrics {
+            polls: self.modbus_polls.get_or_create(&label).clone(),
+            failures: ModbusFailure::ALL.map(failure),
+            online: self.modbus_online.get_or_create(&label).clone(),
+        }
     }
 
     /// Counts an alarm change.

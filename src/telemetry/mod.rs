@@ -7,8 +7,8 @@ pub mod health;
 pub mod metrics;
 mod ratelimit;
 
-pub use health::{Component, Health, Status};
-pub use metrics::Metrics;
+pub use health::{affects_readiness, Component, Health, Status};
+pub use metrics::{Metrics, ModbusDeviceMetrics, ModbusFailure};
 pub use ratelimit::LogLimiter;
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};

@@ -39,7 +39,7 @@ use crate::reading::Reading;
 use crate::registry::Registry;
 use crate::rules::task::RulesHandle;
 use crate::sources::now_ms;
-use crate::telemetry::{Health, Metrics, Status};
+use crate::telemetry::{affects_readiness, Health, Metrics, Status};
 pub use auth::{AuthStore, Principal, Role};
 pub use error::ApiError;
 
@@ -269,11 +269,15 @@ pub async fn bind(
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let components = s.health.snapshot();
-    let down = components.values().any(|c| c.status == Status::Down);
+    // A Modbus device that is down degrades the gateway; only a core component makes it unready.
+    let down = components
+        .iter()
+        .any(|(name, c)| c.status == Status::Down && affects_readiness(name));
+    let device_down = components.values().any(|c| c.status == Status::Down);
     let starting = components.values().any(|c| c.status == Status::Starting);
     let overall = if down {
         "down"
-    } else if starting || components.values().any(|c| c.status == Status::Degraded) {
+    } else if starting || device_down || components.values().any(|c| c.status == Status::Degraded) {
         "degraded"
     } else {
         "ok"

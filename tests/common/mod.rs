@@ -18,11 +18,14 @@
 //! - [`tls`]: a throw-away PKI made with rcgen (CA, server, client certs).
 //! - [`mqtt`]: [`Publisher`] / [`Subscriber`] on rumqttc 0.25.
 //! - [`feed`]: reference-feed messages per `shared/docs/FEED.md`.
+//! - [`modbus`]: [`PyModbus`], pymodbus's server (TCP, or RTU over a
+//!   [`SerialPair`] from socat) serving the reference register maps.
 #![allow(dead_code, unused_imports)]
 
 pub mod feed;
 pub mod gateway;
 pub mod influx;
+pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
@@ -30,6 +33,7 @@ pub mod tls;
 pub mod victoria;
 
 pub use influx::{Influx1, Influx1Options};
+pub use modbus::{PyModbus, SerialPair};
 pub use mosquitto::{Mosquitto, MosquittoOptions};
 pub use mqtt::{MqttClientConfig, Publisher, QoS, Received, Subscriber};
 pub use victoria::{Victoria, VictoriaOptions};

@@ -1,0 +1,264 @@
+//! Modbus polling benchmark: 200 simulated Modbus TCP devices (half kitchen
+//! hoods, half chemical cabinets, on the reference maps) polled every second
+//! by one gateway, readings written to a real InfluxDB 1.x.
+//!
+//! Run with `cargo bench --bench modbus` (release build). The devices are
+//! tokio-modbus servers inside this process (the demo's simulator, values
+//! changing every second); the gateway runs as its own process
+//! (`campusgw run`), so its CPU and peak RSS are its own. After a warm-up,
+//! `BENCH_SECONDS` (default 30) are measured: the achieved poll rate against
+//! the configured one (from `campusgw_modbus_polls_total`), failures, the
+//! slowest device's share, the gateway's CPU (from /proc/<pid>/stat) and
+//! peak RSS (VmHWM), and the points InfluxDB holds afterwards.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use campus_gateway::config::Config;
+use campus_gateway::demo::modbus::{serve, SimDevice};
+use campus_gateway::reading::Kind;
+use campus_gateway::sources::modbus::map::{Limits, ReadPlan};
+use common::{free_port, Influx1};
+use tokio_util::sync::CancellationToken;
+
+const DEVICES: usize = 200;
+const POLL_INTERVAL_S: f64 = 1.0;
+const WARM_UP: Duration = Duration::from_secs(5);
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let influx = Influx1::start();
+    rt.block_on(influx.create_database("bench"));
+    let work = tempfile::tempdir().expect("temp dir");
+
+    // The reference maps, as the example configuration ships them.
+    let example = Config::from_toml(campus_gateway::demo::EXAMPLE_CONFIG, Vec::new())
+        .expect("example config")
+        .config;
+    let plan = |name: &str, kind| {
+        let map = &example.modbus.maps[name];
+        ReadPlan::build(kind, &map.registers, Limits::default()).expect("reference map")
+    };
+    let kinds = [
+        (
+            Kind::Kitchen,
+            "ref-kitchen-hood",
+            plan("ref-kitchen-hood", Kind::Kitchen),
+        ),
+        (
+            Kind::Labcab,
+            "ref-chem-cabinet",
+            plan("ref-chem-cabinet", Kind::Labcab),
+        ),
+    ];
+
+    let stop = CancellationToken::new();
+    let sims: Vec<(Kind, &str, SimDevice)> = rt.block_on(async {
+        let mut sims = Vec::with_capacity(DEVICES);
+        for i in 0..DEVICES {
+            let (kind, map, plan) = &kinds[i % 2];
+            let sim = serve(*kind, plan.clone(), i as u64, stop.child_token())
+                .await
+                .expect("simulated device");
+            sims.push((*kind, *map, sim));
+        }
+        sims
+    });
+
+    let web_port = free_port();
+    let config_path = work.path().join("bench.toml");
+    let mut text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect_max = \"60s\"\n[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"bench\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n[modbus]\npoll_interval = \"{POLL_INTERVAL_S}s\"\ntimeout = \"1s\"\n",
+        work.path().join("data").display(),
+        free_port(),
+        influx.url()
+    );
+    // The maps, copied from the example by name.
+    let example_text = campus_gateway::demo::EXAMPLE_CONFIG;
+    for name in ["ref-kitchen-hood", "ref-chem-cabinet"] {
+        let header = format!("[modbus.maps.{name}]");
+        let start = example_text.find(&header).expect("map in the example");
+        let end = example_text[start..].find("\n]\n").expect("end of map") + start + 3;
+        text.push_str(&example_text[start..end]);
+    }
+    for (i, (kind, map, sim)) in sims.iter().enumerate() {
+        let _ = write!(
+            text,
+            "[[modbus.devices]]\nid = \"{kind}-{i}\"\nkind = \"{kind}\"\nsite = \"bench\"\nbuilding = \"B{}\"\ntransport = \"tcp\"\naddress = \"{}\"\nmap = \"{map}\"\n",
+            i % 10,
+            sim.addr
+        );
+    }
+    std::fs::write(&config_path, &text).expect("write config");
+
+    let mut gw = start_gateway(&config_path);
+    let pid = gw.id();
+    let ready = wait_all_polled(web_port, Duration::from_secs(30));
+    assert!(ready, "not every device was polled within 30 s");
+    std::thread::sleep(WARM_UP);
+
+    let (cpu0, _) = proc_stats(pid);
+    let polls0 = poll_counts(web_port);
+    let failures0 = failure_count(web_port);
+    let requests0: u64 = sims.iter().map(|(_, _, s)| s.requests()).sum();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, rss_mb) = proc_stats(pid);
+    let polls1 = poll_counts(web_port);
+    let failures = failure_count(web_port) - failures0;
+    let requests = sims.iter().map(|(_, _, s)| s.requests()).sum::<u64>() - requests0;
+
+    let per_device: Vec<f64> = polls1
+        .iter()
+        .map(|(d, n)| {
+            n - polls0
+                .iter()
+                .find(|(d0, _)| d0 == d)
+                .map_or(0.0, |(_, n0)| *n0)
+        })
+        .collect();
+    let total: f64 = per_device.iter().sum();
+    let slowest = per_device.iter().copied().fold(f64::INFINITY, f64::min);
+    let configured = DEVICES as f64 / POLL_INTERVAL_S;
+    let achieved = total / elapsed;
+    let cpu_pct = (cpu1 - cpu0) / elapsed * 100.0;
+    let whole_run: f64 = poll_counts(web_port).iter().map(|(_, n)| n).sum();
+    stop_gateway(&mut gw);
+    stop.cancel();
+
+    // Every accepted poll is a point: count them in InfluxDB.
+    let stored = rt.block_on(async {
+        influx.count_field("bench", "kitchen", "duct_temp_c").await
+            + influx.count_field("bench", "labcab", "voc_ppm").await
+    });
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}; {DEVICES} Modbus TCP devices (tokio-modbus servers in the benchmark process, half on the kitchen-hood map, half on the chemical-cabinet map: 2 requests per poll), poll interval {POLL_INTERVAL_S} s, {seconds} s measured after {} s warm-up, readings written to InfluxDB 1.6.7.\n",
+        machine(),
+        WARM_UP.as_secs()
+    );
+    let _ = writeln!(out, "| configured polls/s | achieved polls/s | slowest device | failed polls | requests answered | gateway CPU (% of one core) | peak RSS | polls / points in InfluxDB (whole run) |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| {configured:.0} | {achieved:.1} ({:.1}%) | {slowest:.0} polls in {elapsed:.0} s | {failures:.0} | {requests} | {cpu_pct:.1}% | {rss_mb:.1} MB | {whole_run:.0} / {stored} |",
+        achieved / configured * 100.0
+    );
+    println!("\n{out}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-modbus.md");
+    let _ = std::fs::write(&path, &out);
+    eprintln!("written to {}", path.display());
+    if achieved < 0.95 * configured {
+        eprintln!("the gateway polled below 95% of the configured rate");
+        std::process::exit(1);
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu})")
+}
+
+fn start_gateway(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,campus_gateway::sources::mqtt=error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start campusgw")
+}
+
+fn stop_gateway(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn metrics(web_port: u16) -> String {
+    common::http_sync(web_port, "GET", "/metrics", None, None)
+        .map(|(_, text)| text)
+        .unwrap_or_default()
+}
+
+/// (device, successful polls) for every device.
+fn poll_counts(web_port: u16) -> Vec<(String, f64)> {
+    metrics(web_port)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("campusgw_modbus_polls_total{device=\"")?;
+            let (device, value) = rest.split_once("\"} ")?;
+            Some((device.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn failure_count(web_port: u16) -> f64 {
+    metrics(web_port)
+        .lines()
+        .filter(|l| l.starts_with("campusgw_modbus_poll_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_all_polled(web_port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let counts = poll_counts(web_port);
+        if counts.len() == DEVICES && counts.iter().all(|(_, n)| *n > 0.0) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// (user+system CPU seconds, peak RSS in MB) of a process.
+fn proc_stats(pid: u32) -> (f64, f64) {
+    let ticks: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let cpu = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kb / 1024.0)
+}
