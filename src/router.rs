@@ -2,6 +2,10 @@
 //! each reading through the registry (declared? kind right? location?),
 //! counts it, and hands it to the sink (and, as they land, the rule engine).
 //!
+//! A reading it refuses is dropped with its acknowledgement token, which
+//! confirms the message (it will never become data); a reading it cannot
+//! hand on is abandoned, so the broker sends it again.
+//!
 //! It ends when every source has dropped its sender, and then drops its own
 //! senders, so the consumers drain and flush in order at shutdown.
 
@@ -35,7 +39,13 @@ pub async fn run(
             continue;
         }
         readings[r.kind as usize].inc();
-        if sink.send(r).await.is_err() {
+        // A rejected reading was dropped above: its message is confirmed at
+        // once, since it will never become data.
+        if let Err(mpsc::error::SendError(r)) = sink.send(r).await {
+            // The sink is gone: this reading was not persisted.
+            if let Some(ack) = &r.ack {
+                ack.abandon();
+            }
             break;
         }
     }

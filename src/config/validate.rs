@@ -31,6 +31,24 @@ impl Config {
         if g.queue_capacity == 0 {
             err("gateway.queue_capacity", "must be at least 1".into());
         }
+        if g.spool_max_mb == 0 || g.spool_max_mb > 1024 * 1024 {
+            err(
+                "gateway.spool_max_mb",
+                "must be 1 to 1048576 (MiB of disk for the spool)".into(),
+            );
+        }
+        if g.spool_sync_interval > std::time::Duration::from_secs(1) {
+            err(
+                "gateway.spool_sync_interval",
+                "must be at most 1s: every acknowledgement waits for it".into(),
+            );
+        }
+        if !g.spool_fsync {
+            warns.push((
+                "gateway.spool_fsync".into(),
+                "is off: a power cut can lose messages that were already acknowledged".into(),
+            ));
+        }
 
         let m = &self.mqtt;
         match m.url.split_once("://") {
