@@ -197,6 +197,7 @@ fn append_loop(
                 }
                 Err(e) => {
                     app.rollback();
+                    app.make_room();
                     let detail = spool::describe(&e);
                     if health.set(spool::COMPONENT, Status::Down, Some(detail.clone())) || !failing
                     {
@@ -233,6 +234,7 @@ async fn write_loop(
     give_up: CancellationToken,
 ) {
     let max_points = cfg.batch_size as u64;
+    let mut cursor_failing = false;
     loop {
         loop {
             let (unread, oldest) = spool.unread();
@@ -291,9 +293,12 @@ async fn write_loop(
         let end = batch.end;
         drop(batch);
         match tokio::task::spawn_blocking(move || committer.commit(end, points)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => cursor_failing = false,
             Ok(Err(e)) => {
-                warn!(error = %e, "Cannot save the spool cursor (the points may be written again after a restart, which is harmless).")
+                if !cursor_failing {
+                    warn!(error = %e, "Cannot save the spool cursor (the points may be written again after a restart, which is harmless).");
+                }
+                cursor_failing = true;
             }
             Err(e) => error!(error = %e, "The spool commit failed."),
         }

@@ -473,7 +473,18 @@ impl Spool {
         let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let Some(seg) = s.segments.iter().find(|g| g.id == s.read.segment) else {
-                break;
+                // Its segment is gone (written and deleted): on to the next one.
+                match s.segments.iter().find(|g| g.id > s.read.segment) {
+                    Some(next) => {
+                        s.read = Position {
+                            segment: next.id,
+                            offset: 0,
+                        };
+                        s.read_points_in_segment = 0;
+                        continue;
+                    }
+                    None => break,
+                }
             };
             let (seg_id, seg_bytes, seg_points) = (seg.id, seg.bytes, seg.points);
             let last = s.segments.back().is_some_and(|g| g.id == seg_id);
@@ -568,13 +579,7 @@ impl Spool {
             s.committed = end;
         }
         let committed = s.committed;
-        let mut removed = Vec::new();
-        while s.segments.len() > 1 && s.segments.front().is_some_and(|g| g.id < committed.segment) {
-            if let Some(g) = s.segments.pop_front() {
-                s.bytes -= g.bytes;
-                removed.push(g.id);
-            }
-        }
+        let removed = cleanup(&mut s);
         if s.dropping && s.bytes < self.cfg.max_bytes / 2 {
             s.dropping = false;
             self.health.set(
@@ -586,12 +591,7 @@ impl Spool {
         }
         self.publish_gauges(&s);
         drop(s);
-        for id in removed {
-            let path = segment_path(&self.cfg.dir, id);
-            if let Err(e) = fs::remove_file(&path) {
-                warn!(segment = %path.display(), error = %e, "Cannot delete a written spool segment.");
-            }
-        }
+        self.remove_segments(removed);
         // Not fsynced: a cursor that is behind after a power cut only rewrites points.
         let tmp = self.cfg.dir.join("cursor.tmp");
         fs::write(
@@ -599,6 +599,22 @@ impl Spool {
             format!("{} {}\n", committed.segment, committed.offset),
         )?;
         fs::rename(&tmp, self.cfg.dir.join("cursor"))
+    }
+
+    fn remove_segments(&self, ids: Vec<u64>) {
+        {
+            // An open handle would keep a deleted segment's disk space.
+            let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(&*reader, Some((id, _)) if ids.contains(id)) {
+                *reader = None;
+            }
+        }
+        for id in ids {
+            let path = segment_path(&self.cfg.dir, id);
+            if let Err(e) = fs::remove_file(&path) {
+                warn!(segment = %path.display(), error = %e, "Cannot delete a written spool segment.");
+            }
+        }
     }
 
     /// Drops the oldest closed segments while the spool is over its bound.
@@ -630,10 +646,7 @@ impl Spool {
             s.bytes -= g.bytes;
             s.unread_points = s.unread_points.saturating_sub(lost);
             self.metrics.drop_points("spool_full", lost);
-            let path = segment_path(&self.cfg.dir, g.id);
-            if let Err(e) = fs::remove_file(&path) {
-                warn!(segment = %path.display(), error = %e, "Cannot delete a dropped spool segment.");
-            }
+            self.remove_segments(vec![g.id]);
             if !s.dropping {
                 s.dropping = true;
                 self.health.set(
@@ -648,6 +661,25 @@ impl Spool {
             error!(points = lost, max_mb = self.cfg.max_bytes / (1024 * 1024), "The spool is full: the oldest data is dropped. InfluxDB has been unreachable or slow for too long.");
         }
     }
+}
+
+/// Takes the closed segments InfluxDB has entirely off the list; returns their ids.
+fn cleanup(s: &mut State) -> Vec<u64> {
+    let committed = s.committed;
+    let mut removed = Vec::new();
+    while s.segments.len() > 1 {
+        let Some(g) = s.segments.front() else { break };
+        let done =
+            g.id < committed.segment || (g.id == committed.segment && committed.offset >= g.bytes);
+        if !done {
+            break;
+        }
+        if let Some(g) = s.segments.pop_front() {
+            s.bytes -= g.bytes;
+            removed.push(g.id);
+        }
+    }
+    removed
 }
 
 fn parse_cursor(text: &str) -> Option<Position> {
@@ -689,6 +721,20 @@ impl Appender {
     pub fn rollback(&mut self) {
         self.offset = self.synced;
         self.unsynced_points = 0;
+        // Give back what a half-done write took (on a full disk it matters).
+        let _ = self.file.set_len(self.synced);
+    }
+
+    /// After a failed append: if the segment being appended to holds data,
+    /// closes it, so that once InfluxDB has its data it can be deleted and
+    /// its room reused (on a disk smaller than a segment, nothing else would
+    /// free it).
+    pub fn make_room(&mut self) {
+        if self.synced > 0 {
+            if let Err(e) = self.rotate() {
+                warn!(error = %e, "Cannot start a new spool segment.");
+            }
+        }
     }
 
     /// Makes the appends durable (fdatasync when configured) and readable,
@@ -739,15 +785,21 @@ impl Appender {
             .open(&path)?;
         // The new name must survive a power cut too.
         sync_dir(&self.spool.cfg.dir)?;
+        let _ = self.file.set_len(self.synced);
         self.file = file;
         self.segment = id;
         self.offset = 0;
         self.synced = 0;
-        self.spool.state().segments.push_back(Segment {
+        let mut s = self.spool.state();
+        s.segments.push_back(Segment {
             id,
             bytes: 0,
             points: 0,
         });
+        let removed = cleanup(&mut s);
+        self.spool.publish_gauges(&s);
+        drop(s);
+        self.spool.remove_segments(removed);
         Ok(())
     }
 

@@ -18,11 +18,15 @@
 //! - [`tls`]: a throw-away PKI made with rcgen (CA, server, client certs).
 //! - [`mqtt`]: [`Publisher`] / [`Subscriber`] on rumqttc 0.25.
 //! - [`feed`]: reference-feed messages per `shared/docs/FEED.md`.
+//! - [`load`]: a steady QoS 1 load and counting its points back.
+//! - [`gwproc`]: the `campusgw` binary as a child (kill -9, restart, RSS).
 #![allow(dead_code, unused_imports)]
 
 pub mod feed;
 pub mod gateway;
+pub mod gwproc;
 pub mod influx;
+pub mod load;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
