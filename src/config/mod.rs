@@ -382,9 +382,8 @@ pub struct InfluxConfig {
     /// Longest retry delay, also the pause after the database refuses our credentials.
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
-    /// Batches waiting for the writer before the pipeline applies backpressure.
-    #[serde(default = "default_max_pending_batches")]
-    pub max_pending_batches: usize,
+    /// Deprecated, no effect: batches wait in the disk spool now (`check` warns).
+    pub max_pending_batches: Option<usize>,
 }
 
 impl Default for InfluxConfig {
@@ -405,7 +404,7 @@ impl Default for InfluxConfig {
             gzip: true,
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
-            max_pending_batches: default_max_pending_batches(),
+            max_pending_batches: None,
         }
     }
 }
@@ -427,9 +426,6 @@ fn default_retry_min() -> Duration {
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
-}
-fn default_max_pending_batches() -> usize {
-    4
 }
 
 /// The HTTP server.

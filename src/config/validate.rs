@@ -203,8 +203,11 @@ impl Config {
                 "must be above zero and at most influx.retry_max".into(),
             );
         }
-        if f.max_pending_batches == 0 {
-            err("influx.max_pending_batches", "must be at least 1".into());
+        if f.max_pending_batches.is_some() {
+            warns.push((
+                "influx.max_pending_batches".into(),
+                "has no effect any more: batches wait in the disk spool (gateway.spool_max_mb); remove it".into(),
+            ));
         }
 
         let mut seen = HashSet::new();
