@@ -554,9 +554,17 @@ impl Spool {
             }
         }
         if points == 0 {
-            if s.unread_points == 0 {
-                s.oldest_unread = None;
+            if s.unread_points > 0 {
+                // Nothing readable is left: the count must follow, or the
+                // writer would keep asking.
+                warn!(
+                    points = s.unread_points,
+                    "The spool's unread count did not match its records; corrected."
+                );
+                s.unread_points = 0;
+                self.publish_gauges(&s);
             }
+            s.oldest_unread = None;
             return Ok(None);
         }
         s.unread_points = s.unread_points.saturating_sub(points);

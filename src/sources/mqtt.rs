@@ -434,19 +434,24 @@ impl MqttSource {
     }
 }
 
-/// Sends PUBACKs for the completed prefix of `unacked`, in arrival order. An
-/// abandoned message stops the prefix: it is never acknowledged, and the
-/// broker sends it (and those after it) again on the next connection.
+/// Sends PUBACKs for the completed prefix of `unacked`, in arrival order.
 fn send_acks(client: &AsyncClient, unacked: &mut VecDeque<Unacked>) {
-    while let Some(front) = unacked.front() {
-        if front.watch.state() != AckState::Confirmed {
-            break;
-        }
+    ack_prefix(unacked, |pkid, qos| {
         // Only the packet id and QoS make the PUBACK.
-        let mut p = Publish::new("", front.qos, Vec::<u8>::new());
-        p.pkid = front.pkid;
-        if client.try_ack(&p).is_err() {
-            // The request queue is full; the event loop empties it and wakes us again.
+        let mut p = Publish::new("", qos, Vec::<u8>::new());
+        p.pkid = pkid;
+        // Err: the request queue is full; the event loop empties it and wakes us again.
+        client.try_ack(&p).is_ok()
+    });
+}
+
+/// Hands the completed prefix of `unacked` to `ack` (which says whether it
+/// took it) and removes it. An abandoned message stops the prefix: it is
+/// never acknowledged, and the broker sends it (and those after it) again on
+/// the next connection.
+fn ack_prefix(unacked: &mut VecDeque<Unacked>, mut ack: impl FnMut(u16, QoS) -> bool) {
+    while let Some(front) = unacked.front() {
+        if front.watch.state() != AckState::Confirmed || !ack(front.pkid, front.qos) {
             break;
         }
         unacked.pop_front();
@@ -497,6 +502,74 @@ fn describe(e: &ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pubacks_go_out_in_arrival_order_for_the_completed_prefix_only() {
+        let wake = Arc::new(Notify::new());
+        let mut unacked = VecDeque::new();
+        let mut acks = Vec::new();
+        for pkid in 1..=4 {
+            let (ack, watch) = Ack::new(&wake);
+            unacked.push_back(Unacked {
+                pkid,
+                qos: QoS::AtLeastOnce,
+                watch,
+            });
+            acks.push(Some(ack));
+        }
+        let mut sent = Vec::new();
+        // 2 and 3 are persisted, 1 is not: nothing may go out yet.
+        acks[1] = None;
+        acks[2] = None;
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert!(sent.is_empty());
+        acks[0] = None;
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert_eq!(sent, [1, 2, 3]);
+        // A full request queue: 4 stays until it can be taken.
+        acks[3] = None;
+        ack_prefix(&mut unacked, |_, _| false);
+        assert_eq!(unacked.len(), 1);
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert_eq!(sent, [1, 2, 3, 4]);
+        assert!(unacked.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_message_holds_back_the_acks_after_it() {
+        let wake = Arc::new(Notify::new());
+        let mut unacked = VecDeque::new();
+        let (first, watch) = Ack::new(&wake);
+        unacked.push_back(Unacked {
+            pkid: 1,
+            qos: QoS::AtLeastOnce,
+            watch,
+        });
+        let (second, watch) = Ack::new(&wake);
+        unacked.push_back(Unacked {
+            pkid: 2,
+            qos: QoS::AtLeastOnce,
+            watch,
+        });
+        first.abandon();
+        drop(first);
+        drop(second);
+        let mut sent = Vec::new();
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert!(sent.is_empty(), "the broker sends both again");
+    }
 
     #[test]
     fn urls() {
