@@ -375,6 +375,8 @@ async fn write_batch(
                 tokio::select! {
                     () = tokio::time::sleep(jitter(delay)) => {}
                     () = give_up.cancelled() => return false,
+                    // Shutting down: the spool keeps it, no need to wait.
+                    () = spool.wait_closed() => return false,
                 }
                 delay = (delay * 2).min(cfg.retry_max);
             }

@@ -179,6 +179,8 @@ pub struct Spool {
     appended: Notify,
     /// Set when the appender has finished (shutdown).
     closed: AtomicBool,
+    /// Woken when `closed` is set.
+    closed_notify: Notify,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -402,6 +404,7 @@ impl Spool {
             reader: Mutex::new(None),
             appended: Notify::new(),
             closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
             metrics,
             health,
             cfg,
@@ -452,6 +455,18 @@ impl Spool {
     /// Whether the appender has finished: nothing more will be appended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the appender has finished.
+    pub async fn wait_closed(&self) {
+        let notified = self.closed_notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a close in between is not missed.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
     }
 
     fn publish_gauges(&self, s: &State) {
@@ -814,6 +829,7 @@ impl Appender {
     /// Nothing more will be appended: wakes the reader so it can finish.
     pub fn close(self) {
         self.spool.closed.store(true, Ordering::Release);
+        self.spool.closed_notify.notify_waiters();
         self.spool.appended.notify_one();
     }
 }
