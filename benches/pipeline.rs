@@ -11,7 +11,18 @@
 //! Reported: messages/s end to end (published → counted in InfluxDB), the
 //! gateway's CPU (% of one core, and per 1,000 msg/s), its peak RSS, and the
 //! lag from publish to point, read off the cumulative curves of published
-//! messages and of `campusgw_points_written_total` (sampled every 100 ms).
+//! messages and of `campusgw_points_written_total` (sampled every 20 ms).
+//!
+//! The broker runs with `max_inflight_messages 1000`, as
+//! `deploy/mosquitto-gateway.conf` recommends: the gateway acknowledges a
+//! message only once it is fsynced in its spool, so the in-flight window
+//! divided by that wait is the ceiling of QoS 1 throughput.
+//!
+//! `BENCH_SOAK=1 cargo bench --bench pipeline` runs the soak instead:
+//! `BENCH_SOAK_MINUTES` (60) at `BENCH_SOAK_RATE` (5,000) messages/s with
+//! InfluxDB stopped for `BENCH_SOAK_OUTAGE_SECS` (60) every
+//! `BENCH_SOAK_EVERY_SECS` (600); the gateway's RSS and backlog are sampled
+//! every 10 s, and every point is counted at the end.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +48,7 @@ struct Phase {
 struct Outcome {
     published: u64,
     stored: u64,
+    seconds: f64,
     msgs_per_s: f64,
     cpu_pct: f64,
     rss_mb: f64,
@@ -45,7 +57,18 @@ struct Outcome {
     lag_max_ms: f64,
 }
 
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
+    if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
+        soak();
+        return;
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -59,7 +82,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let broker = Mosquitto::builder()
+        .max_queued_messages(0)
+        .max_inflight_messages(1000)
+        .start();
     let influx = Influx1::start();
     let work = tempfile::tempdir().expect("temp dir");
     let config_path = work.path().join("bench.toml");
@@ -99,14 +125,14 @@ fn main() {
         ));
         stop(&mut gw);
         eprintln!(
-            "{:>12}: {:>8.0} msg/s end to end, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms",
-            phase.name, outcome.msgs_per_s, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms
+            "{:>12}: {:>8.0} msg/s end to end over {:.1} s, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms",
+            phase.name, outcome.msgs_per_s, outcome.seconds, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms
         );
         rows.push((phase, outcome));
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s).\n", machine(), DEVICES, CONNECTIONS);
+    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", machine(), DEVICES, CONNECTIONS);
     let _ = writeln!(out, "| offered | published | in InfluxDB | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for (phase, o) in &rows {
@@ -162,7 +188,7 @@ fn machine() -> String {
 fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
     let mut s = format!(
         "[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n[influx]\nurl = \"{influx}\"\napi = \"v1\"\ndatabase = \"{db}\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
-        dir.join("data").display()
+        dir.join(format!("data-{db}")).display()
     );
     for d in 0..DEVICES {
         let kind = feed::KINDS[d % 5];
@@ -198,7 +224,8 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the gateway did not become ready");
 }
 
@@ -272,7 +299,7 @@ async fn run_phase(
                     start.elapsed().as_secs_f64() * 1000.0,
                     points_written(web_port),
                 ));
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(20));
             }
             (pub_curve, written_curve)
         })
@@ -357,6 +384,7 @@ async fn run_phase(
     Outcome {
         published: total,
         stored: in_db,
+        seconds: end,
         msgs_per_s: in_db as f64 / t_last,
         cpu_pct: (cpu1 - cpu0) / end * 100.0,
         rss_mb: rss,
@@ -452,4 +480,160 @@ async fn publish_load(
     }
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+}
+
+fn rss_now_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn metric(web_port: u16, series: &str) -> f64 {
+    common::http_sync(web_port, "GET", "/metrics", None, None)
+        .ok()
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(series)
+                        .filter(|r| r.starts_with(' '))
+                        .map(|r| r.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The soak: a long steady load with regular InfluxDB outages.
+fn soak() {
+    let minutes = env_u64("BENCH_SOAK_MINUTES", 60);
+    let rate = env_u64("BENCH_SOAK_RATE", 5_000);
+    let every = env_u64("BENCH_SOAK_EVERY_SECS", 600);
+    let outage = env_u64("BENCH_SOAK_OUTAGE_SECS", 60);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let broker = Mosquitto::builder()
+        .max_queued_messages(0)
+        .max_inflight_messages(1000)
+        .start();
+    let mut influx = Influx1::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let config_path = work.path().join("soak.toml");
+    let db = "soak";
+    rt.block_on(influx.create_database(db));
+    let web_port = free_port();
+    std::fs::write(
+        &config_path,
+        config(&broker.url(), &influx.url(), db, web_port, work.path()),
+    )
+    .expect("write config");
+    let mut gw = start_gateway(&config_path, web_port);
+    let pid = gw.id();
+    let published = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let duration = Duration::from_secs(minutes * 60);
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (published, acked, url) = (published.clone(), acked.clone(), broker.url());
+        let r = rate as f64 / CONNECTIONS as f64;
+        tasks.push(rt.spawn(async move {
+            publish_load(&url, c, Some(r), duration, published, acked).await
+        }));
+    }
+    let start = Instant::now();
+    let mut samples: Vec<(u64, f64, f64, bool)> = Vec::new();
+    let mut down_since: Option<Instant> = None;
+    let mut outages = 0;
+    while start.elapsed() < duration {
+        std::thread::sleep(Duration::from_secs(10));
+        let t = start.elapsed().as_secs();
+        match down_since {
+            None if t >= every * (outages + 1) => {
+                influx.stop();
+                down_since = Some(Instant::now());
+                outages += 1;
+                eprintln!("{t:>5} s: InfluxDB stopped (outage {outages})");
+            }
+            Some(d) if d.elapsed() >= Duration::from_secs(outage) => {
+                influx.start_again();
+                down_since = None;
+                eprintln!("{t:>5} s: InfluxDB back");
+            }
+            _ => {}
+        }
+        let rss = rss_now_mb(pid);
+        let backlog = metric(web_port, "campusgw_spool_points");
+        eprintln!(
+            "{t:>5} s: RSS {rss:.1} MB, backlog {backlog} points, published {}",
+            published.load(Ordering::Relaxed)
+        );
+        samples.push((t, rss, backlog, down_since.is_some()));
+    }
+    if down_since.is_some() {
+        influx.start_again();
+    }
+    for t in tasks {
+        let _ = rt.block_on(t);
+    }
+    let total = published.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut stored = 0;
+    while Instant::now() < deadline {
+        stored = ["smoke", "gate", "kitchen", "labcab", "bus"]
+            .iter()
+            .zip([
+                "temp_c",
+                "person_count",
+                "duct_temp_c",
+                "voc_ppm",
+                "speed_kmh",
+            ])
+            .map(|(k, f)| rt.block_on(influx.count_field(db, k, f)))
+            .sum::<u64>();
+        if stored >= total {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let (cpu, hwm) = proc_stats(pid);
+    stop(&mut gw);
+    let warm: Vec<f64> = samples.iter().filter(|s| s.0 >= 120).map(|s| s.1).collect();
+    let (lo, hi) = warm
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(a, b), r| (a.min(*r), b.max(*r)));
+    let peak_backlog = samples.iter().map(|s| s.2).fold(0.0, f64::max);
+    let mut out = String::new();
+    let _ = writeln!(out, "Soak: {minutes} min at {rate} msg/s (QoS 1, 10,000 devices), InfluxDB stopped {outage} s every {every} s ({outages} outages). Machine: {}.\n", machine());
+    let _ = writeln!(out, "| published | in InfluxDB | lost | gateway RSS after warm-up (min / max) | peak RSS | peak backlog | gateway CPU |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| {total} | {stored} | {} | {lo:.1} / {hi:.1} MB | {hwm:.1} MB | {peak_backlog:.0} points | {:.1}% of a core |",
+        total.saturating_sub(stored),
+        cpu / start.elapsed().as_secs_f64() * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "\nRSS every minute (MB): {}",
+        samples
+            .iter()
+            .filter(|s| s.0 % 60 < 10)
+            .map(|s| format!("{:.0}", s.1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("\n{out}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-soak.md");
+    let _ = std::fs::write(&path, &out);
+    eprintln!("written to {}", path.display());
+    if stored < total {
+        eprintln!("LOST {} messages", total - stored);
+        std::process::exit(1);
+    }
 }

@@ -2,7 +2,8 @@
 # The one test command: installs what the tests need when it is missing, then
 # runs formatting, lints and every test (unit and integration, against real
 # mosquitto, InfluxDB 1.x, VictoriaMetrics, pymodbus and socat started by the
-# tests themselves).
+# tests themselves, the fault suite included), then each fuzz target for
+# FUZZ_SECONDS (default 30; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ declare -A want=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [python3]=python3
+  [nft]=nftables
 )
 missing=()
 for cmd in "${!want[@]}"; do
@@ -61,3 +63,18 @@ echo "test.sh: cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "test.sh: cargo nextest run"
 cargo nextest run --locked --profile "${NEXTEST_PROFILE:-ci}" "$@"
+
+fuzz_seconds="${FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" != 0 ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "test.sh: installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+  fi
+  # cargo-fuzz needs nightly flags (-Zsanitizer); the machine has the stable
+  # toolchain only, which accepts them with RUSTC_BOOTSTRAP=1.
+  for target in decode topic config; do
+    echo "test.sh: fuzzing $target for ${fuzz_seconds}s"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" -rss_limit_mb=2048
+  done
+  echo "test.sh: fuzzing done"
+fi

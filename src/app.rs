@@ -1,10 +1,14 @@
 //! Wiring only: builds the components, connects them with bounded channels,
 //! runs them on a `TaskTracker`, and shuts them down in order.
 //!
-//! Shutdown: the sources stop first; their senders drop, so the router and
-//! then the sink see their inputs close, drain and flush. If that takes longer
-//! than `gateway.shutdown_timeout`, the sink gives up retrying and counts what
-//! it could not write.
+//! Shutdown: the sources stop taking messages first; their senders drop, so
+//! the router and then the sink see their inputs close and drain into the
+//! spool, which confirms the messages; the MQTT source sends those last
+//! PUBACKs before it disconnects. The writer then tries once to empty the
+//! spool into InfluxDB. If all that takes longer than
+//! `gateway.shutdown_timeout`, the sink gives up: what is in the spool is
+//! written at the next start, and what is not is abandoned, so the broker
+//! sends it again.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +27,7 @@ use crate::registry::Registry;
 use crate::rules::engine::{Engine, Flood};
 use crate::rules::task::{RulesHandle, RulesTask};
 use crate::rules::RuleSet;
-use crate::sink::InfluxWriter;
+use crate::sink::{InfluxWriter, Spool, SpoolConfig};
 use crate::sources::modbus::ModbusSource;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{Health, Metrics};
@@ -125,6 +129,18 @@ impl Gateway {
             health: health.clone(),
         };
 
+        let spool_cfg = SpoolConfig::new(
+            &cfg.gateway.data_dir,
+            cfg.gateway.spool_max_mb,
+            cfg.gateway.spool_fsync,
+        );
+        let spool = {
+            let (m, h) = (metrics.clone(), health.clone());
+            tokio::task::spawn_blocking(move || Spool::open(spool_cfg, m, h))
+                .await
+                .context("the spool opener failed")?
+                .context("cannot open the spool under gateway.data_dir")?
+        };
         let writer = InfluxWriter::new(&cfg.influx)?;
         if writer.is_none() {
             warn!("No InfluxDB is configured (influx.url or CAMPUSGW__INFLUX__URL): readings are shown but not stored.");
@@ -195,6 +211,11 @@ impl Gateway {
             shutdown.clone(),
         ));
         tracker.spawn(rules_task.run());
+        tracker.spawn(crate::rules::task::watch_system(
+            health.clone(),
+            rules_handle.commands.clone(),
+            shutdown.clone(),
+        ));
         let publisher_stop = CancellationToken::new();
         if !cfg.alarms.mqtt_topic.is_empty() {
             tracker.spawn(crate::alarms::publish::run(
@@ -206,6 +227,8 @@ impl Gateway {
         }
         let pipeline = tracker.spawn(crate::sink::run(
             cfg.influx.clone(),
+            cfg.gateway.spool_sync_interval,
+            spool,
             writer,
             sink_rx,
             points_rx,

@@ -2,23 +2,28 @@
 //!
 //! # Code map
 //!
-//! Data flows one way, through bounded channels:
+//! Data flows one way, through bounded channels; acknowledgements flow back
+//! through the readings' [`reading::Ack`] tokens:
 //!
 //! ```text
-//! sources/mqtt   ──┐
-//!   (decode)       ├──► router ──► sink (batcher ─► writer ─► InfluxDB)
-//! sources/modbus ──┘   (registry)                     ▲ later: spool, rules, alarms
-//!   (map: plan, decode)
+//! sources/mqtt   ──┐                ┌─► rules (engine ─► alarm store ─► MQTT, SSE, InfluxDB)
+//!   (decode)       ├──► router ─────┤
+//! sources/modbus ──┘   (registry)   └─► sink: batcher ─► appender ─► spool (disk) ─► writer ─► InfluxDB
+//!   (map)                                               │ fsync
+//!      ▲                                                ▼
+//!      └──── PUBACK when every Ack clone is dropped (spool fsync and alarm store commit)
 //! ```
 //!
-//! - `reading`   — `Reading`, the one normalized type; the five kinds and their fields.
+//! - `reading`   — `Reading`, the one normalized type; the five kinds and their fields;
+//!   `Ack`, the acknowledgement token a reading of a QoS 1 message carries.
 //! - `config`    — the TOML file, `CAMPUSGW__…` overrides, secrets, validation with key paths and lines.
-//! - `sources/`  — tasks that own a connection and send `Reading`s: `mqtt` (`decode` is pure);
+//! - `sources/`  — tasks that own a connection and send `Reading`s: `mqtt` (manual, in-order acknowledgements; `decode` is pure);
 //!   `modbus` (one task per TCP device, one per serial line; `modbus::map` is pure:
 //!   register maps → coalesced read requests → fields; `modbus::transport` is the wire).
 //! - `router`    — admits readings through the `registry` and fans them out.
 //! - `registry`  — declared and seen devices, their places, last readings, online state.
-//! - `sink/`     — line protocol, batching, writing to InfluxDB (v1 and v2) with retries.
+//! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
+//!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries.
 //! - `web/`      — axum: `/healthz`, `/metrics` (later the status page and API).
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
@@ -27,13 +32,25 @@
 //!
 //! # Invariants
 //!
-//! - `reading`, `sources::decode`, `sources::modbus::map` and `sink::line_protocol`
-//!   do no I/O and never spawn.
-//! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol;
-//!   only `web/` knows response shapes.
+//! - `reading`, `sources::decode`, `sources::modbus::map`, `sink::line_protocol`,
+//!   `rules::{condition, calendar, engine}` and `alarms::lifecycle` do no I/O and never spawn.
+//! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol
+//!   and the spool's format; only `web/` knows response shapes (and `alarms::AlarmView`,
+//!   the one outside shape of an alarm, shared by the API, the stream and MQTT).
 //! - Components never call each other: they share channels and read-only
-//!   state (`Registry`, `Metrics`, `Health`). The router is the registry's only writer.
+//!   state (`Registry`, `Metrics`, `Health`). The router is the registry's only writer;
+//!   the rules task is the alarm store's only writer.
 //! - Every queue is bounded; a full queue makes its producer wait, never grow.
+//!   A backlog towards InfluxDB lives in the spool on disk, bounded by
+//!   `gateway.spool_max_mb`; past it the oldest data is dropped, counted and
+//!   shown — never silently.
+//! - Acknowledge after persist: a QoS 1 message is acknowledged to the broker
+//!   only when every holder of its `Ack` has made it durable (the spool's
+//!   fsync, the alarm store's commit). Whoever gives a reading up without
+//!   persisting it calls `Ack::abandon` so the broker sends it again.
+//!   Redelivered duplicates are harmless: a point's identity (measurement,
+//!   tags, time) makes the rewrite idempotent.
+//! - An alarm change is in the alarm store before anyone hears of it.
 //! - Nothing that comes from outside (network, files, config, device answers) is
 //!   unwrapped: it is counted, logged (rate-limited) and refused.
 //! - A polled device's trouble stays its own: every Modbus request has a timeout,

@@ -1,11 +1,36 @@
-//! The one normalized type every source produces and every consumer reads.
+//! The one normalized type every source produces and every consumer reads,
+//! and the acknowledgement token ([`Ack`]) it may carry.
 //!
 //! No I/O here: a `Reading` is plain data. Sources build it, the router admits
 //! it through the registry (which fills `location`), the sink and the rules read it.
+//!
+//! # Acknowledge after persist
+//!
+//! A reading that came from a QoS 1 MQTT message carries `ack: Some(Ack)`.
+//! The broker is told the message was received (PUBACK) only when **every**
+//! clone of that `Ack` has been dropped, i.e. when every consumer that holds
+//! one has made the reading durable in its own store. Until then the broker
+//! keeps the message for our persistent session and sends it again after a
+//! crash; a rewrite is harmless because a point's identity (measurement,
+//! tags, time) makes it idempotent in InfluxDB.
+//!
+//! Rules for consumers:
+//! - Dropping the last clone **confirms**. Drop it right after your commit
+//!   (fsync, database answer), never before.
+//! - A consumer that gives up without persisting (a shutdown out of time, a
+//!   channel that closed) calls [`Ack::abandon`] before dropping: the message
+//!   is then never acknowledged and the broker redelivers it. A token dropped
+//!   while the thread panics is treated as abandoned too.
+//! - A second consumer (the alarm engine) keeps its own clone:
+//!   `let hold = reading.ack.clone();` when it takes the reading, and
+//!   `drop(hold)` after its alarm store commit (or `hold.abandon()` if the
+//!   commit failed). The MQTT acknowledgement waits for both it and the sink.
+//! - Readings with `ack: None` (QoS 0, Modbus polls) need nothing.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -221,6 +246,97 @@ pub struct Location {
     pub name: Option<String>,
 }
 
+/// Where an acknowledgement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckState {
+    /// Some consumer still holds a clone of the token.
+    Pending,
+    /// Every consumer is done: the message may be acknowledged.
+    Confirmed,
+    /// A consumer gave up without persisting: never acknowledge it.
+    Abandoned,
+}
+
+const PENDING: u8 = 0;
+const CONFIRMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// The state one message's tokens share with the source's watch.
+#[derive(Debug)]
+struct AckSlot {
+    state: AtomicU8,
+    /// Woken on every completion; the source that made the token waits on it.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug)]
+struct AckInner {
+    slot: Arc<AckSlot>,
+    abandoned: AtomicBool,
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        // A panic unwinding through a consumer is not a commit.
+        let state = if self.abandoned.load(Ordering::Acquire) || std::thread::panicking() {
+            ABANDONED
+        } else {
+            CONFIRMED
+        };
+        self.slot.state.store(state, Ordering::Release);
+        self.slot.wake.notify_one();
+    }
+}
+
+/// The acknowledgement token of the message a reading came from: a cheap
+/// clone (`Arc`) whose last drop confirms the message; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Ack(Arc<AckInner>);
+
+impl Ack {
+    /// A new token and the watch its source keeps; `wake` is notified
+    /// whenever the token completes (confirmed or abandoned).
+    pub fn new(wake: &Arc<tokio::sync::Notify>) -> (Ack, AckWatch) {
+        let slot = Arc::new(AckSlot {
+            state: AtomicU8::new(PENDING),
+            wake: wake.clone(),
+        });
+        let ack = Ack(Arc::new(AckInner {
+            slot: slot.clone(),
+            abandoned: AtomicBool::new(false),
+        }));
+        (ack, AckWatch(slot))
+    }
+
+    /// Marks the message as not persisted, for every clone: when the last
+    /// clone drops, the message is not acknowledged and the broker sends it again.
+    pub fn abandon(&self) {
+        self.0.abandoned.store(true, Ordering::Release);
+    }
+}
+
+impl PartialEq for Ack {
+    /// The same message's token.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// What the source of a message keeps to learn when its tokens are done.
+#[derive(Debug)]
+pub struct AckWatch(Arc<AckSlot>);
+
+impl AckWatch {
+    /// The token's state now.
+    pub fn state(&self) -> AckState {
+        match self.0.state.load(Ordering::Acquire) {
+            PENDING => AckState::Pending,
+            CONFIRMED => AckState::Confirmed,
+            _ => AckState::Abandoned,
+        }
+    }
+}
+
 /// One normalized reading of one device at one time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -238,6 +354,9 @@ pub struct Reading {
     pub source: Source,
     /// Filled by the registry when the device is declared with a location.
     pub location: Option<Arc<Location>>,
+    /// The acknowledgement of the message it came from (QoS 1 MQTT only).
+    /// A clone of a reading shares it: see the module doc.
+    pub ack: Option<Ack>,
 }
 
 impl Reading {
@@ -257,6 +376,34 @@ mod tests {
             assert_eq!(k.as_str().parse::<Kind>(), Ok(k));
         }
         assert_eq!("lift".parse::<Kind>(), Err(UnknownKind));
+    }
+
+    #[test]
+    fn ack_confirms_when_the_last_clone_drops() {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (ack, watch) = Ack::new(&wake);
+        let second = ack.clone();
+        assert_eq!(watch.state(), AckState::Pending);
+        drop(ack);
+        assert_eq!(
+            watch.state(),
+            AckState::Pending,
+            "a consumer still holds it"
+        );
+        drop(second);
+        assert_eq!(watch.state(), AckState::Confirmed);
+    }
+
+    #[test]
+    fn an_abandoned_ack_is_never_confirmed() {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (ack, watch) = Ack::new(&wake);
+        let other = ack.clone();
+        other.abandon();
+        drop(other);
+        assert_eq!(watch.state(), AckState::Pending);
+        drop(ack);
+        assert_eq!(watch.state(), AckState::Abandoned);
     }
 
     #[test]

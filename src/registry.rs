@@ -287,6 +287,7 @@ mod tests {
             fields: vec![("temp_c".into(), Value::F64(20.0))],
             source: Source::Mqtt,
             location: None,
+            ack: None,
         }
     }
 

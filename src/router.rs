@@ -3,6 +3,10 @@
 //! counts it, and hands it to the rule engine, the sink, and — for buses —
 //! the live view.
 //!
+//! A reading it refuses is dropped with its acknowledgement token, which
+//! confirms the message (it will never become data); a reading it cannot
+//! hand on is abandoned, so the broker sends it again.
+//!
 //! It ends when every source has dropped its sender, and then drops its own
 //! senders, so the consumers drain and flush in order at shutdown.
 
@@ -50,9 +54,17 @@ pub async fn run(
         if r.kind == Kind::Bus && out.buses.receiver_count() > 0 {
             let _ = out.buses.send(Arc::new(r.clone()));
         }
-        // A rules task that is gone (a bug) must not stop the time series.
+        // The rules task holds its clone of the reading's Ack until the alarm
+        // store has what the reading changed. A rules task that is gone (a
+        // bug) must not stop the time series.
         let _ = out.rules.send(r.clone()).await;
-        if out.sink.send(r).await.is_err() {
+        // A rejected reading was dropped above: its message is confirmed at
+        // once, since it will never become data.
+        if let Err(mpsc::error::SendError(r)) = out.sink.send(r).await {
+            // The sink is gone: this reading was not persisted.
+            if let Some(ack) = &r.ack {
+                ack.abandon();
+            }
             break;
         }
     }

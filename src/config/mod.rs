@@ -93,6 +93,18 @@ pub struct GatewayConfig {
     /// How long shutdown may take to flush what was accepted.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The most disk the spool (`<data_dir>/spool`) may use, in MiB. Past it
+    /// the oldest data is dropped, counted and shown as an alarm state.
+    #[serde(default = "default_spool_max_mb")]
+    pub spool_max_mb: u64,
+    /// fdatasync the spool before acknowledging (off: survives a crash of the
+    /// gateway but not a power cut).
+    #[serde(default = "default_true")]
+    pub spool_fsync: bool,
+    /// The shortest time between two fsyncs of the spool: appends in between
+    /// share one (fewer writes on flash, a little more latency).
+    #[serde(default = "default_spool_sync_interval", with = "humantime_serde")]
+    pub spool_sync_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -106,6 +118,9 @@ impl Default for GatewayConfig {
             max_ts_future: default_max_ts_future(),
             queue_capacity: default_queue_capacity(),
             shutdown_timeout: default_shutdown_timeout(),
+            spool_max_mb: default_spool_max_mb(),
+            spool_fsync: true,
+            spool_sync_interval: default_spool_sync_interval(),
         }
     }
 }
@@ -133,6 +148,12 @@ fn default_queue_capacity() -> usize {
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_spool_max_mb() -> u64 {
+    1024
+}
+fn default_spool_sync_interval() -> Duration {
+    Duration::from_millis(2)
 }
 
 /// A secret: inline (discouraged, `check` warns), from an environment variable, or from a file.
@@ -375,9 +396,8 @@ pub struct InfluxConfig {
     /// Longest retry delay, also the pause after the database refuses our credentials.
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
-    /// Batches waiting for the writer before the pipeline applies backpressure.
-    #[serde(default = "default_max_pending_batches")]
-    pub max_pending_batches: usize,
+    /// Deprecated, no effect: batches wait in the disk spool now (`check` warns).
+    pub max_pending_batches: Option<usize>,
 }
 
 impl Default for InfluxConfig {
@@ -398,7 +418,7 @@ impl Default for InfluxConfig {
             gzip: true,
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
-            max_pending_batches: default_max_pending_batches(),
+            max_pending_batches: None,
         }
     }
 }
@@ -420,9 +440,6 @@ fn default_retry_min() -> Duration {
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
-}
-fn default_max_pending_batches() -> usize {
-    4
 }
 
 /// The HTTP server.

@@ -33,6 +33,24 @@ impl Config {
         if g.queue_capacity == 0 {
             err("gateway.queue_capacity", "must be at least 1".into());
         }
+        if g.spool_max_mb == 0 || g.spool_max_mb > 1024 * 1024 {
+            err(
+                "gateway.spool_max_mb",
+                "must be 1 to 1048576 (MiB of disk for the spool)".into(),
+            );
+        }
+        if g.spool_sync_interval > std::time::Duration::from_secs(1) {
+            err(
+                "gateway.spool_sync_interval",
+                "must be at most 1s: every acknowledgement waits for it".into(),
+            );
+        }
+        if !g.spool_fsync {
+            warns.push((
+                "gateway.spool_fsync".into(),
+                "is off: a power cut can lose messages that were already acknowledged".into(),
+            ));
+        }
 
         let m = &self.mqtt;
         match m.url.split_once("://") {
@@ -187,8 +205,11 @@ impl Config {
                 "must be above zero and at most influx.retry_max".into(),
             );
         }
-        if f.max_pending_batches == 0 {
-            err("influx.max_pending_batches", "must be at least 1".into());
+        if f.max_pending_batches.is_some() {
+            warns.push((
+                "influx.max_pending_batches".into(),
+                "has no effect any more: batches wait in the disk spool (gateway.spool_max_mb); remove it".into(),
+            ));
         }
 
         let mut seen = HashSet::new();

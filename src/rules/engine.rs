@@ -20,6 +20,9 @@ use super::{describe_location, Rule, RuleSet};
 /// (site, device).
 type DeviceKey = (Arc<str>, Arc<str>);
 
+/// Site, device and kind of the gateway's own alarms.
+pub const SYSTEM: &str = "gateway";
+
 /// A changed alarm with the ledger entry that records why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -91,6 +94,18 @@ pub enum Command {
     },
     /// A drill or maintenance in a zone: alarms there are recorded, marked, and notify no one.
     Suppress(Suppression),
+    /// The gateway's own trouble the security room must see (data being
+    /// dropped): raised while `active`, cleared when not.
+    System {
+        /// Rule id, e.g. `gateway-spool-full`.
+        rule: String,
+        /// Whether the condition holds.
+        active: bool,
+        /// Severity.
+        severity: crate::alarms::Severity,
+        /// The text.
+        message: String,
+    },
     /// End a zone's suppression early.
     EndSuppression {
         /// Building.
@@ -456,6 +471,63 @@ impl Engine {
                     .retain(|x| !(x.building == s.building && x.floor == s.floor));
                 self.suppressions.push(s);
             }
+            Command::System {
+                rule,
+                active,
+                severity,
+                message,
+            } => {
+                let key: DeviceKey = (Arc::from(SYSTEM), Arc::from(SYSTEM));
+                let open = self.by_key.get(&(rule.clone(), key.clone())).copied();
+                match (active, open) {
+                    (true, None) => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        let alarm = Alarm {
+                            id,
+                            rule: rule.clone(),
+                            device: SYSTEM.into(),
+                            kind: SYSTEM.into(),
+                            site: SYSTEM.into(),
+                            location: None,
+                            severity,
+                            state: State::Unacked,
+                            active: true,
+                            raised_at: now,
+                            cleared_at: None,
+                            acked_by: None,
+                            acked_at: None,
+                            value: None,
+                            peak: None,
+                            count: 1,
+                            message,
+                            shelved_until: None,
+                            shelve_reason: None,
+                            suppressed: None,
+                            group: None,
+                            is_group: false,
+                            updated_at: now,
+                        };
+                        changes.push(Change {
+                            event: Event {
+                                alarm_id: id,
+                                at: now,
+                                action: "raise".into(),
+                                from: None,
+                                to: State::Unacked,
+                                user: None,
+                                comment: None,
+                                value: None,
+                            },
+                            alarm: alarm.clone(),
+                        });
+                        self.by_key.insert((rule, key), id);
+                        self.open.insert(id, alarm);
+                    }
+                    (false, Some(id)) => self.act(id, Action::Clear, None, None, now, &mut changes),
+                    _ => {}
+                }
+            }
             Command::EndSuppression { building, floor } => {
                 self.suppressions
                     .retain(|x| !(x.building == building && x.floor == floor));
@@ -483,7 +555,12 @@ impl Engine {
         let gone: Vec<i64> = self
             .open
             .values()
-            .filter(|a| a.active && !a.is_group && !self.set.rules.iter().any(|r| r.id == a.rule))
+            .filter(|a| {
+                a.active
+                    && !a.is_group
+                    && a.kind != SYSTEM
+                    && !self.set.rules.iter().any(|r| r.id == a.rule)
+            })
             .map(|a| a.id)
             .collect();
         let mut changes = Vec::new();
@@ -865,6 +942,7 @@ mod tests {
                 room: None,
                 name: None,
             })),
+            ack: None,
         }
     }
 
@@ -1093,6 +1171,32 @@ condition = { type = "offline", after = "60s" }
             vec![(1, "clear".into(), State::ClearedUnacked)]
         );
         assert_eq!(c[0].event.comment.as_deref(), Some("rule removed"));
+    }
+
+    #[test]
+    fn the_gateways_own_trouble_is_an_alarm() {
+        let mut e = engine(FIRE, 0);
+        let sys = |active| Command::System {
+            rule: "gateway-spool-full".into(),
+            active,
+            severity: crate::alarms::Severity::High,
+            message: "dropping".into(),
+        };
+        let c = e.command(sys(true), T0).expect("raise");
+        assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);
+        assert!(
+            e.command(sys(true), T0 + 1).expect("again").is_empty(),
+            "one alarm while it lasts"
+        );
+        let c = e.command(sys(false), T0 + 2).expect("clear");
+        assert_eq!(
+            actions(&c),
+            vec![(1, "clear".into(), State::ClearedUnacked)]
+        );
+        assert!(
+            e.reload(engine(FIRE, 0).set, T0 + 3).is_empty(),
+            "a reload leaves it alone"
+        );
     }
 
     #[test]

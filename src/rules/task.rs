@@ -5,6 +5,11 @@
 //!
 //! A store write that fails (disk full) keeps the changes pending and tries
 //! again every tick; the alarms stay visible meanwhile, and `/healthz` says so.
+//!
+//! Acknowledge after persist: a reading that changed an alarm keeps its
+//! message's `Ack` here until the store has the change, so a crash in
+//! between makes the broker send the message again and the alarm is raised
+//! again after the restart. A reading that changed nothing lets go at once.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -16,7 +21,7 @@ use super::engine::{Change, Command, CommandError, Engine};
 use super::RuleSet;
 use crate::alarms::store::{AlarmStore, StoreError};
 use crate::alarms::Alarm;
-use crate::reading::Reading;
+use crate::reading::{Ack, Reading};
 use crate::sources::now_ms;
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 
@@ -61,6 +66,38 @@ pub struct RulesTask {
     pub health: Arc<Health>,
 }
 
+/// Watches the gateway's own health and raises what the security room must
+/// see as an alarm: the spool dropping data. Checked every two seconds.
+pub async fn watch_system(
+    health: Arc<Health>,
+    commands: mpsc::Sender<CommandRequest>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut last = None;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let dropping = health.status(crate::sink::spool::COMPONENT) == Some(Status::Degraded);
+        if last == Some(dropping) {
+            continue;
+        }
+        last = Some(dropping);
+        let cmd = Command::System {
+            rule: "gateway-spool-full".into(),
+            active: dropping,
+            severity: crate::alarms::Severity::High,
+            message: "网关缓存已满，正在丢弃最旧的数据 The gateway's spool is full: the oldest readings are being dropped while InfluxDB is unreachable".into(),
+        };
+        let (tx, _rx) = oneshot::channel();
+        if commands.send((cmd, tx)).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Opens the store and restores the engine's open alarms.
 pub fn restore(engine: &mut Engine, path: &std::path::Path) -> Result<AlarmStore, StoreError> {
     let store = AlarmStore::open(path)?;
@@ -78,13 +115,22 @@ impl RulesTask {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Vec<Change> = Vec::new();
+        // Acknowledgements of the messages whose changes are pending: the
+        // broker hears "done" only once the alarm store has them.
+        let mut held: Vec<Ack> = Vec::new();
         let log_limit = LogLimiter::new(Duration::from_secs(60));
         self.publish_snapshot();
         loop {
             let mut reply = None;
             let changes = tokio::select! {
                 r = self.readings.recv() => match r {
-                    Some(r) => self.engine.on_reading(&r, now_ms()),
+                    Some(r) => {
+                        let changes = self.engine.on_reading(&r, now_ms());
+                        if !changes.is_empty() {
+                            held.extend(r.ack);
+                        }
+                        changes
+                    }
                     None => break,
                 },
                 Some((cmd, tx)) = self.commands.recv() => {
@@ -117,6 +163,7 @@ impl RulesTask {
             }
             pending.extend(changes);
             if !pending.is_empty() && self.persist(&pending).await {
+                held.clear();
                 for c in pending.drain(..) {
                     self.announce(c);
                 }
@@ -126,9 +173,16 @@ impl RulesTask {
                 let _ = tx.send(result);
             }
         }
-        if !pending.is_empty() && self.persist(&pending).await {
-            for c in pending.drain(..) {
-                self.announce(c);
+        if !pending.is_empty() {
+            if self.persist(&pending).await {
+                for c in pending.drain(..) {
+                    self.announce(c);
+                }
+            } else {
+                // Not durable: the broker must send these messages again.
+                for a in &held {
+                    a.abandon();
+                }
             }
         }
     }

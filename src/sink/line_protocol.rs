@@ -144,6 +144,7 @@ mod tests {
                 room: None,
                 name: Some("ignored".into()),
             })),
+            ack: None,
         };
         assert_eq!(
             line(&r),

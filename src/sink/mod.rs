@@ -1,13 +1,32 @@
-//! Time series out: readings are encoded to line protocol as they arrive,
-//! batched by size and by age, and written to InfluxDB with retries.
+//! Time series out, through the disk spool: readings are encoded to line
+//! protocol as they arrive, made durable in the spool, acknowledged, and
+//! written to InfluxDB from the spool with retries.
 //!
-//! Two tasks: the batcher (owns the readings channel and encodes) and the
-//! writer (owns the HTTP client and retries), joined by a small bounded
-//! channel of batches, so encoding goes on while a write is in flight and a
-//! slow database pushes back on the pipeline instead of growing memory.
+//! Three stages, each owning one thing:
+//! - the batcher (task) owns the readings channel: it encodes readings into a
+//!   chunk, moves each reading's [`Ack`] into it, and hands the chunk to the
+//!   appender as soon as the appender is free. Whatever arrives during an
+//!   fsync rides on the next one (group commit), so the wait for an
+//!   acknowledgement is about one fsync, whatever the load.
+//! - the appender (a blocking thread) owns the spool's segment file: it
+//!   appends the chunks, fsyncs, and only then drops their `Ack`s, which
+//!   confirms the messages to the broker. A disk error (full) is retried
+//!   every second with nothing acknowledged; at a shutdown out of time the
+//!   chunks' `Ack`s are abandoned, so the broker sends them again.
+//! - the writer (task) owns the InfluxDB client: it reads batches of up to
+//!   `batch_size` points from the spool (or fewer once the oldest has waited
+//!   `flush_interval`), writes them in order with retries, and commits them.
+//!   A backlog after an outage is replayed oldest first while new data keeps
+//!   being spooled behind it.
+//!
+//! Memory stays bounded whatever the load: one chunk being filled, one
+//! being appended, one batch being written. A database slower than the input
+//! grows the spool on disk (bounded by `gateway.spool_max_mb`), not RAM;
+//! `campusgw_spool_points` shows the backlog.
 
 pub mod influx;
 pub mod line_protocol;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,28 +37,44 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::InfluxConfig;
-use crate::reading::Reading;
+use crate::reading::{Ack, Reading};
 use crate::rules::engine::Change;
 use crate::telemetry::metrics::WriteErrorKind;
 use crate::telemetry::{Health, Metrics, Status};
 pub use influx::{InfluxWriter, SinkError};
+pub use spool::{Appender, Spool, SpoolConfig, SpoolError};
 
 /// The health component name of the sink.
 pub const COMPONENT: &str = "influx";
 
-/// Encoded points waiting to be written.
+/// Encoded readings on their way into the spool, with their tokens.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub struct Chunk {
     /// Line protocol, one point per line.
     pub lines: String,
     /// How many points.
     pub points: usize,
+    /// Dropped once the chunk is durable: that confirms the messages.
+    pub acks: Vec<Ack>,
 }
 
-/// Runs the sink until `rx` closes, then writes what is left. `give_up` ends
-/// retrying at a shutdown that ran out of time; what was not written is counted.
+impl Chunk {
+    /// The chunk was not persisted: its messages must be sent again.
+    fn abandon(&self) {
+        for a in &self.acks {
+            a.abandon();
+        }
+    }
+}
+
+/// Runs the sink until `rx` closes, then spools what is left and writes what
+/// it can. `give_up` ends retrying at a shutdown that ran out of time; what
+/// was not written stays in the spool for the next start.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: InfluxConfig,
+    sync_interval: Duration,
+    (spool, appender): (Arc<Spool>, Appender),
     writer: Option<InfluxWriter>,
     mut rx: mpsc::Receiver<Reading>,
     mut alarms: mpsc::Receiver<Arc<Change>>,
@@ -47,168 +82,314 @@ pub async fn run(
     health: Arc<Health>,
     give_up: CancellationToken,
 ) {
-    let Some(writer) = writer else {
-        health.set(
-            COMPONENT,
-            Status::Disabled,
-            Some("no InfluxDB configured (set influx.url or CAMPUSGW__INFLUX__URL)".into()),
-        );
-        // Drain, so the pipeline keeps flowing for the page and the rules.
-        let depth = metrics.queue_depth("sink");
-        let (mut readings_open, mut alarms_open) = (true, true);
-        while readings_open || alarms_open {
-            tokio::select! {
-                r = rx.recv(), if readings_open => match r {
-                    Some(_) => {
-                        depth.set(rx.len() as i64);
-                    }
-                    None => readings_open = false,
-                },
-                a = alarms.recv(), if alarms_open => alarms_open = a.is_some(),
-            }
+    let writer_task = match writer {
+        Some(writer) => {
+            info!(target = %writer.target, "Writing time series to InfluxDB.");
+            health.set(COMPONENT, Status::Starting, Some(writer.target.clone()));
+            Some(tokio::spawn(write_loop(
+                cfg.clone(),
+                writer,
+                spool.clone(),
+                metrics.clone(),
+                health.clone(),
+                give_up.clone(),
+            )))
         }
-        return;
+        None => {
+            health.set(
+                COMPONENT,
+                Status::Disabled,
+                Some("no InfluxDB configured (set influx.url or CAMPUSGW__INFLUX__URL): readings are kept in the spool".into()),
+            );
+            None
+        }
     };
-    info!(target = %writer.target, "Writing time series to InfluxDB.");
-    health.set(COMPONENT, Status::Starting, Some(writer.target.clone()));
-    let (btx, brx) = mpsc::channel::<Batch>(cfg.max_pending_batches);
-    let write_task = tokio::spawn(write_loop(
-        cfg.clone(),
-        writer,
-        brx,
-        metrics.clone(),
-        health,
-        give_up,
-    ));
+    // Capacity 1: one chunk queued while one is being appended.
+    let (ctx, crx) = mpsc::channel::<Chunk>(1);
+    let append_task = {
+        let (health, give_up) = (health.clone(), give_up.clone());
+        tokio::task::spawn_blocking(move || {
+            append_loop(appender, crx, sync_interval, &health, &give_up)
+        })
+    };
 
     let depth = metrics.queue_depth("sink");
-    let mut batch = Batch::default();
-    let mut deadline: Option<Instant> = None;
+    let max_points = cfg.batch_size;
+    let mut chunk = Chunk::default();
+    // Alarm transitions (already durable in the alarm store) ride along.
     let (mut readings_open, mut alarms_open) = (true, true);
     while readings_open || alarms_open {
-        let flush_due = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let added = tokio::select! {
-            r = rx.recv(), if readings_open => match r {
-                Some(r) => {
+        tokio::select! {
+            biased;
+            permit = ctx.reserve(), if chunk.points > 0 => match permit {
+                Ok(permit) => permit.send(std::mem::take(&mut chunk)),
+                Err(_) => break,
+            },
+            r = rx.recv(), if readings_open && chunk.points < max_points => match r {
+                Some(mut r) => {
                     depth.set(rx.len() as i64);
-                    line_protocol::encode(&r, &mut batch.lines);
-                    true
+                    line_protocol::encode(&r, &mut chunk.lines);
+                    chunk.points += 1;
+                    if let Some(ack) = r.ack.take() {
+                        chunk.acks.push(ack);
+                    }
                 }
-                None => {
-                    readings_open = false;
-                    false
-                }
+                None => readings_open = false,
             },
-            a = alarms.recv(), if alarms_open => match a {
+            a = alarms.recv(), if alarms_open && chunk.points < max_points => match a {
                 Some(c) => {
-                    line_protocol::encode_alarm(&c, &mut batch.lines);
-                    true
+                    line_protocol::encode_alarm(&c, &mut chunk.lines);
+                    chunk.points += 1;
                 }
-                None => {
-                    alarms_open = false;
-                    false
-                }
+                None => alarms_open = false,
             },
-            () = flush_due => {
-                deadline = None;
-                if btx.send(std::mem::take(&mut batch)).await.is_err() {
-                    break;
-                }
-                false
-            }
-        };
-        if added {
-            batch.points += 1;
-            if batch.points == 1 {
-                deadline = Some(Instant::now() + cfg.flush_interval);
-            }
-            if batch.points >= cfg.batch_size {
-                deadline = None;
-                if btx.send(std::mem::take(&mut batch)).await.is_err() {
-                    break;
-                }
-            }
         }
     }
-    if batch.points > 0 {
-        let _ = btx.send(batch).await;
+    if chunk.points > 0 {
+        if let Err(mpsc::error::SendError(chunk)) = ctx.send(chunk).await {
+            chunk.abandon();
+        }
     }
-    drop(btx);
-    if let Err(e) = write_task.await {
-        error!(error = %e, "The InfluxDB writer task failed.");
+    // Readings still queued (the appender is gone): not persisted.
+    while let Ok(r) = rx.try_recv() {
+        if let Some(a) = &r.ack {
+            a.abandon();
+        }
+    }
+    drop(ctx);
+    if let Err(e) = append_task.await {
+        error!(error = %e, "The spool appender failed.");
+    }
+    if let Some(task) = writer_task {
+        if let Err(e) = task.await {
+            error!(error = %e, "The InfluxDB writer task failed.");
+        }
     }
 }
 
-async fn write_loop(
-    cfg: InfluxConfig,
-    writer: InfluxWriter,
-    mut rx: mpsc::Receiver<Batch>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    give_up: CancellationToken,
+/// The appender thread: chunks into the spool, fsync, then confirm.
+fn append_loop(
+    mut app: Appender,
+    mut rx: mpsc::Receiver<Chunk>,
+    sync_interval: Duration,
+    health: &Health,
+    give_up: &CancellationToken,
 ) {
-    let pending = metrics.queue_depth("sink_batches");
-    while let Some(batch) = rx.recv().await {
-        pending.set(rx.len() as i64);
-        let body = writer.body(&batch.lines);
-        drop(batch.lines);
-        let mut delay = cfg.retry_min;
+    let mut last_sync: Option<std::time::Instant> = None;
+    let mut failing = false;
+    while let Some(first) = rx.blocking_recv() {
+        if let Some(last) = last_sync {
+            let wait = (last + sync_interval).saturating_duration_since(std::time::Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut group = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            group.push(c);
+        }
         loop {
-            let started = Instant::now();
-            let result = tokio::select! {
-                r = writer.write(body.clone()) => r,
-                () = give_up.cancelled() => {
-                    metrics.drop_points("shutdown", batch.points as u64);
-                    error!(points = batch.points, "Shutdown deadline passed: points not written.");
-                    break;
-                }
-            };
+            let result = group
+                .iter()
+                .try_for_each(|c| app.append(c.lines.as_bytes(), c.points as u32))
+                .and_then(|()| app.sync());
             match result {
                 Ok(()) => {
-                    metrics
-                        .write_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    metrics.points_written.inc_by(batch.points as u64);
-                    metrics.batches_written.inc();
-                    if health.set(COMPONENT, Status::Ok, Some(writer.target.clone())) {
-                        info!(target = %writer.target, "InfluxDB accepts writes.");
+                    if failing {
+                        failing = false;
+                        health.set(
+                            spool::COMPONENT,
+                            Status::Ok,
+                            Some(app.spool().dir().display().to_string()),
+                        );
+                        info!("The spool is writable again.");
                     }
                     break;
                 }
                 Err(e) => {
-                    metrics.write_error(e.kind);
-                    let changed = health.set(COMPONENT, Status::Down, Some(e.detail.clone()));
-                    match e.kind {
-                        WriteErrorKind::Rejected => {
-                            // Retrying the same bytes would be refused again.
-                            metrics.drop_points("rejected", batch.points as u64);
-                            error!(points = batch.points, error = %e, "InfluxDB refused a batch; it is dropped.");
-                            break;
-                        }
-                        WriteErrorKind::Config => {
-                            if changed {
-                                error!(error = %e, "InfluxDB refuses our writes; fix the configuration. Retrying slowly.");
-                            }
-                            // Not a retry loop: one probe per retry_max until someone fixes it.
-                            delay = cfg.retry_max;
-                        }
-                        WriteErrorKind::Network | WriteErrorKind::Server => {
-                            if changed {
-                                warn!(error = %e, "InfluxDB write failed; retrying with backoff.");
-                            }
-                        }
+                    app.rollback();
+                    app.make_room();
+                    let detail = spool::describe(&e);
+                    if health.set(spool::COMPONENT, Status::Down, Some(detail.clone())) || !failing
+                    {
+                        error!(error = %e, dir = %app.spool().dir().display(), "{detail}");
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(jitter(delay)) => {}
-                        () = give_up.cancelled() => {}
+                    failing = true;
+                    if give_up.is_cancelled() {
+                        let points: usize = group.iter().map(|c| c.points).sum();
+                        warn!(
+                            points,
+                            "Shutdown: points not spooled are left to the broker to send again."
+                        );
+                        group.iter().for_each(Chunk::abandon);
+                        break;
                     }
-                    delay = (delay * 2).min(cfg.retry_max);
+                    spool::sleep_unless(Duration::from_secs(1), give_up);
                 }
+            }
+        }
+        last_sync = Some(std::time::Instant::now());
+        // Durable now (or abandoned): dropping the tokens tells the broker.
+        drop(group);
+    }
+    app.close();
+}
+
+/// The writer task: spool → InfluxDB, in order, then commit.
+async fn write_loop(
+    cfg: InfluxConfig,
+    writer: InfluxWriter,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    give_up: CancellationToken,
+) {
+    let max_points = cfg.batch_size as u64;
+    let mut cursor_failing = false;
+    loop {
+        loop {
+            let (unread, oldest) = spool.unread();
+            let closed = spool.is_closed();
+            let due = oldest.map(|t| t + cfg.flush_interval);
+            if unread >= max_points
+                || (unread > 0 && (closed || due.is_some_and(|d| d <= std::time::Instant::now())))
+            {
+                break;
+            }
+            if unread == 0 && closed {
+                return;
+            }
+            tokio::select! {
+                () = spool.appended() => {}
+                () = sleep_until(due) => {}
+                () = give_up.cancelled() => return,
+            }
+        }
+        let reader = spool.clone();
+        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_points)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                error!(error = %e, "Cannot read the spool; retrying.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = give_up.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "The spool reader failed.");
+                return;
+            }
+        };
+        let points = batch.points;
+        if !write_batch(
+            &cfg,
+            &writer,
+            &batch.lines,
+            points,
+            &spool,
+            &metrics,
+            &health,
+            &give_up,
+        )
+        .await
+        {
+            info!(
+                points = spool.backlog_points(),
+                "Points not yet in InfluxDB stay in the spool; they are written at the next start."
+            );
+            return;
+        }
+        let committer = spool.clone();
+        let end = batch.end;
+        drop(batch);
+        match tokio::task::spawn_blocking(move || committer.commit(end, points)).await {
+            Ok(Ok(())) => cursor_failing = false,
+            Ok(Err(e)) => {
+                if !cursor_failing {
+                    warn!(error = %e, "Cannot save the spool cursor (the points may be written again after a restart, which is harmless).");
+                }
+                cursor_failing = true;
+            }
+            Err(e) => error!(error = %e, "The spool commit failed."),
+        }
+    }
+}
+
+async fn sleep_until(t: Option<std::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one batch with retries; true once InfluxDB has it (or refused it
+/// for good), false when giving up (shutdown).
+#[allow(clippy::too_many_arguments)]
+async fn write_batch(
+    cfg: &InfluxConfig,
+    writer: &InfluxWriter,
+    lines: &[u8],
+    points: u64,
+    spool: &Spool,
+    metrics: &Metrics,
+    health: &Health,
+    give_up: &CancellationToken,
+) -> bool {
+    let body = writer.body(lines);
+    let mut delay = cfg.retry_min;
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = writer.write(body.clone()) => r,
+            () = give_up.cancelled() => return false,
+        };
+        match result {
+            Ok(()) => {
+                metrics
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.points_written.inc_by(points);
+                metrics.batches_written.inc();
+                if health.set(COMPONENT, Status::Ok, Some(writer.target.clone())) {
+                    info!(target = %writer.target, "InfluxDB accepts writes.");
+                }
+                return true;
+            }
+            Err(e) => {
+                metrics.write_error(e.kind);
+                let changed = health.set(COMPONENT, Status::Down, Some(e.detail.clone()));
+                match e.kind {
+                    WriteErrorKind::Rejected => {
+                        // Retrying the same bytes would be refused again.
+                        metrics.drop_points("rejected", points);
+                        error!(points, error = %e, "InfluxDB refused a batch; it is dropped.");
+                        return true;
+                    }
+                    WriteErrorKind::Config => {
+                        if changed {
+                            error!(error = %e, "InfluxDB refuses our writes; fix the configuration. Retrying slowly.");
+                        }
+                        // Not a retry loop: one probe per retry_max until someone fixes it.
+                        delay = cfg.retry_max;
+                    }
+                    WriteErrorKind::Network | WriteErrorKind::Server => {
+                        if changed {
+                            warn!(error = %e, backlog = spool.backlog_points(), "InfluxDB write failed; spooling and retrying with backoff.");
+                        }
+                    }
+                }
+                if spool.is_closed() {
+                    // Shutting down: the spool keeps it, no need to wait.
+                    return false;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(jitter(delay)) => {}
+                    () = give_up.cancelled() => return false,
+                    // Shutting down: the spool keeps it, no need to wait.
+                    () = spool.wait_closed() => return false,
+                }
+                delay = (delay * 2).min(cfg.retry_max);
             }
         }
     }

@@ -314,6 +314,7 @@ impl Decoder {
             fields,
             source: Source::Mqtt,
             location: None,
+            ack: None,
         })
     }
 }

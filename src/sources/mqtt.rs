@@ -4,29 +4,65 @@
 //! reconnects); on an error we back off with a capped, doubling delay, since
 //! rumqttc reconnects on the next poll with no delay of its own. Every
 //! `ConnAck` resubscribes: a broker that lost our session (or a changed
-//! configuration) would otherwise leave us deaf. Received messages are
-//! decoded here and sent on; when the pipeline is full, sending waits, which
-//! holds the event loop and lets TCP push back on the broker, which queues for
-//! our persistent session — nothing already received is dropped.
+//! configuration) would otherwise leave us deaf.
+//!
+//! # Acknowledge after persist
+//!
+//! Acknowledgements are manual (`set_manual_acks(true)`). Each QoS 1 message
+//! gets an [`Ack`] token that travels with its reading; the source keeps the
+//! message's packet id and the token's [`AckWatch`] in `unacked`, in arrival
+//! order, and sends PUBACKs for the completed prefix only (MQTT 3.1.1 wants
+//! them in the order the PUBLISHes came). A message that cannot become a
+//! reading is confirmed at once. Completions wake this loop through a
+//! `Notify`, polled in the same `select!` as the event loop, so nothing ever
+//! blocks the event loop on the pipeline.
+//!
+//! Flow control is the broker's: it sends at most `max_inflight_messages`
+//! unacknowledged messages, so throughput is that window divided by the time
+//! a reading takes to reach the spool. When the pipeline is full anyway,
+//! readings wait in `backlog` (bounded); past `BACKLOG_MAX` polling pauses,
+//! which only a broker with a window larger than the pipeline's queues reaches.
+//!
+//! Shutdown: on cancel the source stops taking messages (those that arrive
+//! later are left unacknowledged for the broker to send again), drops its
+//! sender so the pipeline drains into the spool, and keeps the connection
+//! up until every taken message's token has completed and its PUBACK was
+//! sent, or `gateway.shutdown_timeout` passed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeFilter,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{GatewayConfig, MqttConfig};
-use crate::reading::{Reading, Source};
+use crate::reading::{Ack, AckState, AckWatch, Reading, Source};
 use crate::sources::decode::{Decoder, Limits, Reject};
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 
 /// The health component name of this source.
 pub const COMPONENT: &str = "mqtt";
+
+/// Readings held while the pipeline is full before polling pauses.
+const BACKLOG_MAX: usize = 4096;
+
+/// Capacity of rumqttc's request channel: PUBACKs go through it, sent with
+/// `try_ack` from this loop (which is also what drains it).
+const REQUEST_CAPACITY: usize = 1024;
+
+/// A QoS 1 message taken but not yet acknowledged to the broker.
+struct Unacked {
+    pkid: u16,
+    qos: QoS,
+    watch: AckWatch,
+}
 
 /// Why the MQTT source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +118,8 @@ pub fn options(cfg: &MqttConfig, id_suffix: &str) -> Result<MqttOptions, SourceE
         // Large enough that an oversized payload reaches our own limit and is
         // counted, instead of failing the connection in a redelivery loop.
         .set_max_packet_size(16 * 1024 * 1024, 64 * 1024)
-        .set_request_channel_capacity(64);
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_manual_acks(true);
     if let Some(user) = &cfg.username {
         let password = match &cfg.password {
             Some(s) => s.resolve().map_err(SourceError::Secret)?,
@@ -125,10 +162,12 @@ pub struct MqttSource {
     cfg: MqttConfig,
     decoders: Vec<Decoder>,
     limits: Limits,
+    /// Held by the router on its other end.
     tx: mpsc::Sender<Reading>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     log_limit: LogLimiter,
+    shutdown_timeout: Duration,
 }
 
 impl MqttSource {
@@ -158,13 +197,14 @@ impl MqttSource {
             metrics,
             health,
             log_limit: LogLimiter::new(Duration::from_secs(10)),
+            shutdown_timeout: gateway.shutdown_timeout,
         })
     }
 
     /// Runs until `cancel`, or until the pipeline is gone.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), SourceError> {
         let opts = options(&self.cfg, "")?;
-        let (client, mut events) = AsyncClient::new(opts, 64);
+        let (client, mut events) = AsyncClient::new(opts, REQUEST_CAPACITY);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(10);
@@ -186,21 +226,104 @@ impl MqttSource {
             .collect();
 
         let received = self.metrics.messages_in(Source::Mqtt);
+        let unacked_depth = self.metrics.queue_depth("mqtt_unacked");
+        let backlog_depth = self.metrics.queue_depth("mqtt_backlog");
+        // Woken by every token that completes.
+        let wake = Arc::new(Notify::new());
+        let mut unacked: VecDeque<Unacked> = VecDeque::new();
+        let mut backlog: VecDeque<Reading> = VecDeque::new();
+        // Taken out of `self` so that shutdown can drop it while the loop goes on.
+        let (closed_tx, _) = mpsc::channel(1);
+        let mut tx = Some(std::mem::replace(&mut self.tx, closed_tx));
+        let mut stopping: Option<Instant> = None;
         let mut backoff = self.cfg.reconnect_min;
         loop {
+            if stopping.is_some() && tx.is_some() {
+                // Not in the pipeline yet: leave them to the broker.
+                for r in backlog.drain(..) {
+                    if let Some(ack) = &r.ack {
+                        ack.abandon();
+                    }
+                }
+                // The router, then the sink, see their inputs close and flush.
+                tx = None;
+            }
+            send_acks(&client, &mut unacked);
+            unacked_depth.set(unacked.len() as i64);
+            backlog_depth.set(backlog.len() as i64);
+            if let Some(deadline) = stopping {
+                let settled = unacked
+                    .front()
+                    .is_none_or(|u| u.watch.state() != AckState::Confirmed)
+                    && unacked.iter().all(|u| u.watch.state() != AckState::Pending);
+                if settled {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(unacked = unacked.len(), "Shutdown: some messages were not persisted in time; the broker will send them again.");
+                    break;
+                }
+            }
+            let deadline = stopping;
             let event = tokio::select! {
-                () = cancel.cancelled() => break,
-                e = events.poll() => e,
+                () = cancel.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + self.shutdown_timeout);
+                    continue;
+                }
+                () = sleep_until(deadline) => continue,
+                () = wake.notified() => continue,
+                permit = reserve(&tx), if !backlog.is_empty() => {
+                    if let (Some(permit), Some(r)) = (permit, backlog.pop_front()) {
+                        permit.send(r);
+                    }
+                    continue;
+                }
+                e = events.poll(), if backlog.len() < BACKLOG_MAX => e,
             };
             match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     received.inc();
-                    if !self.handle(&p.topic, &p.payload).await {
-                        break;
+                    if stopping.is_some() {
+                        // Not taken: no PUBACK, so the broker sends it again.
+                        continue;
+                    }
+                    let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                        let (ack, watch) = Ack::new(&wake);
+                        unacked.push_back(Unacked {
+                            pkid: p.pkid,
+                            qos: p.qos,
+                            watch,
+                        });
+                        ack
+                    });
+                    // A refused message drops its token here: confirmed at once.
+                    let Some(mut r) = self.decode(&p.topic, &p.payload) else {
+                        continue;
+                    };
+                    r.ack = ack;
+                    if !backlog.is_empty() {
+                        backlog.push_back(r);
+                        continue;
+                    }
+                    let Some(sender) = &tx else { continue };
+                    match sender.try_send(r) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(r)) => backlog.push_back(r),
+                        Err(mpsc::error::TrySendError::Closed(r)) => {
+                            if let Some(ack) = &r.ack {
+                                ack.abandon();
+                            }
+                            warn!("The pipeline is gone; the MQTT source stops.");
+                            break;
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = self.cfg.reconnect_min;
+                    // Packet ids of the old connection mean nothing on this one:
+                    // the broker sends those messages again and we take them anew
+                    // (a rewrite of the same point is harmless).
+                    unacked.clear();
                     self.metrics.mqtt_connected.set(1);
                     info!(url = %self.cfg.url, session_present = ack.session_present, "Connected to the MQTT broker.");
                     self.health.set(
@@ -252,16 +375,26 @@ impl MqttSource {
                     } else {
                         debug!(error = %detail, "MQTT reconnect failed.");
                     }
+                    if stopping.is_some() {
+                        break;
+                    }
                     tokio::select! {
-                        () = cancel.cancelled() => break,
+                        () = cancel.cancelled() => {}
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(self.cfg.reconnect_max);
                 }
             }
         }
+        drop(tx);
+        for r in backlog.drain(..) {
+            if let Some(ack) = &r.ack {
+                ack.abandon();
+            }
+        }
         self.metrics.mqtt_connected.set(0);
-        // A clean DISCONNECT tells the broker to keep our session without a will.
+        // A clean DISCONNECT tells the broker to keep our session without a
+        // will; the PUBACKs queued before it go out first.
         if client.try_disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 while let Ok(e) = events.poll().await {
@@ -275,8 +408,8 @@ impl MqttSource {
         Ok(())
     }
 
-    /// Decodes and forwards one message; false when the pipeline is closed.
-    async fn handle(&self, topic: &str, payload: &[u8]) -> bool {
+    /// Decodes one message; `None` when it is refused (counted and logged here).
+    fn decode(&self, topic: &str, payload: &[u8]) -> Option<Reading> {
         let now = super::now_ms();
         let result = self
             .decoders
@@ -284,7 +417,7 @@ impl MqttSource {
             .find_map(|d| d.decode(topic, payload, now, &self.limits))
             .unwrap_or(Err(Reject::TopicMismatch));
         match result {
-            Ok(r) => self.tx.send(r).await.is_ok(),
+            Ok(r) => Some(r),
             Err(reason) => {
                 self.metrics.reject(reason);
                 if let Some(held) = self.log_limit.check(reason.as_str()) {
@@ -296,9 +429,47 @@ impl MqttSource {
                         "Message rejected."
                     );
                 }
-                true
+                None
             }
         }
+    }
+}
+
+/// Sends PUBACKs for the completed prefix of `unacked`, in arrival order.
+fn send_acks(client: &AsyncClient, unacked: &mut VecDeque<Unacked>) {
+    ack_prefix(unacked, |pkid, qos| {
+        // Only the packet id and QoS make the PUBACK.
+        let mut p = Publish::new("", qos, Vec::<u8>::new());
+        p.pkid = pkid;
+        // Err: the request queue is full; the event loop empties it and wakes us again.
+        client.try_ack(&p).is_ok()
+    });
+}
+
+/// Hands the completed prefix of `unacked` to `ack` (which says whether it
+/// took it) and removes it. An abandoned message stops the prefix: it is
+/// never acknowledged, and the broker sends it (and those after it) again on
+/// the next connection.
+fn ack_prefix(unacked: &mut VecDeque<Unacked>, mut ack: impl FnMut(u16, QoS) -> bool) {
+    while let Some(front) = unacked.front() {
+        if front.watch.state() != AckState::Confirmed || !ack(front.pkid, front.qos) {
+            break;
+        }
+        unacked.pop_front();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve(tx: &Option<mpsc::Sender<Reading>>) -> Option<mpsc::Permit<'_, Reading>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -332,6 +503,74 @@ fn describe(e: &ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pubacks_go_out_in_arrival_order_for_the_completed_prefix_only() {
+        let wake = Arc::new(Notify::new());
+        let mut unacked = VecDeque::new();
+        let mut acks = Vec::new();
+        for pkid in 1..=4 {
+            let (ack, watch) = Ack::new(&wake);
+            unacked.push_back(Unacked {
+                pkid,
+                qos: QoS::AtLeastOnce,
+                watch,
+            });
+            acks.push(Some(ack));
+        }
+        let mut sent = Vec::new();
+        // 2 and 3 are persisted, 1 is not: nothing may go out yet.
+        acks[1] = None;
+        acks[2] = None;
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert!(sent.is_empty());
+        acks[0] = None;
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert_eq!(sent, [1, 2, 3]);
+        // A full request queue: 4 stays until it can be taken.
+        acks[3] = None;
+        ack_prefix(&mut unacked, |_, _| false);
+        assert_eq!(unacked.len(), 1);
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert_eq!(sent, [1, 2, 3, 4]);
+        assert!(unacked.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_message_holds_back_the_acks_after_it() {
+        let wake = Arc::new(Notify::new());
+        let mut unacked = VecDeque::new();
+        let (first, watch) = Ack::new(&wake);
+        unacked.push_back(Unacked {
+            pkid: 1,
+            qos: QoS::AtLeastOnce,
+            watch,
+        });
+        let (second, watch) = Ack::new(&wake);
+        unacked.push_back(Unacked {
+            pkid: 2,
+            qos: QoS::AtLeastOnce,
+            watch,
+        });
+        first.abandon();
+        drop(first);
+        drop(second);
+        let mut sent = Vec::new();
+        ack_prefix(&mut unacked, |p, _| {
+            sent.push(p);
+            true
+        });
+        assert!(sent.is_empty(), "the broker sends both again");
+    }
 
     #[test]
     fn urls() {

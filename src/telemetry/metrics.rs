@@ -166,6 +166,12 @@ pub struct Metrics {
     pub write_seconds: Histogram,
     /// Bytes in the disk spool.
     pub spool_bytes: Gauge,
+    /// Points in the disk spool not yet in InfluxDB: the backlog.
+    pub spool_points: Gauge,
+    /// Torn or corrupt spool records found (their segment's rest is skipped).
+    pub spool_corrupt_records: Counter,
+    /// Duration of the spool's grouped fdatasync.
+    pub spool_sync_seconds: Histogram,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: Gauge,
     /// Connection attempts that failed or connections that dropped.
@@ -204,6 +210,9 @@ impl Metrics {
             batches_written: Counter::default(),
             write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             spool_bytes: Gauge::default(),
+            spool_points: Gauge::default(),
+            spool_corrupt_records: Counter::default(),
+            spool_sync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             mqtt_subscribe_failures: Counter::default(),
@@ -255,6 +264,21 @@ impl Metrics {
             "spool_bytes",
             "Bytes waiting in the disk spool",
             m.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_points",
+            "Points in the disk spool not yet in InfluxDB (the backlog)",
+            m.spool_points.clone(),
+        );
+        r.register(
+            "spool_corrupt_records",
+            "Torn or corrupt spool records found; the rest of their segment was skipped",
+            m.spool_corrupt_records.clone(),
+        );
+        r.register(
+            "spool_sync_duration_seconds",
+            "Duration of the spool's grouped fdatasync",
+            m.spool_sync_seconds.clone(),
         );
         r.register(
             "mqtt_connected",
@@ -322,6 +346,9 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        for reason in ["spool_full", "spool_corrupt", "rejected"] {
+            let _ = m.points_dropped.get_or_create(&ReasonLabel { reason });
+        }
         for k in Kind::ALL {
             let _ = m.readings.get_or_create(&KindLabel { kind: k.as_str() });
         }
@@ -388,6 +415,13 @@ impl Metrics {
         self.points_dropped
             .get_or_create(&ReasonLabel { reason })
             .inc_by(n);
+    }
+
+    /// How many points were given up on for `reason`.
+    pub fn dropped(&self, reason: &'static str) -> u64 {
+        self.points_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .get()
     }
 
     /// The gauge of one internal queue's depth.

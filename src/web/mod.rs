@@ -286,6 +286,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
         "status": overall,
         "components": components,
         "spool_bytes": s.metrics.spool_bytes.get(),
+        "spool_points": s.metrics.spool_points.get(),
         "devices": s.registry.len(),
     });
     let code = if down {

@@ -20,11 +20,15 @@
 //! - [`feed`]: reference-feed messages per `shared/docs/FEED.md`.
 //! - [`modbus`]: [`PyModbus`], pymodbus's server (TCP, or RTU over a
 //!   [`SerialPair`] from socat) serving the reference register maps.
+//! - [`load`]: a steady QoS 1 load and counting its points back.
+//! - [`gwproc`]: the `campusgw` binary as a child (kill -9, restart, RSS).
 #![allow(dead_code, unused_imports)]
 
 pub mod feed;
 pub mod gateway;
+pub mod gwproc;
 pub mod influx;
+pub mod load;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;

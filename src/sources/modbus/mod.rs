@@ -411,6 +411,8 @@ impl Device {
             fields,
             source: Source::Modbus,
             location: None,
+            // A poll is not a message: nothing to acknowledge.
+            ack: None,
         };
         self.shared.tx.send(reading).await.is_ok()
     }

@@ -1,0 +1,53 @@
+//! The payload decoder on arbitrary topics and payloads, with the decoders of
+//! the example configuration (the reference layout and a mapped legacy one).
+//! Input: `topic \0 payload`. Invariants: never panics; a reading has at
+//! least one field and only finite floats.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use campus_gateway::config::Config;
+use campus_gateway::reading::Value;
+use campus_gateway::sources::decode::{Decoder, Limits};
+use libfuzzer_sys::fuzz_target;
+
+const NOW: i64 = 1_764_380_000_000;
+
+fn decoders() -> &'static [Decoder] {
+    static D: OnceLock<Vec<Decoder>> = OnceLock::new();
+    D.get_or_init(|| {
+        let cfg = Config::from_toml(campus_gateway::demo::EXAMPLE_CONFIG, Vec::new())
+            .map(|l| l.config)
+            .unwrap_or_else(|e| panic!("the example configuration: {e}"));
+        cfg.mqtt
+            .topics
+            .iter()
+            .map(|t| Decoder::new(t).unwrap_or_else(|e| panic!("decoder: {e}")))
+            .collect()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (topic, payload) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b"campus/yazhong/smoke/a3-301"[..], data),
+    };
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        return;
+    };
+    let limits = Limits {
+        max_payload_bytes: 64 * 1024,
+        max_past_ms: 30 * 86_400_000,
+        max_future_ms: 300_000,
+    };
+    for d in decoders() {
+        if let Some(Ok(r)) = d.decode(topic, payload, NOW, &limits) {
+            assert!(!r.fields.is_empty());
+            for (_, v) in &r.fields {
+                if let Value::F64(f) = v {
+                    assert!(f.is_finite());
+                }
+            }
+        }
+    }
+});
