@@ -74,7 +74,12 @@ if [ "$fuzz_seconds" != 0 ]; then
   # toolchain only, which accepts them with RUSTC_BOOTSTRAP=1.
   for target in decode topic config; do
     echo "test.sh: fuzzing $target for ${fuzz_seconds}s"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" -rss_limit_mb=2048
+    # New inputs go to a scratch dir; the committed corpus (fuzz/corpus) is
+    # only read. A crash leaves its input in fuzz/artifacts/ and fails the run.
+    scratch=$(mktemp -d)
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch" "fuzz/corpus/$target" -- \
+      -max_total_time="$fuzz_seconds" -rss_limit_mb=2048
+    rm -rf "$scratch"
   done
   echo "test.sh: fuzzing done"
 fi

@@ -364,6 +364,25 @@ mod tests {
     }
 
     #[test]
+    fn spool_settings_are_checked() {
+        let p = problems(
+            "[gateway]\nspool_max_mb = 0\nspool_sync_interval = \"2s\"\n[mqtt]\nurl = \"mqtt://a:1\"\n",
+        );
+        let joined = p.join("\n");
+        assert!(joined.contains("gateway.spool_max_mb"), "{joined}");
+        assert!(joined.contains("gateway.spool_sync_interval"), "{joined}");
+        let l = Config::from_toml(
+            "[gateway]\nspool_fsync = false\n[mqtt]\nurl = \"mqtt://a:1\"\n[influx]\nmax_pending_batches = 4\n",
+            Vec::new(),
+        )
+        .expect("usable");
+        let warned: Vec<&str> = l.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert!(warned.contains(&"gateway.spool_fsync"), "{warned:?}");
+        assert!(warned.contains(&"influx.max_pending_batches"), "{warned:?}");
+        assert_eq!(l.config.gateway.spool_max_mb, 1024);
+    }
+
+    #[test]
     fn syntax_error_has_line() {
         let p = problems("[mqtt]\nurl = \"mqtt://a:1\"\nfoo = = 3\n");
         assert!(p[0].contains("line 3"), "{p:?}");

@@ -124,9 +124,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
         Some(url) => println!("  InfluxDB: {url}"),
-        None => {
-            println!("  InfluxDB: none configured (set CAMPUSGW__INFLUX__URL to store time series)")
-        }
+        None => println!(
+            "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
+            data_dir.display()
+        ),
     }
     println!("  Stop with Ctrl-C.");
     println!();

@@ -401,7 +401,7 @@ impl Spool {
                 unread_points,
                 inflight_points: 0,
                 // A replay is due at once.
-                oldest_unread: (unread_points > 0).then(Instant::now),
+                oldest_unread: (unread_points > 0).then(long_ago),
                 dropping: false,
             }),
             reader: Mutex::new(None),
@@ -587,8 +587,8 @@ impl Spool {
         }
         s.unread_points = s.unread_points.saturating_sub(points);
         s.inflight_points += points;
-        // What is left has waited at least as long: due at once.
-        s.oldest_unread = (s.unread_points > 0).then(Instant::now);
+        // What is left is a backlog: due at once.
+        s.oldest_unread = (s.unread_points > 0).then(long_ago);
         Ok(Some(ReadBatch {
             lines,
             points,
@@ -706,6 +706,12 @@ fn cleanup(s: &mut State) -> Vec<u64> {
         }
     }
     removed
+}
+
+/// An instant older than any `flush_interval`: "due now".
+fn long_ago() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(Duration::from_secs(3_600)).unwrap_or(now)
 }
 
 fn parse_cursor(text: &str) -> Option<Position> {
