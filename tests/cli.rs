@@ -255,6 +255,10 @@ fn demo_runs_with_nothing_installed() {
         "the demo prints its address: {stdout}"
     );
     assert!(stdout.contains("CAMPUSGW__INFLUX__URL"), "{stdout}");
+    assert!(
+        stdout.contains("sign in as operator / "),
+        "the demo prints its login: {stdout}"
+    );
     assert!(status.success(), "Ctrl-C stops the demo cleanly: {status}");
 }
 

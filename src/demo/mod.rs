@@ -113,6 +113,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     println!();
     println!("  Campus Gateway demo is running.");
     println!(
+        "  Page:     http://{}/   sign in as operator / {password}",
+        gw.web_addr
+    );
+    println!(
         "  Status:   http://{}/healthz   metrics: http://{}/metrics",
         gw.web_addr, gw.web_addr
     );
