@@ -196,6 +196,42 @@ pub struct Alarm {
 }
 
 impl Alarm {
+    /// A newly raised alarm: active, unacknowledged, tripped once.
+    pub fn raised(
+        id: i64,
+        rule: &str,
+        severity: Severity,
+        message: String,
+        value: Option<f64>,
+        at: i64,
+    ) -> Self {
+        Self {
+            id,
+            rule: rule.to_owned(),
+            device: String::new(),
+            kind: String::new(),
+            site: String::new(),
+            location: None,
+            severity,
+            state: State::Unacked,
+            active: true,
+            raised_at: at,
+            cleared_at: None,
+            acked_by: None,
+            acked_at: None,
+            value,
+            peak: value,
+            count: 1,
+            message,
+            shelved_until: None,
+            shelve_reason: None,
+            suppressed: None,
+            group: None,
+            is_group: false,
+            updated_at: at,
+        }
+    }
+
     /// Whether the alarm is closed (no longer shown as active).
     pub fn is_closed(&self) -> bool {
         self.state == State::Cleared

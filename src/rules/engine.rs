@@ -483,46 +483,11 @@ impl Engine {
                     (true, None) => {
                         let id = self.next_id;
                         self.next_id += 1;
-                        let alarm = Alarm {
-                            id,
-                            rule: rule.clone(),
-                            device: SYSTEM.into(),
-                            kind: SYSTEM.into(),
-                            site: SYSTEM.into(),
-                            location: None,
-                            severity,
-                            state: State::Unacked,
-                            active: true,
-                            raised_at: now,
-                            cleared_at: None,
-                            acked_by: None,
-                            acked_at: None,
-                            value: None,
-                            peak: None,
-                            count: 1,
-                            message,
-                            shelved_until: None,
-                            shelve_reason: None,
-                            suppressed: None,
-                            group: None,
-                            is_group: false,
-                            updated_at: now,
-                        };
-                        changes.push(Change {
-                            event: Event {
-                                alarm_id: id,
-                                at: now,
-                                action: "raise".into(),
-                                from: None,
-                                to: State::Unacked,
-                                user: None,
-                                comment: None,
-                                value: None,
-                            },
-                            alarm: alarm.clone(),
-                        });
-                        self.by_key.insert((rule, key), id);
-                        self.open.insert(id, alarm);
+                        let mut alarm = Alarm::raised(id, &rule, severity, message, None, now);
+                        alarm.device = SYSTEM.into();
+                        alarm.kind = SYSTEM.into();
+                        alarm.site = SYSTEM.into();
+                        self.open_new(alarm, key, &mut changes);
                     }
                     (false, Some(id)) => self.act(id, Action::Clear, None, None, now, &mut changes),
                     _ => {}
@@ -626,47 +591,34 @@ impl Engine {
             .iter()
             .find(|s| s.until > now && s.covers(location.as_deref()))
             .map(|s| s.reason.clone());
-        let alarm = Alarm {
-            id,
-            rule: rule.id.clone(),
-            device: key.1.to_string(),
-            kind: dev.map_or("", |d| d.kind.as_str()).to_owned(),
-            site: key.0.to_string(),
-            location: location.as_deref().cloned(),
-            severity: rule.severity,
-            state: State::Unacked,
-            active: true,
-            raised_at: now,
-            cleared_at: None,
-            acked_by: None,
-            acked_at: None,
-            value,
-            peak: value,
-            count: 1,
-            message: rule.render(&key.1, &key.0, location.as_deref(), fields, value),
-            shelved_until: None,
-            shelve_reason: None,
-            suppressed,
-            group: None,
-            is_group: false,
-            updated_at: now,
-        };
+        let message = rule.render(&key.1, &key.0, location.as_deref(), fields, value);
+        let mut alarm = Alarm::raised(id, &rule.id, rule.severity, message, value, now);
+        alarm.device = key.1.to_string();
+        alarm.kind = dev.map_or("", |d| d.kind.as_str()).to_owned();
+        alarm.site = key.0.to_string();
+        alarm.location = location.as_deref().cloned();
+        alarm.suppressed = suppressed;
+        self.open_new(alarm, key.clone(), changes);
+        self.flood(rule, id, now, changes);
+    }
+
+    /// Records a newly raised alarm as open and as a `raise` change.
+    fn open_new(&mut self, alarm: Alarm, key: DeviceKey, changes: &mut Vec<Change>) {
         changes.push(Change {
             event: Event {
-                alarm_id: id,
-                at: now,
+                alarm_id: alarm.id,
+                at: alarm.raised_at,
                 action: "raise".into(),
                 from: None,
                 to: State::Unacked,
                 user: None,
                 comment: None,
-                value,
+                value: alarm.value,
             },
             alarm: alarm.clone(),
         });
-        self.by_key.insert((rule.id.clone(), key.clone()), id);
-        self.open.insert(id, alarm);
-        self.flood(rule, id, now, changes);
+        self.by_key.insert((alarm.rule.clone(), key), alarm.id);
+        self.open.insert(alarm.id, alarm);
     }
 
     fn flood(&mut self, rule: &Rule, id: i64, now: i64, changes: &mut Vec<Change>) {
