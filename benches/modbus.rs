@@ -109,14 +109,14 @@ fn main() {
     assert!(ready, "not every device was polled within 30 s");
     std::thread::sleep(WARM_UP);
 
-    let (cpu0, _) = proc_stats(pid);
+    let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
     let polls0 = poll_counts(web_port);
     let failures0 = failure_count(web_port);
     let requests0: u64 = sims.iter().map(|(_, _, s)| s.requests()).sum();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let elapsed = t0.elapsed().as_secs_f64();
-    let (cpu1, rss_mb) = proc_stats(pid);
+    let (cpu1, rss_mb) = common::process::cpu_and_peak_rss(pid);
     let polls1 = poll_counts(web_port);
     let failures = failure_count(web_port) - failures0;
     let requests = sims.iter().map(|(_, _, s)| s.requests()).sum::<u64>() - requests0;
@@ -238,27 +238,4 @@ fn wait_all_polled(web_port: u16, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     false
-}
-
-/// (user+system CPU seconds, peak RSS in MB) of a process.
-fn proc_stats(pid: u32) -> (f64, f64) {
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let cpu = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (cpu, hwm_kb / 1024.0)
 }

@@ -236,29 +236,6 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// (user+system CPU seconds, peak RSS in MB) of a process.
-fn proc_stats(pid: u32) -> (f64, f64) {
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let cpu = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (cpu, hwm_kb / 1024.0)
-}
-
 fn points_written(web_port: u16) -> u64 {
     common::http_sync(web_port, "GET", "/metrics", None, None)
         .ok()
@@ -281,7 +258,7 @@ async fn run_phase(
 ) -> Outcome {
     let published = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
-    let (cpu0, _) = proc_stats(pid);
+    let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
     let start = Instant::now();
 
     // Cumulative curves for the lag: (elapsed ms, count).
@@ -340,7 +317,7 @@ async fn run_phase(
         }
     }
     let end = start.elapsed().as_secs_f64();
-    let (cpu1, rss) = proc_stats(pid);
+    let (cpu1, rss) = common::process::cpu_and_peak_rss(pid);
     sampler_stop.store(true, Ordering::Relaxed);
     let (pub_curve, written_curve) = sampler.await.expect("sampler");
 
@@ -601,7 +578,7 @@ fn soak() {
         }
         std::thread::sleep(Duration::from_secs(5));
     }
-    let (cpu, hwm) = proc_stats(pid);
+    let (cpu, hwm) = common::process::cpu_and_peak_rss(pid);
     stop(&mut gw);
     let warm: Vec<f64> = samples.iter().filter(|s| s.0 >= 120).map(|s| s.1).collect();
     let (lo, hi) = warm
