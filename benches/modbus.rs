@@ -149,7 +149,7 @@ fn main() {
     let _ = writeln!(
         out,
         "Machine: {}; {DEVICES} Modbus TCP devices (tokio-modbus servers in the benchmark process, half on the kitchen-hood map, half on the chemical-cabinet map: 2 requests per poll), poll interval {POLL_INTERVAL_S} s, {seconds} s measured after {} s warm-up, readings written to InfluxDB 1.6.7.\n",
-        machine(),
+        common::process::machine(),
         WARM_UP.as_secs()
     );
     let _ = writeln!(out, "| configured polls/s | achieved polls/s | slowest device | failed polls | requests answered | gateway CPU (% of one core) | peak RSS | polls / points in InfluxDB (whole run) |");
@@ -167,21 +167,6 @@ fn main() {
         eprintln!("the gateway polled below 95% of the configured rate");
         std::process::exit(1);
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores ({cpu})")
 }
 
 fn start_gateway(config: &std::path::Path) -> Child {

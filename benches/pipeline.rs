@@ -132,7 +132,7 @@ fn main() {
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", machine(), DEVICES, CONNECTIONS);
+    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), DEVICES, CONNECTIONS);
     let _ = writeln!(out, "| offered | published | in InfluxDB | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for (phase, o) in &rows {
@@ -168,21 +168,6 @@ fn main() {
         eprintln!("LOST {lost} messages");
         std::process::exit(1);
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores ({cpu})")
 }
 
 fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
@@ -586,7 +571,7 @@ fn soak() {
         .fold((f64::MAX, 0.0f64), |(a, b), r| (a.min(*r), b.max(*r)));
     let peak_backlog = samples.iter().map(|s| s.2).fold(0.0, f64::max);
     let mut out = String::new();
-    let _ = writeln!(out, "Soak: {minutes} min at {rate} msg/s (QoS 1, 10,000 devices), InfluxDB stopped {outage} s every {every} s ({outages} outages). Machine: {}.\n", machine());
+    let _ = writeln!(out, "Soak: {minutes} min at {rate} msg/s (QoS 1, 10,000 devices), InfluxDB stopped {outage} s every {every} s ({outages} outages). Machine: {}.\n", common::process::machine());
     let _ = writeln!(out, "| published | in InfluxDB | lost | gateway RSS after warm-up (min / max) | peak RSS | peak backlog | gateway CPU |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     let _ = writeln!(

@@ -294,3 +294,19 @@ pub fn cpu_and_peak_rss(pid: u32) -> (f64, f64) {
         .unwrap_or(0.0);
     (cpu, hwm_kb / 1024.0)
 }
+
+/// The machine in one line for benchmark reports: cores and CPU model.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu})")
+}
