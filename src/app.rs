@@ -86,7 +86,7 @@ impl Gateway {
         let (sink_tx, sink_rx) = mpsc::channel(cap);
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
-        let (buses_tx, _) = broadcast::channel(256);
+        let (buses_tx, buses_rx) = broadcast::channel(256);
 
         let rules = RuleSet::compile(&cfg).map_err(|p| {
             anyhow::anyhow!(
@@ -171,7 +171,6 @@ impl Gateway {
             rules: rules_handle.clone(),
             alarms_db: Arc::new(std::sync::Mutex::new(alarms_db)),
             live: live.clone(),
-            buses: buses_tx.clone(),
             tls: cfg.web.tls.is_some(),
             config_path: path,
         };
@@ -205,9 +204,13 @@ impl Gateway {
             registry.clone(),
             metrics.clone(),
         ));
-        tracker.spawn(web::stream::watch_devices(
-            registry.clone(),
-            live.devices.clone(),
+        tracker.spawn(web::stream::fan_out(
+            live,
+            web::stream::Sources {
+                changes: rules_handle.changes.subscribe(),
+                buses: buses_rx,
+                registry: registry.clone(),
+            },
             shutdown.clone(),
         ));
         tracker.spawn(rules_task.run());

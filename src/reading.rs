@@ -357,6 +357,8 @@ pub struct Reading {
     /// The acknowledgement of the message it came from (QoS 1 MQTT only).
     /// A clone of a reading shares it: see the module doc.
     pub ack: Option<Ack>,
+    /// When the gateway received it: the start of the alarm latency it measures.
+    pub received: std::time::Instant,
 }
 
 impl Reading {

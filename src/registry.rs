@@ -288,6 +288,7 @@ mod tests {
             source: Source::Mqtt,
             location: None,
             ack: None,
+            received: std::time::Instant::now(),
         }
     }
 

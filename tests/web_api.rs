@@ -283,7 +283,8 @@ async fn api_tokens_throttling_ledger_and_the_stream() {
     let client = common::http_client();
     let base = format!("http://{}", gw.web_addr);
 
-    // The event stream delivers a new alarm without polling.
+    // The event stream delivers a new alarm without polling, and the
+    // detector coming online (one `devices` event per check).
     let mut stream = bearer(client.get(format!("{base}/api/stream")))
         .send()
         .await
@@ -293,15 +294,23 @@ async fn api_tokens_throttling_ledger_and_the_stream() {
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + common::DEADLINE;
     let want = format!("\"id\":{id}");
-    while !(seen.contains("event: alarm") && seen.contains(&want))
-        && std::time::Instant::now() < deadline
-    {
+    let online = |seen: &str| {
+        seen.split("event: devices\n")
+            .skip(1)
+            .any(|e| e.contains("\"id\":\"a3-301\"") && e.contains("\"online\":true"))
+    };
+    let complete =
+        |seen: &str| seen.contains("event: alarm") && seen.contains(&want) && online(seen);
+    while !complete(&seen) && std::time::Instant::now() < deadline {
         if let Some(c) = futures_chunk(&mut stream).await {
             seen.push_str(&c);
         }
     }
-    let found = seen.contains("event: alarm") && seen.contains(&want);
-    assert!(found, "no alarm event on the stream: {seen}");
+    assert!(
+        seen.contains("event: alarm") && seen.contains(&want),
+        "no alarm event on the stream: {seen}"
+    );
+    assert!(online(&seen), "no devices event with a3-301 online: {seen}");
 
     let resp = bearer(client.get(format!("{base}/api/alarms")))
         .send()

@@ -895,6 +895,7 @@ mod tests {
                 name: None,
             })),
             ack: None,
+            received: std::time::Instant::now(),
         }
     }
 

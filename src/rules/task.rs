@@ -7,19 +7,21 @@
 //! again every tick; the alarms stay visible meanwhile, and `/healthz` says so.
 //!
 //! Acknowledge after persist: a reading that changed an alarm keeps its
-//! message's `Ack` here until the store has the change, so a crash in
-//! between makes the broker send the message again and the alarm is raised
-//! again after the restart. A reading that changed nothing lets go at once.
+//! message's `Ack` until the store has the change on disk (committed, then
+//! synced by `sync_then_ack`, see the store's module doc), so a crash or a
+//! power cut in between makes the broker send the message again and the
+//! alarm is raised again after the restart. A reading that changed nothing
+//! lets go at once.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::engine::{Change, Command, CommandError, Engine};
 use super::RuleSet;
-use crate::alarms::store::{AlarmStore, StoreError};
+use crate::alarms::store::{AlarmStore, StoreError, WalSync};
 use crate::alarms::Alarm;
 use crate::reading::{Ack, Reading};
 use crate::sources::now_ms;
@@ -98,6 +100,29 @@ pub async fn watch_system(
     }
 }
 
+/// Makes committed alarm changes survive a power cut, then lets their
+/// messages be acknowledged: one fdatasync for whatever has gathered
+/// meanwhile (group commit), off the alarm path; checkpoints the WAL too.
+/// Blocking: runs on a thread of its own until the sender is dropped.
+fn sync_then_ack(mut wal: WalSync, mut rx: mpsc::Receiver<Vec<Ack>>, metrics: Arc<Metrics>) {
+    while let Some(mut acks) = rx.blocking_recv() {
+        while let Ok(more) = rx.try_recv() {
+            acks.extend(more);
+        }
+        if let Err(e) = wal.sync() {
+            metrics.alarm_store_errors.inc();
+            error!(error = %e, "Cannot sync the alarm store to disk; the broker will send those messages again.");
+            for a in &acks {
+                a.abandon();
+            }
+        }
+        drop(acks);
+        if let Err(e) = wal.checkpoint_if_long() {
+            warn!(error = %e, "Cannot checkpoint the alarm store's WAL; trying again later.");
+        }
+    }
+}
+
 /// Opens the store and restores the engine's open alarms.
 pub fn restore(engine: &mut Engine, path: &std::path::Path) -> Result<AlarmStore, StoreError> {
     let store = AlarmStore::open(path)?;
@@ -118,6 +143,28 @@ impl RulesTask {
         // Acknowledgements of the messages whose changes are pending: the
         // broker hears "done" only once the alarm store has them.
         let mut held: Vec<Ack> = Vec::new();
+        // When the readings behind the pending changes arrived.
+        let mut arrived: Vec<Instant> = Vec::new();
+        // Committed changes' acknowledgements wait there for the power-cut-safe sync.
+        let (syncs, to_sync) = mpsc::channel(1024);
+        let syncer = match self
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wal_sync()
+        {
+            Ok(wal) => {
+                let metrics = self.metrics.clone();
+                Some(tokio::task::spawn_blocking(move || {
+                    sync_then_ack(wal, to_sync, metrics)
+                }))
+            }
+            Err(e) => {
+                // Acknowledgements then wait for nothing but the commit.
+                error!(error = %e, "Cannot open the alarm store for syncing; alarms survive a crash, not a power cut.");
+                None
+            }
+        };
         let log_limit = LogLimiter::new(Duration::from_secs(60));
         self.publish_snapshot();
         loop {
@@ -128,6 +175,7 @@ impl RulesTask {
                         let changes = self.engine.on_reading(&r, now_ms());
                         if !changes.is_empty() {
                             held.extend(r.ack);
+                            arrived.push(r.received);
                         }
                         changes
                     }
@@ -163,9 +211,17 @@ impl RulesTask {
             }
             pending.extend(changes);
             if !pending.is_empty() && self.persist(&pending).await {
-                held.clear();
+                if !held.is_empty() {
+                    // Without a syncer (logged at the start) the commit is all there is.
+                    let _ = syncs.send(std::mem::take(&mut held)).await;
+                }
                 for c in pending.drain(..) {
                     self.announce(c);
+                }
+                for t in arrived.drain(..) {
+                    self.metrics
+                        .alarm_latency_seconds
+                        .observe(t.elapsed().as_secs_f64());
                 }
                 self.publish_snapshot();
             }
@@ -175,6 +231,7 @@ impl RulesTask {
         }
         if !pending.is_empty() {
             if self.persist(&pending).await {
+                let _ = syncs.send(std::mem::take(&mut held)).await;
                 for c in pending.drain(..) {
                     self.announce(c);
                 }
@@ -184,6 +241,10 @@ impl RulesTask {
                     a.abandon();
                 }
             }
+        }
+        drop(syncs);
+        if let Some(s) = syncer {
+            let _ = s.await;
         }
     }
 

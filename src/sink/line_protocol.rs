@@ -145,6 +145,7 @@ mod tests {
                 name: Some("ignored".into()),
             })),
             ack: None,
+            received: std::time::Instant::now(),
         };
         assert_eq!(
             line(&r),

@@ -315,6 +315,7 @@ impl Decoder {
             source: Source::Mqtt,
             location: None,
             ack: None,
+            received: std::time::Instant::now(),
         })
     }
 }

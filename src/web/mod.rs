@@ -31,11 +31,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use serde_json::json;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::alarms::store::AlarmStore;
-use crate::reading::Reading;
 use crate::registry::Registry;
 use crate::rules::task::RulesHandle;
 use crate::sources::now_ms;
@@ -61,10 +59,8 @@ pub struct AppState {
     pub rules: RulesHandle,
     /// A read connection to the alarm store (history, ledger).
     pub alarms_db: Arc<Mutex<AlarmStore>>,
-    /// Live device and bus events for the stream.
+    /// Alarm, device and bus events for the stream, serialised once.
     pub live: stream::Live,
-    /// Bus positions from the router.
-    pub buses: broadcast::Sender<Arc<Reading>>,
     /// Whether the page is served over TLS (cookies get `Secure`).
     pub tls: bool,
     /// The configuration file, for rule reloads from the API.
@@ -251,18 +247,29 @@ pub async fn bind(
         shutdown.cancelled().await;
         stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
+    // TCP_NODELAY: an SSE event is one small write that must go out now, not
+    // wait (Nagle) for the acknowledgement of the previous one.
+    use axum_server::accept::NoDelayAcceptor;
     let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
         match tls {
             Some(t) => {
                 let config =
                     axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await?;
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                    .acceptor(NoDelayAcceptor::new());
                 Box::pin(
-                    axum_server::from_tcp_rustls(listener, config)?
+                    axum_server::from_tcp(listener)?
+                        .acceptor(acceptor)
                         .handle(handle)
                         .serve(app),
                 )
             }
-            None => Box::pin(axum_server::from_tcp(listener)?.handle(handle).serve(app)),
+            None => Box::pin(
+                axum_server::from_tcp(listener)?
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(handle)
+                    .serve(app),
+            ),
         };
     Ok((local, server))
 }

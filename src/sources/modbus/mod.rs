@@ -413,6 +413,7 @@ impl Device {
             location: None,
             // A poll is not a message: nothing to acknowledge.
             ack: None,
+            received: std::time::Instant::now(),
         };
         self.shared.tx.send(reading).await.is_ok()
     }

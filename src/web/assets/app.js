@@ -1948,7 +1948,7 @@
       }
       scheduleActiveRefetch();
     });
-    es.addEventListener('device', (e) => { const d = parse(e.data); if (d) onDeviceEvent(d); });
+    es.addEventListener('devices', (e) => { for (const d of parse(e.data) || []) onDeviceEvent(d); });
     es.addEventListener('bus', (e) => { const d = parse(e.data); if (d) onBusEvent(d); });
   }
 
