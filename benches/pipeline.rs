@@ -170,22 +170,27 @@ fn main() {
     }
 }
 
+/// The gateway's configuration, with the 10,000 devices in a `devices_file`
+/// (written next to it) as a school with that many would declare them.
 fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
-    let mut s = format!(
-        "[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n[influx]\nurl = \"{influx}\"\napi = \"v1\"\ndatabase = \"{db}\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
-        dir.join(format!("data-{db}")).display()
-    );
+    let mut csv = String::from("id,kind,site,building,floor,room\n");
     for d in 0..DEVICES {
         let kind = feed::KINDS[d % 5];
-        let _ = write!(
-            s,
-            "[[devices]]\nid = \"{kind}-{d}\"\nkind = \"{kind}\"\nsite = \"bench\"\nbuilding = \"B{}\"\nfloor = \"{}\"\nroom = \"{}\"\n",
+        let _ = writeln!(
+            csv,
+            "{kind}-{d},{kind},bench,B{},{},{}",
             d % 20,
             d % 6,
             d % 400
         );
     }
-    s
+    let devices = dir.join("devices.csv");
+    std::fs::write(&devices, csv).expect("write the devices file");
+    format!(
+        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n[influx]\nurl = \"{influx}\"\napi = \"v1\"\ndatabase = \"{db}\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+        devices.display(),
+        dir.join(format!("data-{db}")).display()
+    )
 }
 
 fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {

@@ -214,6 +214,9 @@ impl Gateway {
             shutdown.clone(),
         ));
         tracker.spawn(rules_task.run());
+        // Start-up (a large configuration parsed and dropped) is over.
+        crate::memory::release();
+        tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
         tracker.spawn(crate::rules::task::watch_system(
             health.clone(),
             rules_handle.commands.clone(),

@@ -29,6 +29,7 @@
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).
 //! - `app`       — wiring and ordered shutdown.
+//! - `memory`    — glibc malloc tuning that keeps the resident memory small.
 //!
 //! # Invariants
 //!
@@ -46,7 +47,7 @@
 //!   shown — never silently.
 //! - Acknowledge after persist: a QoS 1 message is acknowledged to the broker
 //!   only when every holder of its `Ack` has made it durable (the spool's
-//!   fsync, the alarm store's commit). Whoever gives a reading up without
+//!   fsync, the alarm store's commit and WAL sync). Whoever gives a reading up without
 //!   persisting it calls `Ack::abandon` so the broker sends it again.
 //!   Redelivered duplicates are harmless: a point's identity (measurement,
 //!   tags, time) makes the rewrite idempotent.
@@ -65,6 +66,7 @@ pub mod alarms;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod memory;
 pub mod reading;
 pub mod registry;
 pub mod router;

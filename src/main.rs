@@ -78,6 +78,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    campus_gateway::memory::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),

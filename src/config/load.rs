@@ -85,16 +85,26 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }],
         })?;
-        Self::from_toml(&text, std::env::vars()).map_err(|mut e| {
+        Self::parse(&text, std::env::vars(), path.parent()).map_err(|mut e| {
             e.file = Some(path.to_owned());
             e
         })
     }
 
     /// Parses TOML text, applies `CAMPUSGW__…` overrides from `env`, validates.
+    /// A relative `devices_file` is read from the working directory.
     pub fn from_toml(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        Self::parse(text, env, None)
+    }
+
+    /// `from_toml`, with a relative `devices_file` read from `dir` (the configuration file's).
+    fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        dir: Option<&Path>,
     ) -> Result<Loaded, ConfigError> {
         let fail = |problems| ConfigError {
             file: None,
@@ -116,8 +126,8 @@ impl Config {
             doc.as_ref().and_then(|d| locate(d, text, &overrides, path))
         };
 
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 let message = e.inner().to_string();
                 // An unknown key's own position is more useful than its parent's.
@@ -131,7 +141,23 @@ impl Config {
                 }])
             })?;
 
-        let super::validate::Findings { errors, warnings } = config.validate();
+        let mut file_problems = Vec::new();
+        if let Some(file) = &config.devices_file {
+            let file = dir.map_or_else(|| file.clone(), |d| d.join(file));
+            let before = config.devices.len();
+            file_problems = super::devices_file::read(&file, &mut config.devices);
+            config.devices_from_file = config.devices.len() - before;
+        }
+        let super::validate::Findings {
+            mut errors,
+            warnings,
+        } = config.validate();
+        errors.splice(
+            0..0,
+            file_problems
+                .into_iter()
+                .map(|m| ("devices_file".to_owned(), m)),
+        );
         let with_origin = |ps: Vec<(String, String)>| {
             ps.into_iter()
                 .map(|(path, message)| Problem {

@@ -5,6 +5,7 @@
 //! maps every problem to its key path and line; `validate` collects every
 //! semantic problem at once, never stopping at the first.
 
+mod devices_file;
 mod load;
 mod rules;
 mod validate;
@@ -38,9 +39,17 @@ pub struct Config {
     /// The status page, `/healthz` and `/metrics`.
     #[serde(default)]
     pub web: WebConfig,
-    /// The devices of the campus, with their places.
+    /// The devices of the campus, with their places: those of `[[devices]]`,
+    /// then those of `devices_file`.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// A CSV file with more devices (columns id, kind, site, building, floor,
+    /// room, name), relative to this file: the way to declare a large campus.
+    #[serde(default)]
+    pub devices_file: Option<PathBuf>,
+    /// How many of `devices` came from `devices_file` (the last ones).
+    #[serde(skip)]
+    pub devices_from_file: usize,
     /// Alarm handling: floods, MQTT publication, holidays, local time.
     #[serde(default)]
     pub alarms: AlarmsConfig,

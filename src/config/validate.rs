@@ -213,7 +213,9 @@ impl Config {
         }
 
         let mut seen = HashSet::new();
-        for (i, d) in self.devices.iter().enumerate() {
+        // Those of `devices_file` were checked as it was read, with its lines.
+        let from_toml = self.devices.len() - self.devices_from_file;
+        for (i, d) in self.devices[..from_toml].iter().enumerate() {
             if !is_valid_id(&d.id) {
                 err(
                     &format!("devices[{i}].id"),
