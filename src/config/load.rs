@@ -462,6 +462,41 @@ mod tests {
     }
 
     #[test]
+    fn devices_file_is_read_next_to_the_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("devices.csv"),
+            "id,kind,site,building\nb,gate,s,East\na,smoke,s,\n",
+        )
+        .expect("write csv");
+        let path = dir.path().join("campus.toml");
+        let toml = format!(
+            "devices_file = \"devices.csv\"\n{MINIMAL}[[devices]]\nid = \"a\"\nkind = \"smoke\"\nsite = \"s\"\n"
+        );
+        std::fs::write(&path, &toml).expect("write toml");
+        // `a` is declared in both: refused, with the CSV's line.
+        let e = Config::load(&path).expect_err("a is declared twice");
+        let p = e
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        assert!(
+            p.iter().any(|x| x.starts_with("devices_file")
+                && x.contains("devices.csv line 3")
+                && x.contains("declared twice")
+                && x.contains("line 1")),
+            "{p:?}"
+        );
+        std::fs::write(&path, toml.replace("id = \"a\"", "id = \"c\"")).expect("write toml");
+        let l = Config::load(&path).expect("config with a devices file");
+        let ids: Vec<&str> = l.config.devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["c", "b", "a"]);
+        assert_eq!(l.config.devices_from_file, 2);
+        assert_eq!(l.config.devices[1].building.as_deref(), Some("East"));
+    }
+
+    #[test]
     fn duplicate_devices_are_refused() {
         let text = format!(
             "{MINIMAL}[[devices]]\nid = \"a\"\nkind = \"smoke\"\nsite = \"s\"\n[[devices]]\nid = \"a\"\nkind = \"gate\"\nsite = \"s\"\n"
@@ -485,6 +520,17 @@ mod tests {
         }
         let specs = crate::sources::modbus::device_specs(&l.config).expect("modbus devices");
         assert!(specs.len() >= 4);
+
+        // With the example devices file switched on.
+        let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/config/devices.example.csv");
+        let text = text.replace(
+            "# devices_file = \"devices.csv\"",
+            &format!("devices_file = \"{csv}\""),
+        );
+        let with_file =
+            load(&text).unwrap_or_else(|e| panic!("example with its devices file: {e}"));
+        assert_eq!(with_file.config.devices_from_file, 6);
+        assert_eq!(with_file.config.devices.len(), l.config.devices.len() + 6);
     }
 
     #[test]
