@@ -78,7 +78,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    campus_gateway::memory::limit_arenas();
+    campus_gateway::memory::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),

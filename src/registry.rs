@@ -53,6 +53,21 @@ pub struct DeviceView {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A device's online state.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    /// Device id.
+    pub id: Arc<str>,
+    /// Site.
+    pub site: Arc<str>,
+    /// Kind.
+    pub kind: Kind,
+    /// Whether it reported within its kind's heartbeat.
+    pub online: bool,
+    /// When it last reported, epoch ms.
+    pub last_seen_ms: Option<i64>,
+}
+
 /// Online and offline counts of one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct KindCounts {
@@ -173,6 +188,23 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| (&a.site, &a.id).cmp(&(&b.site, &b.id)));
         out
+    }
+
+    /// Every device's online state, without its fields: what the event
+    /// stream compares every two seconds, cheap for 10,000 devices.
+    pub fn presence(&self, now_ms: i64) -> Vec<Presence> {
+        let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        sites
+            .values()
+            .flat_map(HashMap::values)
+            .map(|e| Presence {
+                id: e.id.clone(),
+                site: e.site.clone(),
+                kind: e.kind,
+                online: is_online(e, now_ms),
+                last_seen_ms: e.last_seen_ms,
+            })
+            .collect()
     }
 
     /// Online and offline counts per kind.

@@ -153,7 +153,9 @@ fn default_max_ts_future() -> Duration {
     Duration::from_secs(300)
 }
 fn default_queue_capacity() -> usize {
-    16_384
+    // ~2 MB per full queue. QoS 1 traffic never fills them (the broker's
+    // in-flight window is smaller); they absorb QoS 0 bursts and Modbus polls.
+    4_096
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)

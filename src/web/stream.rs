@@ -115,7 +115,7 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                 // One event per tick with every change, so a campus coming
                 // online at start-up is one message per page, not thousands.
                 let mut changed = Vec::new();
-                for d in src.registry.devices(now_ms()) {
+                for d in src.registry.presence(now_ms()) {
                     let before = known.insert((d.site.clone(), d.id.clone()), d.online);
                     // A device seen for the first time (undeclared) is news too.
                     if !first && before != Some(d.online) {
@@ -124,7 +124,7 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                             site: d.site.to_string(),
                             kind: d.kind.as_str().to_owned(),
                             online: d.online,
-                            last_seen: d.last_seen,
+                            last_seen: d.last_seen_ms.and_then(chrono::DateTime::from_timestamp_millis),
                         });
                     }
                 }
