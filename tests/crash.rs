@@ -2,9 +2,8 @@
 //! the binary as a child process: acknowledged after persist means the
 //! broker still holds whatever the gateway had not made durable, so after
 //! the last restart every point is in InfluxDB (redeliveries rewrite the
-//! same points). When the alarm engine lands, this test also counts the
-//! alarms raised from the load (each must be in the alarm store after the
-//! last restart).
+//! same points), and every alarm is in the alarm store: a new detector
+//! goes into alarm every 100 ms throughout, each must have its alarm.
 
 mod common;
 
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use common::gwproc::GatewayProcess;
 use common::load::{self, Load};
-use common::{eventually_with, Influx1, Mosquitto, Publisher};
+use common::{eventually_with, Influx1, Mosquitto, Publisher, QoS};
 use rand::Rng as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,6 +43,14 @@ retry_min = "100ms"
 retry_max = "1s"
 batch_size = 2000
 flush_interval = "200ms"
+[alarms]
+flood_threshold = 0
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+kinds = ["smoke"]
+message = "smoke at {{device}}"
+condition = {{ type = "equals", field = "alarm", value = true }}
 "#,
         gw.data_dir().display(),
         broker.url(),
@@ -54,6 +61,26 @@ flush_interval = "200ms"
 
     let base_ts = common::now_ms() - 3_600_000;
     let load = Load::start(Publisher::connect(&broker.url()).await, 1_000, base_ts);
+    let probes = Publisher::connect(&broker.url()).await;
+    let alarming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe_task = {
+        let alarming = alarming.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while alarming.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut p = common::feed::payload("smoke", common::now_ms(), n);
+                p["alarm"] = serde_json::json!(true);
+                let topic = format!("campus/{}/smoke/probe-{n}", load::SITE);
+                probes
+                    .publish(&topic, p.to_string(), QoS::AtLeastOnce)
+                    .await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            probes.flush().await;
+            n
+        })
+    };
     for round in 0..10 {
         let wait = rand::thread_rng().gen_range(200..2_500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -65,7 +92,11 @@ flush_interval = "200ms"
         eprintln!("round {round}: killed after {wait} ms, {published} published so far");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (published, _, _publisher) = load.finish().await;
+    let (load_published, _, _publisher) = load.finish().await;
+    alarming.store(false, std::sync::atomic::Ordering::SeqCst);
+    let raised = probe_task.await.expect("probe publisher");
+    // The detectors' alarm messages are points too.
+    let published = load_published + raised;
 
     eventually_with(
         &format!("all {published} points in InfluxDB after 10 kills"),
@@ -77,6 +108,40 @@ flush_interval = "200ms"
         load::points(&influx, "campus").await,
         published,
         "each point once"
+    );
+
+    // Every detector that went into alarm has its alarm, once.
+    let store = campus_gateway::alarms::store::AlarmStore::open(&gw.data_dir().join("alarms.db"))
+        .expect("open the alarm store");
+    let probe_alarms = || {
+        let all = store
+            .query(&campus_gateway::alarms::store::Query {
+                limit: 100_000,
+                ..Default::default()
+            })
+            .expect("query the alarm store");
+        let mut devices: Vec<String> = all
+            .into_iter()
+            .filter(|a| a.device.starts_with("probe-"))
+            .map(|a| a.device)
+            .collect();
+        devices.sort();
+        devices
+    };
+    eventually_with(
+        &format!("all {raised} alarms in the store after 10 kills"),
+        || async { probe_alarms().len() as u64 >= raised },
+        || format!("{:?}", probe_alarms()),
+    )
+    .await;
+    let devices = probe_alarms();
+    let mut distinct = devices.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len() as u64, raised, "an alarm for every detector");
+    assert_eq!(
+        devices.len(),
+        distinct.len(),
+        "each alarm once: {devices:?}"
     );
     tokio::task::block_in_place(|| gw.stop());
 }
