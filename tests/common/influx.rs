@@ -187,6 +187,11 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     /// `http://127.0.0.1:PORT`.
+    /// The server's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

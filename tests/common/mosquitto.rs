@@ -250,6 +250,11 @@ impl Mosquitto {
 
     /// `mqtt://127.0.0.1:PORT`, or `mqtts://localhost:PORT` with TLS (the
     /// server cert's SAN covers both `localhost` and `127.0.0.1`).
+    /// The server's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn url(&self) -> String {
         if self.tls.is_some() {
             format!("mqtts://localhost:{}", self.port)
