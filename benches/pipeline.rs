@@ -123,12 +123,11 @@ fn main() {
             &influx,
             &db,
             web_port,
-            pid,
-            [
-                broker.pid().unwrap_or(0),
-                influx.pid().unwrap_or(0),
-                std::process::id(),
-            ],
+            Procs {
+                gateway: pid,
+                broker: broker.pid().unwrap_or(0),
+                influx: influx.pid().unwrap_or(0),
+            },
             phase.rate,
             seconds,
         ));
@@ -249,16 +248,25 @@ fn points_written(web_port: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// The processes whose CPU a phase measures.
+struct Procs {
+    gateway: u32,
+    broker: u32,
+    influx: u32,
+}
+
 async fn run_phase(
     url: &str,
     influx: &Influx1,
     db: &str,
     web_port: u16,
-    pid: u32,
-    others: [u32; 3],
+    procs: Procs,
     rate: Option<u64>,
     seconds: u64,
 ) -> Outcome {
+    let pid = procs.gateway;
+    // The load generator is this process.
+    let others = [procs.broker, procs.influx, std::process::id()];
     let published = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
