@@ -40,20 +40,18 @@ TABLES = {1: "coil", 2: "discrete_input", 3: "holding", 4: "input"}
 
 
 class State:
-    """The control file, re-read when its modification time changes."""
+    """The control file, re-read at every request: a few hundred bytes, and a
+    modification time is too coarse (several writes can share one tick, and
+    the last change would go unseen)."""
 
     def __init__(self, path):
         self.path = path
-        self.stamp = None
         self.units = {}
 
     def get(self, unit):
         try:
-            stamp = os.stat(self.path).st_mtime_ns
-            if stamp != self.stamp:
-                with open(self.path, encoding="utf-8") as f:
-                    self.units = json.load(f)
-                self.stamp = stamp
+            with open(self.path, encoding="utf-8") as f:
+                self.units = json.load(f)
         except (OSError, ValueError) as e:
             print(f"state file: {e}", file=sys.stderr, flush=True)
         return self.units.get(str(unit), {})
