@@ -45,10 +45,7 @@ fn main() {
     // The broker as deploy/mosquitto-gateway.conf sets it up: with acknowledge
     // after persist, mosquitto's default window of 20 unacknowledged messages
     // would queue the background load in front of every alarm.
-    let broker = Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start();
+    let broker = Mosquitto::builder().for_gateway().start();
     let influx = Influx1::start();
     runtime().block_on(influx.create_database("campus"));
     let dir = tempfile::tempdir().expect("temp dir");

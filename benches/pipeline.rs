@@ -61,6 +61,15 @@ struct Outcome {
     others_pct: [f64; 3],
 }
 
+/// The benchmark's own runtime: two workers, like the machine's cores.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -73,23 +82,13 @@ fn main() {
         soak();
         return;
     }
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let seconds = env_u64("BENCH_SECONDS", 15);
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
         .ok()
         .map(|s| s.split(',').filter_map(|r| r.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 5_000, 10_000, 20_000, 40_000]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let broker = Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start();
+    let rt = runtime();
+    let broker = Mosquitto::builder().for_gateway().start();
     let influx = Influx1::start();
     let work = tempfile::tempdir().expect("temp dir");
     let config_path = work.path().join("bench.toml");
@@ -476,16 +475,6 @@ async fn publish_load(
     let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
 }
 
-fn rss_now_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn metric(web_port: u16, series: &str) -> f64 {
     common::http_sync(web_port, "GET", "/metrics", None, None)
         .ok()
@@ -507,15 +496,8 @@ fn soak() {
     let rate = env_u64("BENCH_SOAK_RATE", 5_000);
     let every = env_u64("BENCH_SOAK_EVERY_SECS", 600);
     let outage = env_u64("BENCH_SOAK_OUTAGE_SECS", 60);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let broker = Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start();
+    let rt = runtime();
+    let broker = Mosquitto::builder().for_gateway().start();
     let mut influx = Influx1::start();
     let work = tempfile::tempdir().expect("temp dir");
     let config_path = work.path().join("soak.toml");
@@ -561,7 +543,7 @@ fn soak() {
             }
             _ => {}
         }
-        let rss = rss_now_mb(pid);
+        let rss = common::process::rss_mb(pid);
         let backlog = metric(web_port, "campusgw_spool_points");
         eprintln!(
             "{t:>5} s: RSS {rss:.1} MB, backlog {backlog} points, published {}",

@@ -16,10 +16,7 @@ use rand::Rng as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing() {
-    let broker = Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start();
+    let broker = Mosquitto::builder().for_gateway().start();
     let influx = Influx1::start();
     influx.create_database("campus").await;
     let mut gw = GatewayProcess::new();

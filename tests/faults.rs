@@ -68,10 +68,7 @@ fn in_process_config(
 
 /// The broker the way deploy/mosquitto-gateway.conf sets it up.
 fn broker() -> Mosquitto {
-    Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start()
+    Mosquitto::builder().for_gateway().start()
 }
 
 /// InfluxDB stopped for `outage` while 2,000 messages/s keep coming, with

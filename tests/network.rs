@@ -46,11 +46,7 @@ listen = "127.0.0.1:0"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_under_load_loses_nothing() {
-    let mut broker = Mosquitto::builder()
-        .persistence()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
-        .start();
+    let mut broker = Mosquitto::builder().persistence().for_gateway().start();
     let influx = Influx1::start();
     influx.create_database("campus").await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -129,8 +125,7 @@ impl Drop for Cut {
 async fn a_network_cut_to_the_broker_reconnects_and_loses_nothing() {
     let devices_port = common::free_port();
     let broker = Mosquitto::builder()
-        .max_queued_messages(0)
-        .max_inflight_messages(1000)
+        .for_gateway()
         .extra_config(&format!("listener {devices_port} 127.0.0.1"))
         .start();
     let influx = Influx1::start();

@@ -122,14 +122,7 @@ impl GatewayProcess {
 
     /// Resident memory now, MB (VmRSS).
     pub fn rss_mb(&self) -> f64 {
-        let pid = self.process.pid().expect("campusgw is running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
+        super::process::rss_mb(self.process.pid().expect("campusgw is running"))
     }
 
     /// The whole log (all runs).

@@ -80,6 +80,12 @@ impl MosquittoOptions {
         self.max_inflight_messages = Some(n);
         self
     }
+    /// What `deploy/mosquitto-gateway.conf` sets for the gateway's session:
+    /// no queue limit, and an in-flight window of 1,000 (with acknowledge
+    /// after persist, mosquitto's default of 20 would throttle the gateway).
+    pub fn for_gateway(self) -> Self {
+        self.max_queued_messages(0).max_inflight_messages(1000)
+    }
     /// Adds a password user (call again for more users).
     pub fn user(mut self, username: &str, password: &str) -> Self {
         self.users

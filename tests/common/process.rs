@@ -272,6 +272,17 @@ pub fn restart_with_retries(name: &str, mut attempt: impl FnMut() -> Result<(), 
     }
 }
 
+/// Resident memory of a process now, MB (`VmRSS`); 0 when it is gone.
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 /// (user+system CPU seconds, peak RSS in MB) of a process, from `/proc`.
 pub fn cpu_and_peak_rss(pid: u32) -> (f64, f64) {
     let ticks: f64 = std::process::Command::new("getconf")
