@@ -992,15 +992,21 @@ mod tests {
         assert_eq!(got, sorted, "still in order");
     }
 
+    /// A 16 KiB spool of 4 KiB segments, to fill quickly.
+    fn small_spool(dir: &Path) -> (Arc<Spool>, Appender, Arc<Metrics>, Arc<Health>) {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let mut cfg = SpoolConfig::new(dir, 1, false);
+        cfg.max_bytes = 16 * 1024;
+        cfg.segment_bytes = 4 * 1024;
+        let (spool, app) = Spool::open(cfg, metrics.clone(), health.clone()).expect("open");
+        (spool, app, metrics, health)
+    }
+
     #[test]
     fn a_full_spool_drops_the_oldest_and_counts_it() {
         let dir = tempfile::tempdir().expect("tmp");
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
-        let mut cfg = SpoolConfig::new(dir.path(), 1, false);
-        cfg.max_bytes = 16 * 1024;
-        cfg.segment_bytes = 4 * 1024;
-        let (spool, mut app) = Spool::open(cfg, metrics.clone(), health.clone()).expect("open");
+        let (spool, mut app, metrics, health) = small_spool(dir.path());
         let n = 2_000u32;
         for i in 0..n {
             app.append(record(i).as_bytes(), 1).expect("append");
@@ -1030,12 +1036,7 @@ mod tests {
     #[test]
     fn dropping_while_reading_counts_only_unread_points() {
         let dir = tempfile::tempdir().expect("tmp");
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
-        let mut cfg = SpoolConfig::new(dir.path(), 1, false);
-        cfg.max_bytes = 16 * 1024;
-        cfg.segment_bytes = 4 * 1024;
-        let (spool, mut app) = Spool::open(cfg, metrics.clone(), health.clone()).expect("open");
+        let (spool, mut app, metrics, health) = small_spool(dir.path());
         let mut written = 0u64;
         for i in 0..3_000u32 {
             app.append(record(i).as_bytes(), 1).expect("append");
