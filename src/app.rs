@@ -214,8 +214,8 @@ impl Gateway {
             shutdown.clone(),
         ));
         tracker.spawn(rules_task.run());
-        // Start-up (a large configuration parsed and dropped) is over.
-        crate::memory::release();
+        // Its first round runs at once: start-up (a large configuration
+        // parsed and dropped) is over.
         tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
         tracker.spawn(crate::rules::task::watch_system(
             health.clone(),

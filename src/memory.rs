@@ -35,7 +35,7 @@ pub fn release() {
     }
 }
 
-/// Calls [`release`] every 30 seconds until `cancel`.
+/// Calls [`release`] now and then every 30 seconds until `cancel`.
 pub async fn release_periodically(cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
