@@ -52,7 +52,11 @@ pub async fn run(
         }
         readings[r.kind as usize].inc();
         if r.kind == Kind::Bus && out.buses.receiver_count() > 0 {
-            let _ = out.buses.send(Arc::new(r.clone()));
+            // The page's copy persists nothing: it must not hold the
+            // message's acknowledgement back (a lagging stream would).
+            let mut position = r.clone();
+            position.ack = None;
+            let _ = out.buses.send(Arc::new(position));
         }
         // The rules task holds its clone of the reading's Ack until the alarm
         // store has what the reading changed. A rules task that is gone (a
