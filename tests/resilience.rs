@@ -1,6 +1,7 @@
-//! What happens when the servers around the gateway go away: a broker
-//! restart mid-stream with QoS 1, an InfluxDB outage, and a shutdown with
-//! points still batched. Nothing accepted may be lost.
+//! What happens when the servers around the gateway go away or misbehave: a
+//! broker restart mid-stream with QoS 1, a broker with no in-flight window,
+//! an InfluxDB outage, and a shutdown with points still batched. Nothing
+//! accepted may be lost, and nothing may grow without bound.
 
 mod common;
 
@@ -113,6 +114,66 @@ async fn broker_restart_mid_stream_loses_nothing_at_qos1() {
         gw.metrics.mqtt_connection_errors.get() >= 1,
         "the restart was noticed"
     );
+    gw.stop().await;
+}
+
+/// A broker with no `max_inflight_messages` sends a stored session's whole
+/// queue at once: the gateway itself must bound what it holds unacknowledged
+/// (it once grew past 300,000 when its PUBACKs fell behind the inflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_a_window_cannot_overfill_the_gateway() {
+    const N: u64 = 40_000;
+    let broker = Mosquitto::builder()
+        .max_queued_messages(0)
+        .max_inflight_messages(0)
+        .start();
+    let influx = Influx1::start();
+    influx.create_database("campus").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = config(dir.path(), &broker.url(), &influx.url(), "");
+    // The first connection creates the persistent session; the messages
+    // then wait in the broker for the second.
+    let gw = gateway::start(cfg.clone()).await;
+    gateway::wait_subscribed(&gw).await;
+    gw.stop().await;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let base_ts = common::now_ms() - 3_600_000;
+    for n in 0..N {
+        let (t, p) = message(n, base_ts);
+        publisher.publish(&t, p, QoS::AtLeastOnce).await;
+    }
+    publisher.flush().await;
+
+    let gw = gateway::start(cfg).await;
+    // Sampled every millisecond from before the connection until the end.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let unacked = gw.metrics.queue_depth("mqtt_unacked");
+        let done = done.clone();
+        async move {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(unacked.get());
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            peak
+        }
+    });
+    eventually_with(
+        &format!("all {N} points in InfluxDB"),
+        || async { total_points(&influx).await >= N },
+        || gw.metrics.render(),
+    )
+    .await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.expect("sampler");
+    assert!(peak > 0, "the sampler saw the flood");
+    assert!(
+        peak <= campus_gateway::sources::mqtt::UNACKED_MAX as i64,
+        "at most {} messages held unacknowledged, saw {peak}",
+        campus_gateway::sources::mqtt::UNACKED_MAX
+    );
+    assert_eq!(total_points(&influx).await, N);
     gw.stop().await;
 }
 
