@@ -1,6 +1,11 @@
 //! Wiring only: builds the components, connects them with bounded channels,
 //! runs them on a `TaskTracker`, and shuts them down in order.
 //!
+//! The alarm path — the MQTT source, the router, the rules task and the
+//! alarms' MQTT publication — runs on a thread of its own ([`AlarmThread`]),
+//! so that a reading that trips a rule is not queued behind the web's event
+//! streams, the sink's batches or a Modbus poll on the two shared workers.
+//!
 //! Shutdown: the sources stop taking messages first; their senders drop, so
 //! the router and then the sink see their inputs close and drain into the
 //! spool, which confirms the messages; the MQTT source sends those last
@@ -119,7 +124,7 @@ impl Gateway {
         };
         let rules_task = RulesTask {
             engine,
-            store: Arc::new(std::sync::Mutex::new(store)),
+            store,
             readings: rules_rx,
             commands: commands_rx,
             reload: reload_rx,
@@ -184,26 +189,29 @@ impl Gateway {
         info!(address = %web_addr, "HTTP server listening.");
 
         let tracker = TaskTracker::new();
+        let alarm_thread = AlarmThread::start().context("cannot start the alarm path's thread")?;
+        let alarm_path = alarm_thread.handle.clone();
         let sources_stop = shutdown.child_token();
         if !modbus.is_empty() {
             modbus.spawn(&tracker, &sources_stop);
         }
-        tracker.spawn(async move {
-            if let Err(e) = mqtt.run(sources_stop).await {
-                error!(error = %e, "The MQTT source stopped.");
-            }
-        });
+        tracker.spawn_on(
+            async move {
+                if let Err(e) = mqtt.run(sources_stop).await {
+                    error!(error = %e, "The MQTT source stopped.");
+                }
+            },
+            &alarm_path,
+        );
         let outputs = crate::router::Outputs {
             sink: sink_tx,
             rules: rules_tx,
             buses: buses_tx,
         };
-        tracker.spawn(crate::router::run(
-            source_rx,
-            outputs,
-            registry.clone(),
-            metrics.clone(),
-        ));
+        tracker.spawn_on(
+            crate::router::run(source_rx, outputs, registry.clone(), metrics.clone()),
+            &alarm_path,
+        );
         tracker.spawn(web::stream::fan_out(
             live,
             web::stream::Sources {
@@ -213,7 +221,7 @@ impl Gateway {
             },
             shutdown.clone(),
         ));
-        tracker.spawn(rules_task.run());
+        tracker.spawn_on(rules_task.run(), &alarm_path);
         // Its first round runs at once: start-up (a large configuration
         // parsed and dropped) is over.
         tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
@@ -224,12 +232,15 @@ impl Gateway {
         ));
         let publisher_stop = CancellationToken::new();
         if !cfg.alarms.mqtt_topic.is_empty() {
-            tracker.spawn(crate::alarms::publish::run(
-                cfg.mqtt.clone(),
-                cfg.alarms.mqtt_topic.clone(),
-                rules_handle.changes.subscribe(),
-                publisher_stop.clone(),
-            ));
+            tracker.spawn_on(
+                crate::alarms::publish::run(
+                    cfg.mqtt.clone(),
+                    cfg.alarms.mqtt_topic.clone(),
+                    rules_handle.changes.subscribe(),
+                    publisher_stop.clone(),
+                ),
+                &alarm_path,
+            );
         }
         let pipeline = tracker.spawn(crate::sink::run(
             cfg.influx.clone(),
@@ -267,6 +278,7 @@ impl Gateway {
             {
                 error!("Some tasks did not stop in time.");
             }
+            alarm_thread.stop();
             info!("Stopped.");
         });
 
@@ -314,6 +326,55 @@ impl Gateway {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// A current-thread runtime on an OS thread of its own, for the alarm path.
+struct AlarmThread {
+    handle: tokio::runtime::Handle,
+    stop: CancellationToken,
+}
+
+impl AlarmThread {
+    fn start() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        // The runtime is dropped on that thread when it ends, with whatever
+        // task has not finished by then (only after the shutdown's wait).
+        std::thread::Builder::new()
+            .name("campusgw-alarms".into())
+            .spawn(move || {
+                raise_priority();
+                rt.block_on(until.cancelled());
+            })?;
+        Ok(Self { handle, stop })
+    }
+
+    fn stop(self) {
+        self.stop.cancel();
+    }
+}
+
+/// Asks the scheduler to favour the calling thread (nice −10): on a busy
+/// two-core box a woken alarm thread otherwise waits its turn behind the
+/// database and the broker. Needs the `LimitNICE=-10` of
+/// deploy/campusgw.service (or root); without it the thread keeps the normal
+/// priority, which is only slower.
+fn raise_priority() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: gettid and setpriority only read and set this thread's nice value.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -10)
+        };
+        if rc != 0 {
+            info!(error = %std::io::Error::last_os_error(), "The alarm thread runs at normal priority (allow it with LimitNICE=-10).");
+        }
     }
 }
 

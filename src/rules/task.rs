@@ -13,7 +13,7 @@
 //! alarm is raised again after the restart. A reading that changed nothing
 //! lets go at once.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -50,8 +50,8 @@ pub struct RulesHandle {
 pub struct RulesTask {
     /// The engine, already restored from the store.
     pub engine: Engine,
-    /// The store (writes happen on a blocking thread).
-    pub store: Arc<Mutex<AlarmStore>>,
+    /// The store, written synchronously (see `persist`).
+    pub store: AlarmStore,
     /// Readings from the router.
     pub readings: mpsc::Receiver<Reading>,
     /// Commands from the web.
@@ -147,12 +147,7 @@ impl RulesTask {
         let mut arrived: Vec<Instant> = Vec::new();
         // Committed changes' acknowledgements wait there for the power-cut-safe sync.
         let (syncs, to_sync) = mpsc::channel(1024);
-        let syncer = match self
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .wal_sync()
-        {
+        let syncer = match self.store.wal_sync() {
             Ok(wal) => {
                 let metrics = self.metrics.clone();
                 Some(tokio::task::spawn_blocking(move || {
@@ -186,7 +181,7 @@ impl RulesTask {
                     match self.engine.command(cmd, now_ms()) {
                         Ok(changes) => {
                             if suppression {
-                                self.save_suppressions().await;
+                                self.save_suppressions();
                             }
                             reply = Some((tx, Ok(changes.iter().map(|c| c.alarm.clone()).collect())));
                             changes
@@ -210,7 +205,7 @@ impl RulesTask {
                 }
             }
             pending.extend(changes);
-            if !pending.is_empty() && self.persist(&pending).await {
+            if !pending.is_empty() && self.persist(&pending) {
                 if !held.is_empty() {
                     // Without a syncer (logged at the start) the commit is all there is.
                     let _ = syncs.send(std::mem::take(&mut held)).await;
@@ -230,7 +225,7 @@ impl RulesTask {
             }
         }
         if !pending.is_empty() {
-            if self.persist(&pending).await {
+            if self.persist(&pending) {
                 let _ = syncs.send(std::mem::take(&mut held)).await;
                 for c in pending.drain(..) {
                     self.announce(c);
@@ -249,24 +244,19 @@ impl RulesTask {
     }
 
     /// Writes changes to the store; false (and health down) when it failed.
-    async fn persist(&self, changes: &[Change]) -> bool {
-        let store = self.store.clone();
-        let batch = changes.to_vec();
-        let result = tokio::task::spawn_blocking(move || {
-            store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(&batch)
-        })
-        .await;
+    /// Synchronous on purpose: this task has the alarm path's thread to
+    /// itself (see app.rs), and a commit without fsync takes well under a
+    /// millisecond, less than a hop to a blocking thread on a busy machine.
+    fn persist(&mut self, changes: &[Change]) -> bool {
+        let result = self.store.apply(changes);
         match result {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 if self.health.set(COMPONENT, Status::Ok, None) {
                     info!("The alarm store accepts writes.");
                 }
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.metrics.alarm_store_errors.inc();
                 if self
                     .health
@@ -276,24 +266,11 @@ impl RulesTask {
                 }
                 false
             }
-            Err(e) => {
-                error!(error = %e, "The alarm store writer failed.");
-                false
-            }
         }
     }
 
-    async fn save_suppressions(&self) {
-        let store = self.store.clone();
-        let list = self.engine.suppressions().to_vec();
-        let result = tokio::task::spawn_blocking(move || {
-            store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .save_suppressions(&list)
-        })
-        .await;
-        if let Ok(Err(e)) = result {
+    fn save_suppressions(&mut self) {
+        if let Err(e) = self.store.save_suppressions(self.engine.suppressions()) {
             error!(error = %e, "Cannot save the zone suppressions.");
         }
     }
