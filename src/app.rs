@@ -1,10 +1,12 @@
 //! Wiring only: builds the components, connects them with bounded channels,
 //! runs them on a `TaskTracker`, and shuts them down in order.
 //!
-//! The alarm path — the MQTT source, the router, the rules task and the
-//! alarms' MQTT publication — runs on a thread of its own ([`AlarmThread`]),
-//! so that a reading that trips a rule is not queued behind the web's event
-//! streams, the sink's batches or a Modbus poll on the two shared workers.
+//! The alarm path — the MQTT source, the router, the rules task, the alarms'
+//! MQTT publication and the sink's batcher — runs on a thread of its own
+//! ([`AlarmThread`]), so that a reading that trips a rule is not queued
+//! behind the web's event streams, the InfluxDB writer or a Modbus poll on
+//! the two shared workers; and a reading goes from the source to the spool's
+//! appender without waking another thread.
 //!
 //! Shutdown: the sources stop taking messages first; their senders drop, so
 //! the router and then the sink see their inputs close and drain into the
@@ -91,7 +93,7 @@ impl Gateway {
         let (sink_tx, sink_rx) = mpsc::channel(cap);
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
-        let (buses_tx, buses_rx) = broadcast::channel(256);
+        let (buses_tx, _) = broadcast::channel(256);
 
         let rules = RuleSet::compile(&cfg).map_err(|p| {
             anyhow::anyhow!(
@@ -206,7 +208,7 @@ impl Gateway {
         let outputs = crate::router::Outputs {
             sink: sink_tx,
             rules: rules_tx,
-            buses: buses_tx,
+            buses: buses_tx.clone(),
         };
         tracker.spawn_on(
             crate::router::run(source_rx, outputs, registry.clone(), metrics.clone()),
@@ -216,7 +218,7 @@ impl Gateway {
             live,
             web::stream::Sources {
                 changes: rules_handle.changes.subscribe(),
-                buses: buses_rx,
+                buses: buses_tx,
                 registry: registry.clone(),
             },
             shutdown.clone(),
@@ -242,17 +244,21 @@ impl Gateway {
                 &alarm_path,
             );
         }
-        let pipeline = tracker.spawn(crate::sink::run(
-            cfg.influx.clone(),
-            cfg.gateway.spool_sync_interval,
-            spool,
-            writer,
-            sink_rx,
-            points_rx,
-            metrics.clone(),
-            health.clone(),
-            give_up.clone(),
-        ));
+        let pipeline = tracker.spawn_on(
+            crate::sink::run(
+                tokio::runtime::Handle::current(),
+                cfg.influx.clone(),
+                cfg.gateway.spool_sync_interval,
+                spool,
+                writer,
+                sink_rx,
+                points_rx,
+                metrics.clone(),
+                health.clone(),
+                give_up.clone(),
+            ),
+            &alarm_path,
+        );
         tracker.spawn(async move {
             if let Err(e) = server.await {
                 error!(error = %e, "The HTTP server failed.");

@@ -312,6 +312,26 @@ async fn api_tokens_throttling_ledger_and_the_stream() {
     );
     assert!(online(&seen), "no devices event with a3-301 online: {seen}");
 
+    // A bus's position, live: the router sends buses only while a page
+    // listens, and the stream takes them up within its 2-s check.
+    let publisher = Publisher::connect(&broker.url()).await;
+    let bus_event = |seen: &str| {
+        seen.split("event: bus\n")
+            .skip(1)
+            .any(|e| e.contains("\"id\":\"bus-07\"") && e.contains("\"speed_kmh\":"))
+    };
+    let mut seen = String::new();
+    let mut n = 0;
+    while !bus_event(&seen) && std::time::Instant::now() < deadline {
+        n += 1;
+        let (topic, payload) = feed::message("bus", "yazhong", "bus-07", common::now_ms(), n);
+        publisher.publish(&topic, payload, QoS::AtMostOnce).await;
+        if let Some(c) = futures_chunk(&mut stream).await {
+            seen.push_str(&c);
+        }
+    }
+    assert!(bus_event(&seen), "no bus event for bus-07: {seen}");
+
     let resp = bearer(client.get(format!("{base}/api/alarms")))
         .send()
         .await

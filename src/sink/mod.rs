@@ -69,9 +69,13 @@ impl Chunk {
 
 /// Runs the sink until `rx` closes, then spools what is left and writes what
 /// it can. `give_up` ends retrying at a shutdown that ran out of time; what
-/// was not written stays in the spool for the next start.
+/// was not written stays in the spool for the next start. The batcher runs
+/// where it is spawned (beside the router, so a reading is handed on without
+/// waking another thread); the writer runs on `writer_rt`, since a batch's
+/// gzip and HTTP take milliseconds.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
+    writer_rt: tokio::runtime::Handle,
     cfg: InfluxConfig,
     sync_interval: Duration,
     (spool, appender): (Arc<Spool>, Appender),
@@ -86,7 +90,7 @@ pub async fn run(
         Some(writer) => {
             info!(target = %writer.target, "Writing time series to InfluxDB.");
             health.set(COMPONENT, Status::Starting, Some(writer.target.clone()));
-            Some(tokio::spawn(write_loop(
+            Some(writer_rt.spawn(write_loop(
                 cfg.clone(),
                 writer,
                 spool.clone(),

@@ -69,8 +69,13 @@ impl Default for Live {
 }
 
 impl Live {
+    /// Whether any page is listening.
+    fn has_pages(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     fn send<T: Serialize>(&self, name: &'static str, data: &T) {
-        if self.tx.receiver_count() == 0 {
+        if !self.has_pages() {
             return;
         }
         if let Ok(data) = serde_json::to_string(data) {
@@ -83,8 +88,9 @@ impl Live {
 pub struct Sources {
     /// Persisted alarm changes.
     pub changes: broadcast::Receiver<Arc<Change>>,
-    /// Bus readings from the router.
-    pub buses: broadcast::Receiver<Arc<Reading>>,
+    /// Bus readings from the router, subscribed to only while a page is
+    /// open: the router sends none while nobody listens.
+    pub buses: broadcast::Sender<Arc<Reading>>,
     /// The devices, checked every two seconds for online/offline changes.
     pub registry: Arc<Registry>,
 }
@@ -95,7 +101,12 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
     // The first look only learns what is there: a page fetches the list itself.
     let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut buses = None;
     loop {
+        // Checked after every event and tick: a new page gets buses within 2 s.
+        if live.has_pages() != buses.is_some() {
+            buses = live.has_pages().then(|| src.buses.subscribe());
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             c = src.changes.recv() => match c {
@@ -106,7 +117,7 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                 Err(RecvError::Lagged(_)) => live.send("lagged", &"refetch"),
                 Err(RecvError::Closed) => break,
             },
-            r = src.buses.recv() => match r {
+            r = recv_bus(&mut buses) => match r {
                 Ok(r) => live.send("bus", &bus_position(&r)),
                 Err(RecvError::Lagged(_)) => live.send("lagged", &"refetch"),
                 Err(RecvError::Closed) => break,
@@ -134,6 +145,15 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+async fn recv_bus(
+    rx: &mut Option<broadcast::Receiver<Arc<Reading>>>,
+) -> Result<Arc<Reading>, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
