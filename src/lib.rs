@@ -28,7 +28,9 @@
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).
-//! - `app`       — wiring and ordered shutdown.
+//! - `app`       — wiring, the alarm path's own thread (MQTT source, router, rules,
+//!   alarm publication, sink batcher; the web and the InfluxDB writer run on the
+//!   shared workers), and ordered shutdown.
 //! - `memory`    — glibc malloc tuning that keeps the resident memory small.
 //!
 //! # Invariants
@@ -42,6 +44,8 @@
 //!   state (`Registry`, `Metrics`, `Health`). The router is the registry's only writer;
 //!   the rules task is the alarm store's only writer.
 //! - Every queue is bounded; a full queue makes its producer wait, never grow.
+//!   The MQTT source holds at most `sources::mqtt::UNACKED_MAX` messages
+//!   unacknowledged, whatever window the broker keeps.
 //!   A backlog towards InfluxDB lives in the spool on disk, bounded by
 //!   `gateway.spool_max_mb`; past it the oldest data is dropped, counted and
 //!   shown — never silently.
