@@ -138,15 +138,10 @@ building = "A3"
 floor = "3"
 room = "301"
 name = "教学楼A3 三楼301教室"
-[[rules]]
-id = "smoke-alarm"
-severity = "critical"
-kinds = ["smoke"]
-message = "烟感报警 Smoke alarm at {{location}}"
-condition = {{ type = "equals", field = "alarm", value = true }}
-"#,
+{}"#,
         dir.path().display(),
-        broker.url()
+        broker.url(),
+        common::gateway::smoke_rule("烟感报警 Smoke alarm at {location}")
     ));
     let gw = common::gateway::start(cfg).await;
     gw.auth

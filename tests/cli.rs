@@ -309,7 +309,7 @@ async fn sighup_reloads_rules_and_refuses_a_broken_file() {
         dir.path().join("data").display(),
         broker.url()
     );
-    let smoke_rule = "[[rules]]\nid = \"smoke-alarm\"\nseverity = \"critical\"\nkinds = [\"smoke\"]\nmessage = \"smoke\"\ncondition = { type = \"equals\", field = \"alarm\", value = true }\n";
+    let smoke_rule = common::gateway::smoke_rule("smoke");
     let gate_rule = "[[rules]]\nid = \"gate-forced\"\nseverity = \"high\"\nkinds = [\"gate\"]\nmessage = \"forced\"\ncondition = { type = \"equals\", field = \"event\", value = \"forced_open\" }\n";
     let path = dir.path().join("campus.toml");
     std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");

@@ -42,17 +42,12 @@ batch_size = 2000
 flush_interval = "200ms"
 [alarms]
 flood_threshold = 0
-[[rules]]
-id = "smoke-alarm"
-severity = "critical"
-kinds = ["smoke"]
-message = "smoke at {{device}}"
-condition = {{ type = "equals", field = "alarm", value = true }}
-"#,
+{}"#,
         gw.data_dir().display(),
         broker.url(),
         std::process::id(),
-        influx.url()
+        influx.url(),
+        common::gateway::smoke_rule("smoke at {device}")
     );
     gw.start(&config);
 

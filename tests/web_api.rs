@@ -10,15 +10,6 @@ use common::gateway;
 use common::{eventually, feed, Mosquitto, Publisher, QoS};
 use serde_json::{json, Value};
 
-const RULE: &str = r#"
-[[rules]]
-id = "smoke-alarm"
-severity = "critical"
-kinds = ["smoke"]
-message = "Smoke at {location}"
-condition = { type = "equals", field = "alarm", value = true }
-"#;
-
 struct Page {
     base: String,
     client: reqwest::Client,
@@ -94,10 +85,11 @@ async fn setup() -> (Mosquitto, tempfile::TempDir, Gateway) {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = gateway::config(&format!(
-        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-web-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[[devices]]\nid = \"a3-301\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"301\"\n{RULE}",
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-web-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[[devices]]\nid = \"a3-301\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"301\"\n{}",
         dir.path().display(),
         broker.url(),
-        std::process::id()
+        std::process::id(),
+        gateway::smoke_rule("Smoke at {location}")
     ));
     let gw = gateway::start(cfg).await;
     for (name, role) in [

@@ -11,6 +11,15 @@ pub fn config(text: &str) -> Config {
         .config
 }
 
+/// The rule most tests need, as configuration text: a smoke detector
+/// reporting `alarm = true` raises a critical alarm `smoke-alarm` with
+/// `message` (a template: `{device}`, `{location}`, …).
+pub fn smoke_rule(message: &str) -> String {
+    format!(
+        "[[rules]]\nid = \"smoke-alarm\"\nseverity = \"critical\"\nkinds = [\"smoke\"]\nmessage = \"{message}\"\ncondition = {{ type = \"equals\", field = \"alarm\", value = true }}\n"
+    )
+}
+
 /// Starts a gateway with logs on stderr (nextest shows them for failed tests).
 pub async fn start(cfg: Config) -> Gateway {
     init_logging(LogFormat::Human);
