@@ -469,7 +469,9 @@ async fn run_tcp(mut dev: Device, stagger: Duration, cancel: CancellationToken) 
         let started = Instant::now();
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
-            o = poll_tcp(&dev, &address, &mut link) => o,
+            o = poll(&dev, &mut link, Duration::ZERO, || {
+                transport::connect_tcp(&address, dev.spec.unit, dev.spec.timeout)
+            }) => o,
         };
         match outcome {
             Ok(fields) => {
@@ -496,18 +498,27 @@ async fn run_tcp(mut dev: Device, stagger: Duration, cancel: CancellationToken) 
     }
 }
 
-/// One poll of a TCP device, with its retries: reconnect, read, decode.
-async fn poll_tcp(
+/// One poll with its retries: open the link when there is none (`open`),
+/// read the device's plan, decode. A broken link (timeout, garbled frame,
+/// closed connection) is dropped and the poll tried again on a new one —
+/// for a serial line that also discards a late answer still on its way; a
+/// refusal is final, since asking again gets the same answer.
+async fn poll<F, Fut>(
     dev: &Device,
-    address: &str,
     link: &mut Option<Context>,
-) -> Result<Vec<(FieldName, Value)>, Failure> {
+    request_gap: Duration,
+    mut open: F,
+) -> Result<Vec<(FieldName, Value)>, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Context, Failure>>,
+{
     let spec = &dev.spec;
     let mut last = None;
     for _ in 0..dev.attempts() {
         let ctx = match link {
             Some(c) => c,
-            None => match transport::connect_tcp(address, spec.unit, spec.timeout).await {
+            None => match open().await {
                 Ok(c) => link.insert(c),
                 Err(f) => {
                     last = Some(f);
@@ -515,15 +526,13 @@ async fn poll_tcp(
                 }
             },
         };
-        match transport::read_all(ctx, &spec.plan, spec.timeout, Duration::ZERO).await {
+        // A serial line carries several units.
+        ctx.set_slave(Slave(spec.unit));
+        match transport::read_all(ctx, &spec.plan, spec.timeout, request_gap).await {
             Ok(answers) => return decode(&spec.plan, &answers),
+            Err(f) if !f.link_broken => return Err(f),
             Err(f) => {
-                if f.link_broken {
-                    *link = None;
-                } else {
-                    // The device refused: asking again gets the same answer.
-                    return Err(f);
-                }
+                *link = None;
                 last = Some(f);
             }
         }
@@ -583,7 +592,9 @@ async fn run_line(
         let started = Instant::now();
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
-            o = poll_rtu(&devices[i], &line, &mut port) => o,
+            o = poll(&devices[i], &mut port, line.request_gap, || {
+                std::future::ready(transport::open_serial(&line))
+            }) => o,
         };
         match outcome {
             Ok(fields) => {
@@ -610,38 +621,6 @@ fn next_due(at: Instant, interval: Duration, now: Instant) -> Instant {
     } else {
         now + interval
     }
-}
-
-/// One poll of a unit on a serial line. After a timeout or a garbled frame
-/// the port is reopened (which discards a late answer still on its way).
-async fn poll_rtu(
-    dev: &Device,
-    line: &LineSpec,
-    port: &mut Option<Context>,
-) -> Result<Vec<(FieldName, Value)>, Failure> {
-    let spec = &dev.spec;
-    let mut last = None;
-    for _ in 0..dev.attempts() {
-        let ctx = match port {
-            Some(c) => c,
-            None => match transport::open_serial(line) {
-                Ok(c) => port.insert(c),
-                Err(f) => return Err(f),
-            },
-        };
-        ctx.set_slave(Slave(spec.unit));
-        match transport::read_all(ctx, &spec.plan, spec.timeout, line.request_gap).await {
-            Ok(answers) => return decode(&spec.plan, &answers),
-            Err(f) if !f.link_broken => return Err(f),
-            Err(f) => {
-                *port = None;
-                last = Some(f);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        Failure::new(ModbusFailure::Transport, "no attempt was made".into(), true)
-    }))
 }
 
 #[cfg(test)]
