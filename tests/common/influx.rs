@@ -186,12 +186,12 @@ bind-address = "127.0.0.1:{rpc}"
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
     /// The server's process id while it runs (for CPU figures).
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
 
+    /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

@@ -254,13 +254,13 @@ impl Mosquitto {
         self.port
     }
 
-    /// `mqtt://127.0.0.1:PORT`, or `mqtts://localhost:PORT` with TLS (the
-    /// server cert's SAN covers both `localhost` and `127.0.0.1`).
     /// The server's process id while it runs (for CPU figures).
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
 
+    /// `mqtt://127.0.0.1:PORT`, or `mqtts://localhost:PORT` with TLS (the
+    /// server cert's SAN covers both `localhost` and `127.0.0.1`).
     pub fn url(&self) -> String {
         if self.tls.is_some() {
             format!("mqtts://localhost:{}", self.port)
