@@ -237,14 +237,7 @@ fn stop(child: &mut Child) {
 }
 
 fn points_written(web_port: u16) -> u64 {
-    common::http_sync(web_port, "GET", "/metrics", None, None)
-        .ok()
-        .and_then(|(_, text)| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("campusgw_points_written_total "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    metric(web_port, "campusgw_points_written_total") as u64
 }
 
 /// The processes whose CPU a phase measures.
@@ -475,6 +468,7 @@ async fn publish_load(
     let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
 }
 
+/// One series' value from the gateway's `/metrics` (0 when absent or unreachable).
 fn metric(web_port: u16, series: &str) -> f64 {
     common::http_sync(web_port, "GET", "/metrics", None, None)
         .ok()
