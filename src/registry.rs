@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, TimeZone, Utc};
+use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use crate::config::{Config, DeviceConfig, UndeclaredPolicy};
@@ -78,7 +79,10 @@ pub struct KindCounts {
 }
 
 /// Devices by site, then by id: lookups by `&str` need no allocation.
-type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry>>;
+/// foldhash (seeded per map) instead of SipHash: every reading is looked up
+/// twice, and SipHash was most of the registry's cost; ids are short,
+/// validated, and their number is capped by `max_devices`.
+type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry, RandomState>, RandomState>;
 
 /// The device registry.
 #[derive(Debug)]
@@ -97,7 +101,7 @@ pub fn offline_after_ms(kind: Kind) -> i64 {
 impl Registry {
     /// A registry holding the configuration's declared devices.
     pub fn new(cfg: &Config) -> Self {
-        let mut sites = Sites::new();
+        let mut sites = Sites::default();
         for d in &cfg.devices {
             insert_declared(&mut sites, d, None);
         }
@@ -262,9 +266,15 @@ fn insert_declared(sites: &mut Sites, d: &DeviceConfig, source: Option<Source>) 
 }
 
 fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)]) {
-    for (name, value) in fields {
-        match latest.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => *v = value.clone(),
+    for (i, (name, value)) in fields.iter().enumerate() {
+        // A device sends the same fields in the same order: try that slot first.
+        let slot = if latest.get(i).is_some_and(|(n, _)| n == name) {
+            Some(i)
+        } else {
+            latest.iter().position(|(n, _)| n == name)
+        };
+        match slot {
+            Some(i) => latest[i].1 = value.clone(),
             None => latest.push((name.clone(), value.clone())),
         }
     }
@@ -407,5 +417,20 @@ map = "m"
         let d = &reg.devices(1)[0];
         assert!(d.online);
         assert_eq!(d.fields["temp_c"], serde_json::json!(20.0));
+    }
+
+    #[test]
+    fn latest_fields_merge_whatever_their_order() {
+        let f = |pairs: &[(&'static str, f64)]| -> Vec<(FieldName, Value)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).into(), Value::F64(*v)))
+                .collect()
+        };
+        let mut latest = Vec::new();
+        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]));
+        merge_latest(&mut latest, &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]));
+        merge_latest(&mut latest, &f(&[("c", 6.0)]));
+        assert_eq!(latest, f(&[("a", 5.0), ("b", 3.0), ("c", 6.0)]));
     }
 }

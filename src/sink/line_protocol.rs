@@ -3,8 +3,6 @@
 //! A reading becomes `kind,tags fields ts` with tags sorted by key (InfluxDB
 //! indexes sorted tags fastest) and the timestamp in milliseconds.
 
-use std::fmt::Write as _;
-
 use crate::reading::{Reading, Value};
 
 /// Appends one line for `r` to `out`.
@@ -28,8 +26,14 @@ pub fn encode(r: &Reading, out: &mut String) {
         }
     }
     write_fields(r.fields.iter().map(|(n, v)| (&**n, v)), out);
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, " {}", r.ts_ms);
+    push_ts(r.ts_ms, out);
+}
+
+/// Appends ` <ts>` and the newline.
+fn push_ts(ts_ms: i64, out: &mut String) {
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(ts_ms));
+    out.push('\n');
 }
 
 /// Appends one point of the `alarm` measurement for an alarm change:
@@ -59,7 +63,7 @@ pub fn encode_alarm(c: &crate::rules::engine::Change, out: &mut String) {
         ("value", value.as_ref()),
     ];
     write_fields(fields.into_iter().filter_map(|(n, v)| Some((n, v?))), out);
-    let _ = writeln!(out, " {}", c.event.at);
+    push_ts(c.event.at, out);
 }
 
 /// Appends ` name=value,…` for the fields.
@@ -71,12 +75,11 @@ pub fn write_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>, out:
         escape_key(name, out);
         out.push('=');
         match value {
-            Value::F64(f) => {
-                // `{:?}` keeps a decimal point or exponent, so the type stays float.
-                let _ = write!(out, "{f:?}");
-            }
+            // ryu keeps a decimal point or an exponent, so the type stays float.
+            Value::F64(f) => out.push_str(ryu::Buffer::new().format(*f)),
             Value::I64(i) => {
-                let _ = write!(out, "{i}i");
+                out.push_str(itoa::Buffer::new().format(*i));
+                out.push('i');
             }
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Str(s) => {
@@ -100,6 +103,14 @@ pub fn write_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>, out:
 
 /// Escapes a measurement, tag key, tag value or field key.
 pub fn escape_key(s: &str, out: &mut String) {
+    // Ids and field names almost never need it: copy them whole.
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b',' | b'=' | b' ' | b'\\' | b'\n' | b'\r'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             ',' | '=' | ' ' | '\\' => {
@@ -157,9 +168,15 @@ mod tests {
     fn floats_keep_their_type() {
         let mut s = String::new();
         write_fields(
-            [("x", &Value::F64(1e300)), ("y", &Value::F64(0.1))].into_iter(),
+            [
+                ("x", &Value::F64(1e300)),
+                ("y", &Value::F64(0.1)),
+                ("z", &Value::F64(-7.0)),
+                ("w", &Value::F64(2.5e-8)),
+            ]
+            .into_iter(),
             &mut s,
         );
-        assert_eq!(s, " x=1e300,y=0.1");
+        assert_eq!(s, " x=1e300,y=0.1,z=-7.0,w=2.5e-8");
     }
 }

@@ -5,9 +5,11 @@
 //! `campusgw_messages_rejected_total` counter.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
-use serde_json::Value as Json;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value as Json};
 
 use crate::config::{FieldMapping, TopicConfig, TsUnit};
 use crate::reading::{FieldType, Kind, Reading, Source, Value};
@@ -213,6 +215,11 @@ pub struct Decoder {
     site: Option<Arc<str>>,
     kind: Option<Kind>,
     ts_pointer: String,
+    /// The top-level key of the timestamp when the payload can be read in one
+    /// pass without a `Value` tree: no field mapping, unmapped fields kept,
+    /// `ts_field` a plain top-level pointer. That is the reference layout, and
+    /// the tree cost most of the decoding time.
+    streaming_ts_key: Option<String>,
     ts_unit: TsUnit,
     keep_unmapped: bool,
     fields: Vec<(String, FieldMapping)>,
@@ -221,11 +228,18 @@ pub struct Decoder {
 impl Decoder {
     /// Builds a decoder from a validated topic configuration.
     pub fn new(cfg: &TopicConfig) -> Result<Self, String> {
+        let streaming_ts_key = cfg
+            .ts_field
+            .strip_prefix('/')
+            .filter(|k| !k.is_empty() && !k.contains(['/', '~']))
+            .filter(|_| cfg.keep_unmapped && cfg.fields.is_empty())
+            .map(str::to_owned);
         Ok(Self {
             pattern: TopicPattern::parse(&cfg.pattern)?,
             site: cfg.site.as_deref().map(Arc::from),
             kind: cfg.kind,
             ts_pointer: cfg.ts_field.clone(),
+            streaming_ts_key,
             ts_unit: cfg.ts_unit,
             keep_unmapped: cfg.keep_unmapped,
             fields: cfg
@@ -274,35 +288,10 @@ impl Decoder {
             .filter(|d| crate::config::is_valid_id(d))
             .ok_or(Reject::BadId)?;
 
-        let json: Json = serde_json::from_slice(payload).map_err(|_| Reject::MalformedJson)?;
-        let Json::Object(obj) = &json else {
-            return Err(Reject::NotAnObject);
+        let (ts_ms, fields) = match &self.streaming_ts_key {
+            Some(ts_key) => self.fields_streaming(ts_key, kind, payload, now_ms, limits)?,
+            None => self.fields_from_tree(kind, payload, now_ms, limits)?,
         };
-
-        let ts_ms = match json.pointer(&self.ts_pointer) {
-            None | Some(Json::Null) => now_ms,
-            Some(v) => parse_ts(v, self.ts_unit)?,
-        };
-        if ts_ms < now_ms - limits.max_past_ms || ts_ms > now_ms + limits.max_future_ms {
-            return Err(Reject::TsOutOfRange);
-        }
-
-        let mut fields = Vec::with_capacity(obj.len());
-        for (name, m) in &self.fields {
-            if let Some(v) = json.pointer(&m.pointer) {
-                let v = scaled(v, m)?;
-                push_field(&mut fields, kind, name, &v)?;
-            }
-        }
-        if self.keep_unmapped {
-            let ts_key = self.ts_pointer.strip_prefix('/').unwrap_or("");
-            for (name, v) in obj {
-                if name == ts_key || self.fields.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                push_field(&mut fields, kind, name, v)?;
-            }
-        }
         if fields.is_empty() {
             return Err(Reject::NoFields);
         }
@@ -318,11 +307,223 @@ impl Decoder {
             received: std::time::Instant::now(),
         })
     }
+    /// The reference layout, read in one pass with borrowed keys and strings.
+    /// Same outcome as [`Self::fields_from_tree`] on every input (a property
+    /// test holds the two together): duplicate keys keep the last value,
+    /// fields come out sorted by name, the first bad field in that order
+    /// names the rejection.
+    fn fields_streaming(
+        &self,
+        ts_key: &str,
+        kind: Kind,
+        payload: &[u8],
+        now_ms: i64,
+        limits: &Limits,
+    ) -> Result<(i64, Fields), Reject> {
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let top = TopLevel { ts_key }
+            .deserialize(&mut de)
+            .and_then(|top| de.end().map(|()| top))
+            .map_err(|_| Reject::MalformedJson)?;
+        let Some((ts, mut entries)) = top else {
+            return Err(Reject::NotAnObject);
+        };
+        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, limits)?;
+        // Reversed, then a stable sort: the first of equal keys is the last in the document.
+        entries.reverse();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, kept| later.0 == kept.0);
+        let mut fields = Vec::with_capacity(entries.len());
+        for (name, v) in &entries {
+            push_field(&mut fields, kind, name, v)?;
+        }
+        Ok((ts_ms, fields))
+    }
+
+    /// Any layout: the payload as a `Value` tree, fields picked by JSON pointer.
+    fn fields_from_tree(
+        &self,
+        kind: Kind,
+        payload: &[u8],
+        now_ms: i64,
+        limits: &Limits,
+    ) -> Result<(i64, Fields), Reject> {
+        let json: Json = serde_json::from_slice(payload).map_err(|_| Reject::MalformedJson)?;
+        let Json::Object(obj) = &json else {
+            return Err(Reject::NotAnObject);
+        };
+        let ts = json.pointer(&self.ts_pointer).map(Scalar::of);
+        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, limits)?;
+
+        let mut fields = Vec::with_capacity(obj.len());
+        for (name, m) in &self.fields {
+            if let Some(v) = json.pointer(&m.pointer) {
+                let v = scaled(Scalar::of(v), m)?;
+                push_field(&mut fields, kind, name, &v)?;
+            }
+        }
+        if self.keep_unmapped {
+            let ts_key = self.ts_pointer.strip_prefix('/').unwrap_or("");
+            for (name, v) in obj {
+                if name == ts_key || self.fields.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                push_field(&mut fields, kind, name, &Scalar::of(v))?;
+            }
+        }
+        Ok((ts_ms, fields))
+    }
+
+    /// The reading's time: the payload's, or the receive time when it has none.
+    fn checked_ts(
+        &self,
+        ts: Option<&Scalar<'_>>,
+        now_ms: i64,
+        limits: &Limits,
+    ) -> Result<i64, Reject> {
+        let ts_ms = match ts {
+            None | Some(Scalar::Null) => now_ms,
+            Some(v) => parse_ts(v, self.ts_unit)?,
+        };
+        if ts_ms < now_ms - limits.max_past_ms || ts_ms > now_ms + limits.max_future_ms {
+            return Err(Reject::TsOutOfRange);
+        }
+        Ok(ts_ms)
+    }
 }
 
-fn parse_ts(v: &Json, unit: TsUnit) -> Result<i64, Reject> {
+type Fields = Vec<(Cow<'static, str>, Value)>;
+
+/// One JSON value of a payload as the decoder needs it, borrowed where it can be.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    /// An object or an array.
+    Nested,
+}
+
+impl<'a> Scalar<'a> {
+    fn of(v: &'a Json) -> Self {
+        match v {
+            Json::Null => Scalar::Null,
+            Json::Bool(b) => Scalar::Bool(*b),
+            Json::Number(n) => Scalar::Num(n.clone()),
+            Json::String(s) => Scalar::Str(Cow::Borrowed(s)),
+            Json::Array(_) | Json::Object(_) => Scalar::Nested,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Num(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Num(n.into()))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        // serde_json only yields finite floats; `Nested` would reject anything else.
+        Ok(Number::from_f64(f).map_or(Scalar::Nested, Scalar::Num))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested)
+    }
+}
+
+/// The payload's top level: `None` when it is valid JSON but not an object,
+/// else the timestamp under `ts_key` and every other entry in document order.
+struct TopLevel<'k> {
+    ts_key: &'k str,
+}
+
+type Entries<'a> = Vec<(Cow<'a, str>, Scalar<'a>)>;
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Option<(Option<Scalar<'de>>, Entries<'de>)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Option<(Option<Scalar<'de>>, Entries<'de>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut ts = None;
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let v: Scalar<'de> = map.next_value()?;
+            if key == self.ts_key {
+                ts = Some(v);
+            } else {
+                entries.push((key, v));
+            }
+        }
+        Ok(Some((ts, entries)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(|_| None)
+    }
+}
+
+fn parse_ts(v: &Scalar<'_>, unit: TsUnit) -> Result<i64, Reject> {
     let ms = match v {
-        Json::Number(n) => {
+        Scalar::Num(n) => {
             let f = n.as_f64().ok_or(Reject::BadTimestamp)?;
             let ms = match unit {
                 TsUnit::Ms => f,
@@ -334,7 +535,7 @@ fn parse_ts(v: &Json, unit: TsUnit) -> Result<i64, Reject> {
             }
             ms.round() as i64
         }
-        Json::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+        Scalar::Str(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|_| Reject::BadTimestamp)?
             .timestamp_millis(),
         _ => return Err(Reject::BadTimestamp),
@@ -342,28 +543,23 @@ fn parse_ts(v: &Json, unit: TsUnit) -> Result<i64, Reject> {
     Ok(ms)
 }
 
-fn scaled(v: &Json, m: &FieldMapping) -> Result<Json, Reject> {
+fn scaled<'a>(v: Scalar<'a>, m: &FieldMapping) -> Result<Scalar<'a>, Reject> {
     if m.scale == 1.0 && m.offset == 0.0 {
-        return Ok(v.clone());
+        return Ok(v);
     }
-    let Some(n) = v.as_f64() else {
+    let Scalar::Num(n) = v else {
         return Err(Reject::BadFieldType);
     };
-    let x = n * m.scale + m.offset;
-    serde_json::Number::from_f64(x)
-        .map(Json::Number)
+    let x = n.as_f64().ok_or(Reject::BadFieldType)? * m.scale + m.offset;
+    Number::from_f64(x)
+        .map(Scalar::Num)
         .ok_or(Reject::NonFinite)
 }
 
 /// Adds one field, checked against the kind's schema. Nulls are skipped:
 /// a device saying "no value" is not an error.
-fn push_field(
-    out: &mut Vec<(Cow<'static, str>, Value)>,
-    kind: Kind,
-    name: &str,
-    v: &Json,
-) -> Result<(), Reject> {
-    if v.is_null() {
+fn push_field(out: &mut Fields, kind: Kind, name: &str, v: &Scalar<'_>) -> Result<(), Reject> {
+    if *v == Scalar::Null {
         return Ok(());
     }
     let (name, value): (Cow<'static, str>, Value) = match kind.field_type(name) {
@@ -373,9 +569,9 @@ fn push_field(
                 return Err(Reject::BadFieldType);
             }
             let value = match v {
-                Json::Bool(b) => Value::Bool(*b),
-                Json::Number(_) => typed(v, FieldType::F64)?,
-                Json::String(s) => Value::Str(s.as_str().into()),
+                Scalar::Bool(b) => Value::Bool(*b),
+                Scalar::Num(_) => typed(v, FieldType::F64)?,
+                Scalar::Str(s) => Value::Str(s.as_ref().into()),
                 // Nested objects and arrays of unknown fields have no place in a time series.
                 _ => return Ok(()),
             };
@@ -391,18 +587,18 @@ fn push_field(
     Ok(())
 }
 
-fn typed(v: &Json, ty: FieldType) -> Result<Value, Reject> {
+fn typed(v: &Scalar<'_>, ty: FieldType) -> Result<Value, Reject> {
     match (ty, v) {
-        (FieldType::F64, Json::Number(n)) => n.as_f64().map(Value::F64).ok_or(Reject::NonFinite),
-        (FieldType::I64, Json::Number(n)) => match n.as_i64() {
+        (FieldType::F64, Scalar::Num(n)) => n.as_f64().map(Value::F64).ok_or(Reject::NonFinite),
+        (FieldType::I64, Scalar::Num(n)) => match n.as_i64() {
             Some(i) => Ok(Value::I64(i)),
             None => match n.as_f64() {
                 Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::I64(f as i64)),
                 _ => Err(Reject::BadFieldType),
             },
         },
-        (FieldType::Bool, Json::Bool(b)) => Ok(Value::Bool(*b)),
-        (FieldType::Str, Json::String(s)) => Ok(Value::Str(s.as_str().into())),
+        (FieldType::Bool, Scalar::Bool(b)) => Ok(Value::Bool(*b)),
+        (FieldType::Str, Scalar::Str(s)) => Ok(Value::Str(s.as_ref().into())),
         _ => Err(Reject::BadFieldType),
     }
 }
@@ -593,10 +789,116 @@ mod tests {
         assert_eq!(r.field("noise"), None);
     }
 
+    /// The one-pass reader and the `Value` tree agree on everything but the receive instant.
+    fn both_ways(topic: &str, payload: &[u8]) -> [Result<(i64, Fields), Reject>; 2] {
+        let streaming = decoder("");
+        assert!(
+            streaming.streaming_ts_key.is_some(),
+            "the default layout streams"
+        );
+        let tree = Decoder {
+            streaming_ts_key: None,
+            ..streaming.clone()
+        };
+        [streaming, tree].map(|d| {
+            d.decode(topic, payload, NOW, &LIMITS)
+                .unwrap_or(Err(Reject::TopicMismatch))
+                .map(|r| (r.ts_ms, r.fields))
+        })
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|u| u.to_string()),
+            (-1e6f64..1e6).prop_map(|f| f.to_string()),
+            Just("1.5e300".to_owned()),
+            Just("1764380000123".to_owned()),
+            Just("\"2025-11-29T01:33:20.5Z\"".to_owned()),
+            "[a-z\\\\\"é]{0,6}".prop_map(|s| format!("\"{s}\"")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec(inner, 0..3)
+                    .prop_map(|v| format!("{{\"k\":{}}}", v.join(","))),
+            ]
+        })
+    }
+
+    /// A key and, mostly, a value of its type — so that whole payloads decode
+    /// and duplicates and ordering matter — else any JSON.
+    fn entry() -> impl Strategy<Value = (String, String)> {
+        let keys = vec![
+            "ts",
+            "temp_c",
+            "alarm",
+            "passengers",
+            "card_id",
+            "route_id",
+            "x",
+            "",
+            "a\\\"b",
+            "long_name_long_name_long_name_long_name_long_name_long_name_long_",
+        ];
+        prop::sample::select(keys).prop_flat_map(|k| {
+            let valid = match k {
+                "ts" => Just("1764380000123".to_owned()).boxed(),
+                "alarm" => any::<bool>().prop_map(|b| b.to_string()).boxed(),
+                "passengers" => (0i64..80).prop_map(|i| i.to_string()).boxed(),
+                "card_id" | "route_id" => "[a-z]{0,6}".prop_map(|s| format!("\"{s}\"")).boxed(),
+                _ => (-1e6f64..1e6).prop_map(|f| f.to_string()).boxed(),
+            };
+            (
+                Just(k.to_owned()),
+                prop_oneof![4 => valid, 1 => json_value()],
+            )
+        })
+    }
+
+    #[test]
+    fn streaming_and_tree_agree_on_the_feed_and_its_bad_inputs() {
+        for payload in [
+            r#"{"ts":1764380000123,"temp_c":24.1,"alarm":false,"battery_pct":88}"#,
+            r#"{"temp_c":1,"temp_c":"hot"}"#,
+            r#"{"temp_c":"hot","temp_c":1}"#,
+            r#"{"ts":"yesterday","ts":1764380000123,"temp_c":1}"#,
+            r#"{"a\u0022b":1,"x":[1,{"y":2}],"z":null}"#,
+            r#"{"temp_c":1} x"#,
+            r#"[1,2]"#,
+            r#""str""#,
+            r#"null"#,
+            r#"{"temp_c":1,"#,
+        ] {
+            let [a, b] = both_ways("campus/s/smoke/d", payload.as_bytes());
+            assert_eq!(a, b, "{payload}");
+        }
+    }
+
     proptest! {
         #[test]
         fn decoder_never_panics(topic in "[a-z/+#{}]{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decoder("").decode(&topic, &payload, NOW, &LIMITS);
+        }
+
+        #[test]
+        fn streaming_and_tree_agree(
+            kind in prop::sample::select(vec!["smoke", "gate", "bus"]),
+            entries in proptest::collection::vec(entry(), 0..8),
+        ) {
+            let body: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let payload = format!("{{{}}}", body.join(","));
+            let [a, b] = both_ways(&format!("campus/s/{kind}/d"), payload.as_bytes());
+            prop_assert_eq!(a, b, "{}", payload);
+        }
+
+        #[test]
+        fn streaming_and_tree_agree_on_any_bytes(payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let [a, b] = both_ways("campus/s/smoke/d", &payload);
+            prop_assert_eq!(a, b);
         }
 
         #[test]
