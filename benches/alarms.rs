@@ -3,7 +3,8 @@
 //! (a new device each time, so each is a new alarm) and timed until it is
 //! (a) on MQTT (`campusgw/…/alarm/…`, published only after the alarm store
 //! committed it) and (b) on the event stream of each of 200 signed-in SSE
-//! clients. Broker: mosquitto with `set_tcp_nodelay true` and
+//! clients, timed twice: by the kernel's receive timestamp on the client's
+//! socket (when the gateway's bytes arrived) and when the client read them. Broker: mosquitto with `set_tcp_nodelay true` and
 //! `max_inflight_messages 1000` (deploy/mosquitto-gateway.conf); the gateway is the
 //! release binary as its own process, writing to InfluxDB 1.x.
 //!
@@ -14,7 +15,7 @@
 //!
 //! `cargo bench --bench alarms` (`BENCH_SECONDS`, default 20; `BENCH_SSE_CLIENTS`,
 //! default 200; `BENCH_NO_INFLUX=1` to leave the database out; `BENCH_TRACE=1`
-//! prints every probe's MQTT latency).
+//! prints every probe's MQTT latency and every SSE delivery over 10 ms).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{feed, free_port, Influx1, Mosquitto};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -31,7 +32,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 const BACKGROUND_RATE: u64 = 5_000;
 const DEVICES: usize = 1_000;
 
-type Sent = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each probe was published: monotonic for MQTT, wall clock for the kernel's timestamps.
+type Sent = Arc<Mutex<HashMap<String, (Instant, SystemTime)>>>;
 
 fn main() {
     let seconds: u64 = std::env::var("BENCH_SECONDS")
@@ -134,7 +136,14 @@ fn main() {
     println!("\n{probes} alarms, {BACKGROUND_RATE} msg/s background from {DEVICES} devices, {clients} SSE clients, {seconds} s; latency from publish (ms):\n");
     println!("| delivered on | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|");
     report("MQTT (after the store commit)", mqtt_lat);
-    report(&format!("SSE, each of {clients} clients"), sse_lat);
+    report(
+        &format!("SSE, each of {clients} clients: at its socket (kernel receive timestamp)"),
+        sse_lat.socket,
+    );
+    report(
+        &format!("SSE, each of {clients} clients: read by the benchmark's one client thread"),
+        sse_lat.read,
+    );
     report(
         "control: the broker alone (probe → mosquitto → watcher)",
         echo,
@@ -178,7 +187,7 @@ fn run(
     web_port: u16,
     clients: usize,
     seconds: u64,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>, usize) {
+) -> (Vec<f64>, SseLatency, Vec<f64>, usize) {
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     let port: u16 = url
         .rsplit(':')
@@ -208,14 +217,27 @@ fn run(
     (mqtt_lat, sse_lat, echo, n)
 }
 
+/// What an event stream measured: per alarm and client, the latency to the
+/// kernel's receive timestamp of the bytes (when the gateway's write reached
+/// the client's socket) and to the moment the client read them.
+#[derive(Default)]
+struct SseLatency {
+    socket: Vec<f64>,
+    read: Vec<f64>,
+}
+
 /// `clients` signed-in event streams, each timing the alarms it sees.
+///
+/// Plain sockets with `SO_TIMESTAMPNS` instead of an HTTP client: one thread
+/// reading 200 streams delays the last reader by the other 199, which says
+/// nothing about the gateway; the kernel's timestamp does not wait for it.
 async fn sse_clients(
     web_port: u16,
     clients: usize,
     sent: Sent,
     connected: Arc<AtomicUsize>,
     window: Duration,
-) -> Vec<f64> {
+) -> SseLatency {
     // Sign in once; every client uses the session.
     let http = reqwest::Client::builder().no_proxy().build().expect("http");
     let resp = http
@@ -231,29 +253,25 @@ async fn sse_clients(
         .and_then(|c| c.split(';').next())
         .expect("cookie")
         .to_owned();
-    let lat = Arc::new(Mutex::new(Vec::new()));
+    let lat = Arc::new(Mutex::new(SseLatency::default()));
+    let trace = std::env::var("BENCH_TRACE").is_ok();
     let mut streams = Vec::new();
     for _ in 0..clients {
-        let (http, cookie, sent, lat, connected) = (
-            http.clone(),
-            cookie.clone(),
-            sent.clone(),
-            lat.clone(),
-            connected.clone(),
-        );
+        let (cookie, sent, lat, connected) =
+            (cookie.clone(), sent.clone(), lat.clone(), connected.clone());
         streams.push(tokio::spawn(async move {
-            let Ok(mut resp) = http
-                .get(format!("http://127.0.0.1:{web_port}/api/stream"))
-                .header("Cookie", cookie)
-                .send()
-                .await
-            else {
+            let Ok(sock) = open_stream(web_port, &cookie).await else {
                 return;
             };
             connected.fetch_add(1, Ordering::Relaxed);
             let mut buf = String::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
+            let mut chunk = vec![0u8; 64 * 1024];
+            while let Ok((n, arrived)) = recv_stamped(&sock, &mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let read = SystemTime::now();
+                buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
                 while let Some(end) = buf.find("\n\n") {
                     let ev: String = buf.drain(..end + 2).collect();
                     if !(ev.contains("event: alarm") && ev.contains("\"action\":\"raise\"")) {
@@ -266,10 +284,23 @@ async fn sse_clients(
                     else {
                         continue;
                     };
-                    if let Some(t0) = sent.lock().expect("sent").get(dev) {
-                        lat.lock()
-                            .expect("lat")
-                            .push((dev.to_owned(), t0.elapsed().as_secs_f64() * 1000.0));
+                    let Some(t0) = sent.lock().expect("sent").get(dev).map(|t| t.1) else {
+                        continue;
+                    };
+                    let ms = |t: SystemTime| {
+                        t.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0
+                    };
+                    let mut l = lat.lock().expect("lat");
+                    l.socket.push(ms(arrived.unwrap_or(read)));
+                    l.read.push(ms(read));
+                    if trace && ms(arrived.unwrap_or(read)) > 10.0 {
+                        eprintln!(
+                            "slow sse {dev} {:.2} ms, published at {:.3}",
+                            ms(arrived.unwrap_or(read)),
+                            t0.duration_since(SystemTime::UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .as_secs_f64()
+                        );
                     }
                 }
             }
@@ -280,24 +311,56 @@ async fn sse_clients(
     for s in streams {
         s.abort();
     }
-    let v = lat.lock().expect("lat").clone();
-    if std::env::var("BENCH_TRACE").is_ok() {
-        let mut by: HashMap<String, Vec<f64>> = HashMap::new();
-        for (d, ms) in &v {
-            by.entry(d.clone()).or_default().push(*ms);
-        }
-        for (d, mut l) in by {
-            l.sort_by(f64::total_cmp);
-            eprintln!(
-                "sse {d} n={} min={:.2} p50={:.2} max={:.2}",
-                l.len(),
-                l[0],
-                l[l.len() / 2],
-                l[l.len() - 1]
-            );
+    let mut l = lat.lock().expect("lat");
+    std::mem::take(&mut *l)
+}
+
+/// `GET /api/stream` on a socket that timestamps what it receives.
+async fn open_stream(web_port: u16, cookie: &str) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", web_port)).await?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true)?;
+    sock.write_all(
+        format!(
+            "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    Ok(sock)
+}
+
+/// One read, with the kernel's receive timestamp of the newest bytes in it.
+async fn recv_stamped(
+    sock: &tokio::net::TcpStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd as _;
+    loop {
+        sock.readable().await?;
+        let got = sock.try_io(tokio::io::Interest::READABLE, || {
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            )?;
+            let stamp = msg.cmsgs()?.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                ),
+                _ => None,
+            });
+            Ok((msg.bytes, stamp))
+        });
+        match got {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
         }
     }
-    v.into_iter().map(|(_, ms)| ms).collect()
 }
 
 /// Publishes a new smoke alarm every 100 ms and times it until it is on MQTT.
@@ -321,7 +384,7 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
                 continue;
             };
             if let Some(dev) = p.topic.strip_prefix("bench/echo/") {
-                if let Some(t0) = s2.lock().expect("sent").get(dev) {
+                if let Some((t0, _)) = s2.lock().expect("sent").get(dev) {
                     e2.lock()
                         .expect("echo")
                         .push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -329,7 +392,7 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
                 continue;
             }
             let dev = p.topic.split('/').nth(3).unwrap_or("").to_owned();
-            let Some(t0) = s2.lock().expect("sent").get(&dev).copied() else {
+            let Some((t0, _)) = s2.lock().expect("sent").get(&dev).copied() else {
                 continue;
             };
             if String::from_utf8_lossy(&p.payload).contains("\"state\":\"unacked\"") {
@@ -362,7 +425,7 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
         p["alarm"] = serde_json::json!(true);
         sent.lock()
             .expect("sent")
-            .insert(dev.clone(), Instant::now());
+            .insert(dev.clone(), (Instant::now(), SystemTime::now()));
         let p = p.to_string();
         let _ = probe
             .publish(

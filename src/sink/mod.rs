@@ -31,6 +31,7 @@ pub mod spool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -270,7 +271,16 @@ async fn write_loop(
             }
         }
         let reader = spool.clone();
-        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_points)).await {
+        let gzip = writer.gzip();
+        // Reading and compressing take milliseconds: off the async workers,
+        // which also serve the page's event streams.
+        let batch = match tokio::task::spawn_blocking(move || {
+            reader
+                .read_batch(max_points)
+                .map(|b| b.map(|b| (influx::request_body(&b.lines, gzip), b.points, b.end)))
+        })
+        .await
+        {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => continue,
             Ok(Err(e)) => {
@@ -285,16 +295,9 @@ async fn write_loop(
                 return;
             }
         };
-        let points = batch.points;
+        let (body, points, end) = batch;
         if !write_batch(
-            &cfg,
-            &writer,
-            &batch.lines,
-            points,
-            &spool,
-            &metrics,
-            &health,
-            &give_up,
+            &cfg, &writer, body, points, &spool, &metrics, &health, &give_up,
         )
         .await
         {
@@ -305,8 +308,6 @@ async fn write_loop(
             return;
         }
         let committer = spool.clone();
-        let end = batch.end;
-        drop(batch);
         match tokio::task::spawn_blocking(move || committer.commit(end, points)).await {
             Ok(Ok(())) => cursor_failing = false,
             Ok(Err(e)) => {
@@ -333,14 +334,13 @@ async fn sleep_until(t: Option<std::time::Instant>) {
 async fn write_batch(
     cfg: &InfluxConfig,
     writer: &InfluxWriter,
-    lines: &[u8],
+    body: Bytes,
     points: u64,
     spool: &Spool,
     metrics: &Metrics,
     health: &Health,
     give_up: &CancellationToken,
 ) -> bool {
-    let body = writer.body(lines);
     let mut delay = cfg.retry_min;
     loop {
         let started = Instant::now();
