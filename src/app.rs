@@ -108,7 +108,7 @@ impl Gateway {
             threshold: cfg.alarms.flood_threshold,
             window_ms: cfg.alarms.flood_window.as_millis() as i64,
         };
-        let mut engine = Engine::new(rules, flood, &cfg.devices, crate::sources::now_ms());
+        let mut engine = Engine::new(rules, flood, &cfg.known_devices(), crate::sources::now_ms());
         let store_path = cfg.gateway.data_dir.join("alarms.db");
         let store = crate::rules::task::restore(&mut engine, &store_path)
             .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use crate::config::{Config, DeviceConfig, UndeclaredPolicy};
+use crate::config::{kind_heartbeat_ms, Config, KnownDevice, UndeclaredPolicy};
 use crate::reading::{FieldName, Kind, Location, Reading, Source, Value};
 use crate::sources::decode::Reject;
 
@@ -28,6 +28,8 @@ struct Entry {
     last_seen_ms: Option<i64>,
     /// The last reading's own time, ms.
     last_ts_ms: Option<i64>,
+    /// Silence after which it is offline, ms.
+    heartbeat_ms: i64,
     latest: Vec<(FieldName, Value)>,
 }
 
@@ -92,32 +94,12 @@ pub struct Registry {
     inner: RwLock<Sites>,
 }
 
-/// How long a device of `kind` may stay silent before it counts as offline:
-/// three missed reports, so one lost message is not an outage.
-pub fn offline_after_ms(kind: Kind) -> i64 {
-    3 * 1000 * kind.nominal_interval_secs() as i64
-}
-
 impl Registry {
     /// A registry holding the configuration's declared devices.
     pub fn new(cfg: &Config) -> Self {
         let mut sites = Sites::default();
-        for d in &cfg.devices {
-            insert_declared(&mut sites, d, None);
-        }
-        // Polled devices are devices like the others; they are known to come
-        // over Modbus before their first reading.
-        for m in &cfg.modbus.devices {
-            let Some(d) = cfg.modbus_identity(m) else {
-                continue;
-            };
-            match sites
-                .get_mut(d.site.as_str())
-                .and_then(|devices| devices.get_mut(d.id.as_str()))
-            {
-                Some(e) => e.source = Some(Source::Modbus),
-                None => insert_declared(&mut sites, &d, Some(Source::Modbus)),
-            }
+        for d in cfg.known_devices() {
+            insert_declared(&mut sites, &d);
         }
         Self {
             policy: cfg.gateway.undeclared_devices,
@@ -157,6 +139,7 @@ impl Registry {
                     source: None,
                     last_seen_ms: None,
                     last_ts_ms: None,
+                    heartbeat_ms: kind_heartbeat_ms(r.kind),
                     latest: Vec::new(),
                 };
                 sites
@@ -242,7 +225,8 @@ impl Registry {
     }
 }
 
-fn insert_declared(sites: &mut Sites, d: &DeviceConfig, source: Option<Source>) {
+fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
+    let d = &known.config;
     let site: Arc<str> = match sites.get_key_value(d.site.as_str()) {
         Some((k, _)) => k.clone(),
         None => Arc::from(d.site.as_str()),
@@ -254,9 +238,10 @@ fn insert_declared(sites: &mut Sites, d: &DeviceConfig, source: Option<Source>) 
         kind: d.kind,
         declared: true,
         location: (loc != Location::default()).then(|| Arc::new(loc)),
-        source,
+        source: known.polled.then_some(Source::Modbus),
         last_seen_ms: None,
         last_ts_ms: None,
+        heartbeat_ms: known.heartbeat_ms,
         latest: Vec::new(),
     };
     sites
@@ -281,8 +266,7 @@ fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Valu
 }
 
 fn is_online(e: &Entry, now_ms: i64) -> bool {
-    e.last_seen_ms
-        .is_some_and(|t| now_ms - t <= offline_after_ms(e.kind))
+    e.last_seen_ms.is_some_and(|t| now_ms - t <= e.heartbeat_ms)
 }
 
 fn view(e: &Entry, now_ms: i64) -> DeviceView {
@@ -417,6 +401,32 @@ map = "m"
         let d = &reg.devices(1)[0];
         assert!(d.online);
         assert_eq!(d.fields["temp_c"], serde_json::json!(20.0));
+    }
+
+    #[test]
+    fn a_polled_device_is_offline_when_its_poller_gives_up() {
+        // Polled every 2 s, 1 s timeout, 2 retries: a failing poll takes 3 s,
+        // offline after 3 of them; online until one cycle more, 12 s.
+        let reg = Registry::new(&config(
+            r#"[modbus.maps.m]
+registers = [{ field = "temp_c", table = "holding", address = 0, type = "i16" }]
+[[modbus.devices]]
+device = "a3-301"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+poll_interval = "2s"
+retries = 2
+"#,
+        ));
+        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0)
+            .expect("admit");
+        assert_eq!(reg.counts(12_000)[0].1.online, 1);
+        assert_eq!(
+            reg.counts(12_001)[0].1.offline,
+            1,
+            "not the 90 s of an MQTT detector"
+        );
     }
 
     #[test]

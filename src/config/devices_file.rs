@@ -3,14 +3,16 @@
 //! devices cost the memory of 10,000 devices, not of a TOML parse tree.
 //!
 //! A header row names the columns, in any order: `id`, `kind`, `site`, and
-//! optionally `building`, `floor`, `room`, `name` (empty cells are fine).
+//! optionally `building`, `floor`, `room`, `name`, `heartbeat` (empty cells
+//! are fine).
 //! UTF-8, with or without the BOM that Excel writes. Each problem names the
 //! file's line.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{is_valid_id, DeviceConfig};
+use super::validate::device_problems;
+use super::DeviceConfig;
 
 /// At most this many problems are reported; a wrong file usually has one
 /// mistake repeated on every line.
@@ -47,11 +49,11 @@ pub(super) fn read(path: &Path, devices: &mut Vec<DeviceConfig>) -> Vec<String> 
             Ok(false) => break,
             Ok(true) => match record.deserialize::<DeviceConfig>(Some(&headers)) {
                 Ok(d) => {
-                    if !is_valid_id(&d.id) || !is_valid_id(&d.site) {
-                        problems.push(at(format!(
-                            "device `{}` of site `{}`: ids and sites may hold only letters, digits, - and _",
-                            d.id, d.site
-                        )));
+                    let bad = device_problems(&d);
+                    if !bad.is_empty() {
+                        for (key, message) in bad {
+                            problems.push(at(format!("{key} {message}")));
+                        }
                     } else if !seen.insert((d.site.clone(), d.id.clone())) {
                         problems.push(at(format!(
                             "device `{}` of site `{}` is declared twice",
@@ -130,6 +132,18 @@ mod tests {
             p[2]
         );
         assert!(p[3].contains("line 6"), "{}", p[3]);
+    }
+
+    #[test]
+    fn a_heartbeat_column_sets_how_long_a_device_may_be_silent() {
+        let (d, p) = read_text("id,kind,site,heartbeat\na,smoke,s,10m\nb,smoke,s,\nc,smoke,s,0s\n");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].heartbeat, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(d[1].heartbeat, None, "empty: the kind's default");
+        assert!(
+            p.len() == 1 && p[0].contains("line 4") && p[0].contains("heartbeat"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -342,6 +342,61 @@ mod tests {
     }
 
     #[test]
+    fn each_known_device_has_one_heartbeat() {
+        let text = format!(
+            r#"{MINIMAL}
+[[devices]]
+id = "d1"
+kind = "smoke"
+site = "s"
+[[devices]]
+id = "d2"
+kind = "kitchen"
+site = "s"
+heartbeat = "5m"
+[modbus.maps.m]
+registers = [{{ field = "temp_c", table = "holding", address = 0, type = "i16" }}]
+[[modbus.devices]]
+device = "d2"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+[[modbus.devices]]
+id = "m1"
+kind = "labcab"
+site = "s"
+transport = "tcp"
+address = "10.0.0.2"
+map = "m"
+timeout = "3s"
+"#
+        );
+        let cfg = load(&text).expect("loads").config;
+        let beats: Vec<(String, bool, i64)> = cfg
+            .known_devices()
+            .iter()
+            .map(|k| (k.config.id.clone(), k.polled, k.heartbeat_ms))
+            .collect();
+        assert_eq!(
+            beats,
+            vec![
+                ("d1".into(), false, 90_000),
+                ("d2".into(), true, 300_000),
+                // (3 failed polls + 1) × max(1 s interval, 2 attempts × 3 s).
+                ("m1".into(), true, 24_000),
+            ]
+        );
+        let zero = format!("{MINIMAL}[[devices]]\nid = \"d\"\nkind = \"smoke\"\nsite = \"s\"\nheartbeat = \"0s\"\n");
+        assert!(
+            problems(&zero)
+                .iter()
+                .any(|p| p.contains("devices[0].heartbeat")),
+            "{:?}",
+            problems(&zero)
+        );
+    }
+
+    #[test]
     fn minimal_config_loads_with_defaults() {
         let l = load(MINIMAL).expect("minimal config");
         assert_eq!(

@@ -14,7 +14,8 @@ pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
 pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig};
 pub use validate::Findings;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -505,6 +506,30 @@ pub struct DeviceConfig {
     pub room: Option<String>,
     /// A human name for the place.
     pub name: Option<String>,
+    /// How long it may stay silent before it counts as offline (default: three
+    /// report intervals of its kind; for a polled device, the polls it takes
+    /// the poller to give up on it).
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<Duration>,
+}
+
+/// A device known before any message arrives: declared in `[[devices]]` (or
+/// `devices_file`), polled over Modbus, or both.
+#[derive(Debug, Clone)]
+pub struct KnownDevice<'a> {
+    /// Identity and place.
+    pub config: Cow<'a, DeviceConfig>,
+    /// Whether a `[[modbus.devices]]` entry polls it.
+    pub polled: bool,
+    /// Silence after which it is offline, ms: the one figure the registry
+    /// (the page's online state) and the rules' `offline` condition judge by.
+    pub heartbeat_ms: i64,
+}
+
+/// How long a device of `kind` that nobody configured a heartbeat for may
+/// stay silent: three missed reports, so one lost message is not an outage.
+pub fn kind_heartbeat_ms(kind: Kind) -> i64 {
+    3 * 1000 * kind.nominal_interval_secs() as i64
 }
 
 impl DeviceConfig {
@@ -879,8 +904,67 @@ impl Config {
                 floor: d.floor.clone(),
                 room: d.room.clone(),
                 name: d.name.clone(),
+                heartbeat: None,
             }),
         }
+    }
+
+    /// How long a polled device stays online without a reading: one poll
+    /// cycle more than it takes the poller to declare it offline
+    /// (`offline_after_failures` polls, each as long as its interval or as
+    /// its attempts running into the timeout, whichever is longer).
+    pub fn modbus_heartbeat(&self, d: &ModbusDeviceConfig) -> Duration {
+        let m = &self.modbus;
+        let attempts = 1 + d.retries.unwrap_or(m.retries);
+        let cycle = d
+            .poll_interval
+            .unwrap_or(m.poll_interval)
+            .max(d.timeout.unwrap_or(m.timeout).saturating_mul(attempts));
+        let polls = d
+            .offline_after_failures
+            .unwrap_or(m.offline_after_failures)
+            .max(1);
+        cycle.saturating_mul(polls.saturating_add(1))
+    }
+
+    /// Every device known before any message: the declared ones, then those
+    /// only `[[modbus.devices]]` names. A device's own `heartbeat` wins; else
+    /// a polled device's comes from its polling, the others' from their kind.
+    pub fn known_devices(&self) -> Vec<KnownDevice<'_>> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut out: Vec<KnownDevice<'_>> = self
+            .devices
+            .iter()
+            .map(|d| KnownDevice {
+                heartbeat_ms: d.heartbeat.map_or_else(|| kind_heartbeat_ms(d.kind), ms),
+                config: Cow::Borrowed(d),
+                polled: false,
+            })
+            .collect();
+        let index: HashMap<(&str, &str), usize> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ((d.site.as_str(), d.id.as_str()), i))
+            .collect();
+        for m in &self.modbus.devices {
+            let Some(d) = self.modbus_identity(m) else {
+                continue;
+            };
+            let heartbeat_ms = ms(d.heartbeat.unwrap_or_else(|| self.modbus_heartbeat(m)));
+            match index.get(&(d.site.as_str(), d.id.as_str())) {
+                Some(&i) => {
+                    out[i].polled = true;
+                    out[i].heartbeat_ms = heartbeat_ms;
+                }
+                None => out.push(KnownDevice {
+                    config: Cow::Owned(d),
+                    polled: true,
+                    heartbeat_ms,
+                }),
+            }
+        }
+        out
     }
 
     /// The registers of a Modbus device: its named map's or its own.

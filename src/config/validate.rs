@@ -2,8 +2,11 @@
 //! with its key path, so `campusgw check` prints them all at once.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use super::{is_valid_id, Config, InfluxApi, ModbusTransport, RegisterConfig, Secret};
+use super::{
+    is_valid_id, Config, DeviceConfig, InfluxApi, ModbusTransport, RegisterConfig, Secret,
+};
 use crate::reading::Kind;
 use crate::sources::modbus::map::{PROTOCOL_MAX_BITS, PROTOCOL_MAX_REGISTERS};
 
@@ -216,17 +219,8 @@ impl Config {
         // Those of `devices_file` were checked as it was read, with its lines.
         let from_toml = self.devices.len() - self.devices_from_file;
         for (i, d) in self.devices[..from_toml].iter().enumerate() {
-            if !is_valid_id(&d.id) {
-                err(
-                    &format!("devices[{i}].id"),
-                    format!("`{}` may hold only letters, digits, - and _", d.id),
-                );
-            }
-            if !is_valid_id(&d.site) {
-                err(
-                    &format!("devices[{i}].site"),
-                    format!("`{}` may hold only letters, digits, - and _", d.site),
-                );
+            for (key, message) in device_problems(d) {
+                err(&format!("devices[{i}].{key}"), message);
             }
             if !seen.insert((d.site.as_str(), d.id.as_str())) {
                 err(
@@ -531,3 +525,21 @@ fn valid_filter(f: &str) -> bool {
 
 const INLINE_SECRET: &str =
     "is written inline; prefer { env = \"VAR\" } or { file = \"/path\" } so the file can be shared";
+
+/// What is wrong with one device entry, as (key, message): shared by the
+/// `[[devices]]` tables and `devices_file`.
+pub(super) fn device_problems(d: &DeviceConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (key, value) in [("id", &d.id), ("site", &d.site)] {
+        if !is_valid_id(value) {
+            out.push((
+                key,
+                format!("`{value}` may hold only letters, digits, - and _"),
+            ));
+        }
+    }
+    if d.heartbeat.is_some_and(|h| h < Duration::from_secs(1)) {
+        out.push(("heartbeat", "must be at least 1s".into()));
+    }
+    out
+}

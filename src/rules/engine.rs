@@ -10,9 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::alarms::lifecycle::{Action, Alarm, NotAllowed, State};
-use crate::config::DeviceConfig;
+use crate::config::{kind_heartbeat_ms, KnownDevice};
 use crate::reading::{FieldName, Kind, Location, Reading, Value};
-use crate::registry::offline_after_ms;
 
 use super::condition::{Condition, Edge, Input, Memory};
 use super::{describe_location, Rule, RuleSet};
@@ -161,6 +160,8 @@ struct Device {
     location: Option<Arc<Location>>,
     fields: Vec<(FieldName, Value)>,
     last_seen: i64,
+    /// Silence after which an `offline` rule without its own `after` trips, ms.
+    heartbeat_ms: i64,
 }
 
 /// Flood settings.
@@ -191,18 +192,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine; `declared` devices count as seen at `now` so that one
+    /// A new engine; `known` devices count as seen at `now` so that one
     /// which never reports goes offline after its heartbeat.
-    pub fn new(set: RuleSet, flood: Flood, declared: &[DeviceConfig], now: i64) -> Self {
-        let devices = declared
+    pub fn new(set: RuleSet, flood: Flood, known: &[KnownDevice<'_>], now: i64) -> Self {
+        let devices = known
             .iter()
-            .map(|d| {
+            .map(|k| {
+                let d = &k.config;
                 let loc = d.location();
                 let dev = Device {
                     kind: d.kind,
                     location: (loc != Location::default()).then(|| Arc::new(loc)),
                     fields: Vec::new(),
                     last_seen: now,
+                    heartbeat_ms: k.heartbeat_ms,
                 };
                 ((Arc::from(d.site.as_str()), Arc::from(d.id.as_str())), dev)
             })
@@ -268,6 +271,7 @@ impl Engine {
             location: r.location.clone(),
             fields: Vec::new(),
             last_seen: now,
+            heartbeat_ms: kind_heartbeat_ms(r.kind),
         });
         dev.last_seen = now;
         dev.location = r.location.clone();
@@ -340,7 +344,7 @@ impl Engine {
                     if !rule.applies(dev.kind, &key.1, dev.location.as_deref()) {
                         continue;
                     }
-                    let after = after_ms.unwrap_or_else(|| offline_after_ms(dev.kind));
+                    let after = after_ms.unwrap_or(dev.heartbeat_ms);
                     let mem = self.mem[i]
                         .entry(key.clone())
                         .or_insert_with(|| Memory::new(rule.for_ms, rule.clear_for_ms));
@@ -872,7 +876,7 @@ mod tests {
                 threshold: 10,
                 window_ms: 10_000,
             },
-            &cfg.devices,
+            &cfg.known_devices(),
             T0,
         )
     }
@@ -993,6 +997,42 @@ condition = { type = "offline", after = "60s" }
             actions(&c),
             vec![(1, "clear".into(), State::ClearedUnacked)]
         );
+    }
+
+    #[test]
+    fn offline_without_after_follows_each_devices_heartbeat() {
+        // s0 is a detector on MQTT (three report intervals: 90 s); chem-9 is
+        // polled every 10 s and never answers: the poller gives up after
+        // 3 polls, so it is offline after (3 + 1) × 10 s.
+        let rules = r#"
+[[rules]]
+id = "silent"
+severity = "medium"
+kinds = ["smoke", "labcab"]
+message = "{device} silent"
+condition = { type = "offline" }
+[modbus.maps.m]
+registers = [{ field = "temp_c", table = "holding", address = 0, type = "i16" }]
+[[modbus.devices]]
+id = "chem-9"
+kind = "labcab"
+site = "yz"
+transport = "tcp"
+address = "10.0.0.2"
+map = "m"
+poll_interval = "10s"
+"#;
+        let mut e = engine(rules, 1);
+        let raised = |c: &[Change]| -> Vec<String> {
+            c.iter()
+                .filter(|c| c.event.action == "raise")
+                .map(|c| c.alarm.device.clone())
+                .collect()
+        };
+        assert!(raised(&e.on_tick(T0 + 40_000)).is_empty());
+        assert_eq!(raised(&e.on_tick(T0 + 40_001)), vec!["chem-9"]);
+        assert!(raised(&e.on_tick(T0 + 90_000)).is_empty());
+        assert_eq!(raised(&e.on_tick(T0 + 90_001)), vec!["s0"]);
     }
 
     #[test]
