@@ -51,8 +51,8 @@ fn main() {
     let broker = Mosquitto::builder().for_gateway().start();
     let influx = Influx1::start();
     runtime().block_on(influx.create_database("campus"));
-    // BENCH_INFLUX_NICE=10: the database at a lower priority, as the README
-    // recommends when it shares the gateway's machine.
+    // BENCH_INFLUX_NICE=10: the database at a lower priority, to tell its
+    // CPU contention apart from its other effects on the tail.
     if let (Ok(nice), Some(pid)) = (std::env::var("BENCH_INFLUX_NICE"), influx.pid()) {
         renice_all_threads(pid, &nice);
     }
