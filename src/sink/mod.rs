@@ -146,8 +146,8 @@ pub async fn run(
     // Alarm transitions (already durable in the alarm store) ride along.
     let (mut readings_open, mut alarms_open) = (true, true);
     while readings_open || alarms_open {
-        let ready = chunk.points >= HAND_OVER_POINTS
-            || chunk.due().is_some_and(|d| d <= Instant::now());
+        let ready =
+            chunk.points >= HAND_OVER_POINTS || chunk.due().is_some_and(|d| d <= Instant::now());
         tokio::select! {
             biased;
             permit = ctx.reserve(), if ready => match permit {
