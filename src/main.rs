@@ -136,6 +136,10 @@ where
 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Bounded like every queue: 200 wall screens reconnecting at once
+        // each check a session in SQLite on a blocking thread; with tokio's
+        // default of 512 that burst started ~120 threads, now they take turns.
+        .max_blocking_threads(32)
         .build()
     {
         Ok(rt) => rt,
