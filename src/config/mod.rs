@@ -595,6 +595,47 @@ pub struct ModbusConfig {
     pub devices: Vec<ModbusDeviceConfig>,
 }
 
+/// A polled device's timings: its own where it sets them, else `[modbus]`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollTimings {
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Timeout of each request.
+    pub timeout: Duration,
+    /// Further attempts per poll after a timeout or transport error.
+    pub retries: u32,
+    /// Consecutive failed polls before it is offline (at least 1).
+    pub offline_after: u32,
+}
+
+impl PollTimings {
+    /// How long the device stays online without a reading: one poll cycle
+    /// more than it takes the poller to declare it offline (`offline_after`
+    /// polls, each as long as the interval or as its attempts running into
+    /// the timeout, whichever is longer).
+    pub fn heartbeat(&self) -> Duration {
+        let cycle = self
+            .poll_interval
+            .max(self.timeout.saturating_mul(self.retries.saturating_add(1)));
+        cycle.saturating_mul(self.offline_after.saturating_add(1))
+    }
+}
+
+impl ModbusConfig {
+    /// The timings of device `d`.
+    pub fn timings(&self, d: &ModbusDeviceConfig) -> PollTimings {
+        PollTimings {
+            poll_interval: d.poll_interval.unwrap_or(self.poll_interval),
+            timeout: d.timeout.unwrap_or(self.timeout),
+            retries: d.retries.unwrap_or(self.retries),
+            offline_after: d
+                .offline_after_failures
+                .unwrap_or(self.offline_after_failures)
+                .max(1),
+        }
+    }
+}
+
 impl Default for ModbusConfig {
     fn default() -> Self {
         Self {
@@ -909,24 +950,6 @@ impl Config {
         }
     }
 
-    /// How long a polled device stays online without a reading: one poll
-    /// cycle more than it takes the poller to declare it offline
-    /// (`offline_after_failures` polls, each as long as its interval or as
-    /// its attempts running into the timeout, whichever is longer).
-    pub fn modbus_heartbeat(&self, d: &ModbusDeviceConfig) -> Duration {
-        let m = &self.modbus;
-        let attempts = 1 + d.retries.unwrap_or(m.retries);
-        let cycle = d
-            .poll_interval
-            .unwrap_or(m.poll_interval)
-            .max(d.timeout.unwrap_or(m.timeout).saturating_mul(attempts));
-        let polls = d
-            .offline_after_failures
-            .unwrap_or(m.offline_after_failures)
-            .max(1);
-        cycle.saturating_mul(polls.saturating_add(1))
-    }
-
     /// Every device known before any message: the declared ones, then those
     /// only `[[modbus.devices]]` names. A device's own `heartbeat` wins; else
     /// a polled device's comes from its polling, the others' from their kind.
@@ -951,7 +974,9 @@ impl Config {
             let Some(d) = self.modbus_identity(m) else {
                 continue;
             };
-            let heartbeat_ms = ms(d.heartbeat.unwrap_or_else(|| self.modbus_heartbeat(m)));
+            let heartbeat_ms = ms(d
+                .heartbeat
+                .unwrap_or_else(|| self.modbus.timings(m).heartbeat()));
             match index.get(&(d.site.as_str(), d.id.as_str())) {
                 Some(&i) => {
                     out[i].polled = true;

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ModbusTransport, Parity};
+use crate::config::{Config, ModbusTransport, Parity, PollTimings};
 use crate::reading::{FieldName, Kind, Reading, Source, Value};
 use crate::telemetry::health::MODBUS_PREFIX;
 use crate::telemetry::{Health, Metrics, ModbusDeviceMetrics, ModbusFailure, Status};
@@ -79,14 +79,8 @@ pub struct DeviceSpec {
     pub unit: u8,
     /// What to read and how to decode it.
     pub plan: ReadPlan,
-    /// Time between polls.
-    pub poll_interval: Duration,
-    /// Timeout of each request.
-    pub timeout: Duration,
-    /// Further attempts per poll after a timeout or transport error.
-    pub retries: u32,
-    /// Consecutive failed polls before it is offline.
-    pub offline_after: u32,
+    /// Poll interval, timeout, retries, failures before offline.
+    pub timings: PollTimings,
 }
 
 impl DeviceSpec {
@@ -159,13 +153,7 @@ pub fn device_specs(cfg: &Config) -> Result<Vec<DeviceSpec>, SourceError> {
             endpoint,
             unit: d.unit,
             plan,
-            poll_interval: d.poll_interval.unwrap_or(m.poll_interval),
-            timeout: d.timeout.unwrap_or(m.timeout),
-            retries: d.retries.unwrap_or(m.retries),
-            offline_after: d
-                .offline_after_failures
-                .unwrap_or(m.offline_after_failures)
-                .max(1),
+            timings: m.timings(d),
         });
     }
     Ok(out)
@@ -258,7 +246,7 @@ impl ModbusSource {
         for (i, spec) in self.tcp.into_iter().enumerate() {
             // Spread the first polls over one interval, so hundreds of devices
             // are not all polled in the same millisecond.
-            let stagger = spec.poll_interval / n * i as u32;
+            let stagger = spec.timings.poll_interval / n * i as u32;
             let device = Device::new(spec, self.shared.clone());
             tracker.spawn(run_tcp(device, stagger, cancel.clone()));
         }
@@ -375,7 +363,7 @@ impl Device {
         if self.state.offline {
             1
         } else {
-            1 + self.spec.retries
+            1 + self.spec.timings.retries
         }
     }
 
@@ -398,7 +386,7 @@ impl Device {
                 Some(format!(
                     "{}, polled every {:?}",
                     self.spec.describe(),
-                    self.spec.poll_interval
+                    self.spec.timings.poll_interval
                 )),
             );
             self.shown = Some(Status::Ok);
@@ -421,7 +409,7 @@ impl Device {
     /// Records a failed poll.
     fn fail(&mut self, f: &Failure) {
         self.metrics.fail(f.reason);
-        let change = self.state.failure(self.spec.offline_after);
+        let change = self.state.failure(self.spec.timings.offline_after);
         let n = self.state.consecutive;
         let (status, detail) = if self.state.offline {
             (
@@ -452,7 +440,8 @@ async fn run_tcp(mut dev: Device, stagger: Duration, cancel: CancellationToken) 
     let Endpoint::Tcp(address) = dev.spec.endpoint.clone() else {
         return;
     };
-    let mut ticker = tokio::time::interval_at(Instant::now() + stagger, dev.spec.poll_interval);
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + stagger, dev.spec.timings.poll_interval);
     // A late poll is not made up for with a burst: the device gets its rate, not more.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut backoff = Backoff::new(dev.shared.reconnect_min, dev.shared.reconnect_max);
@@ -470,7 +459,7 @@ async fn run_tcp(mut dev: Device, stagger: Duration, cancel: CancellationToken) 
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
             o = poll(&dev, &mut link, Duration::ZERO, || {
-                transport::connect_tcp(&address, dev.spec.unit, dev.spec.timeout)
+                transport::connect_tcp(&address, dev.spec.unit, dev.spec.timings.timeout)
             }) => o,
         };
         match outcome {
@@ -528,7 +517,7 @@ where
         };
         // A serial line carries several units.
         ctx.set_slave(Slave(spec.unit));
-        match transport::read_all(ctx, &spec.plan, spec.timeout, request_gap).await {
+        match transport::read_all(ctx, &spec.plan, spec.timings.timeout, request_gap).await {
             Ok(answers) => return decode(&spec.plan, &answers),
             Err(f) if !f.link_broken => return Err(f),
             Err(f) => {
@@ -572,7 +561,7 @@ async fn run_line(
             () = tokio::time::sleep_until(at) => {}
         }
         let now = Instant::now();
-        due[i] = next_due(at, devices[i].spec.poll_interval, now);
+        due[i] = next_due(at, devices[i].spec.timings.poll_interval, now);
         if port.is_none() {
             if retry_at.is_some_and(|t| now < t) {
                 continue;
@@ -709,10 +698,10 @@ registers = [{ field = "door_open", table = "discrete_input", address = 0, type 
         assert_eq!(&*specs[0].id, "hood-1");
         assert_eq!(specs[0].kind, Kind::Kitchen);
         assert_eq!(specs[0].endpoint, Endpoint::Tcp("10.0.0.9:502".into()));
-        assert_eq!(specs[0].poll_interval, Duration::from_secs(2));
+        assert_eq!(specs[0].timings.poll_interval, Duration::from_secs(2));
         assert_eq!(specs[1].endpoint, Endpoint::Rtu("bus1".into()));
         assert_eq!(specs[1].unit, 7);
-        assert_eq!(specs[1].poll_interval, Duration::from_millis(500));
+        assert_eq!(specs[1].timings.poll_interval, Duration::from_millis(500));
         assert_eq!(specs[1].plan.requests().len(), 1);
     }
 }
