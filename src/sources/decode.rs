@@ -307,6 +307,7 @@ impl Decoder {
             received: std::time::Instant::now(),
         })
     }
+
     /// The reference layout, read in one pass with borrowed keys and strings.
     /// Same outcome as [`Self::fields_from_tree`] on every input (a property
     /// test holds the two together): duplicate keys keep the last value,
