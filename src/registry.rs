@@ -81,9 +81,9 @@ pub struct KindCounts {
 }
 
 /// Devices by site, then by id: lookups by `&str` need no allocation.
-/// foldhash (seeded per map) instead of SipHash: every reading is looked up
-/// twice, and SipHash was most of the registry's cost; ids are short,
-/// validated, and their number is capped by `max_devices`.
+/// Every reading is looked up twice, so the faster foldhash (seeded per map)
+/// instead of SipHash, whose extra strength is against floods of chosen
+/// keys: ids are short, validated, and capped in number by `max_devices`.
 type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry, RandomState>, RandomState>;
 
 /// The device registry.

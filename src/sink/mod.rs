@@ -54,8 +54,8 @@ pub const COMPONENT: &str = "influx";
 /// messages a broker with mosquitto's default window sends, so such a broker
 /// never waits for the timer — …
 const HAND_OVER_POINTS: usize = 16;
-/// … or once its first point is this old. At 1,000 messages/s this is 100
-/// fdatasyncs a second instead of one per message or two; a reading's
+/// … or once its first point is this old. At 1,000 messages/s this is ~100
+/// fdatasyncs a second instead of ~500 (one per message or two); a reading's
 /// acknowledgement waits at most this long (its alarm does not wait at all).
 const HAND_OVER_AFTER: Duration = Duration::from_millis(10);
 
