@@ -124,6 +124,9 @@ pub struct AuditEntry {
 
 /// Sessions last this long after the last use (a wall screen stays signed in).
 const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A session's idle timer is written at most this often, so checking a
+/// session (every request, every event stream) is a read, not a write.
+const SESSION_REFRESH: Duration = Duration::from_secs(60);
 /// Failed sign-ins allowed per address and per user name within `THROTTLE_WINDOW`.
 const MAX_FAILURES: usize = 5;
 const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -329,7 +332,13 @@ impl AuthStore {
         let (role, _) = row.unwrap_or_default();
         let token = random_token();
         let csrf = random_token();
-        self.conn().execute(
+        let c = self.conn();
+        // Expired sessions are refused when read; a sign-in clears them away.
+        c.execute(
+            "DELETE FROM sessions WHERE last_used < ?1",
+            [now_ms() - SESSION_IDLE.as_millis() as i64],
+        )?;
+        c.execute(
             "INSERT INTO sessions (digest, user, csrf, last_used) VALUES (?1, ?2, ?3, ?4)",
             params![digest(&token), name, csrf, now_ms()],
         )?;
@@ -346,23 +355,32 @@ impl AuthStore {
     /// The user of a session cookie, refreshing its idle timer.
     pub fn session(&self, token: &str) -> Result<Option<Principal>, AuthError> {
         let d = digest(token);
+        let now = now_ms();
         let c = self.conn();
-        let idle_limit = now_ms() - SESSION_IDLE.as_millis() as i64;
-        c.execute("DELETE FROM sessions WHERE last_used < ?1", [idle_limit])?;
-        let p = c
+        let found = c
             .query_row(
-                "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?1",
-                [&d],
-                |r| Ok(Principal { user: r.get(0)?, role: Role::parse(&r.get::<_, String>(1)?), csrf: Some(r.get(2)?) }),
+                "SELECT s.user, u.role, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?1 AND s.last_used >= ?2",
+                params![d, now - SESSION_IDLE.as_millis() as i64],
+                |r| {
+                    let p = Principal {
+                        user: r.get(0)?,
+                        role: Role::parse(&r.get::<_, String>(1)?),
+                        csrf: Some(r.get(2)?),
+                    };
+                    Ok((p, r.get::<_, i64>(3)?))
+                },
             )
             .optional()?;
-        if p.is_some() {
+        let Some((p, last_used)) = found else {
+            return Ok(None);
+        };
+        if now - last_used > SESSION_REFRESH.as_millis() as i64 {
             c.execute(
                 "UPDATE sessions SET last_used = ?1 WHERE digest = ?2",
-                params![now_ms(), d],
+                params![now, d],
             )?;
         }
-        Ok(p)
+        Ok(Some(p))
     }
 
     /// Ends a session.
@@ -506,6 +524,41 @@ mod tests {
         assert_eq!(s.session(&token).expect("session"), Some(p.clone()));
         s.logout(&token).expect("logout");
         assert_eq!(s.session(&token).expect("session"), None);
+
+        // Idle sessions: refreshed when a minute stale, refused after a week.
+        let (token, _) = s
+            .login("wang", "correct horse battery", "1.2.3.4")
+            .expect("login")
+            .expect("ok");
+        let age = |ms: i64| {
+            s.conn()
+                .execute(
+                    "UPDATE sessions SET last_used = ?1 WHERE digest = ?2",
+                    params![now_ms() - ms, digest(&token)],
+                )
+                .expect("age the session");
+        };
+        let last_used = || -> i64 {
+            s.conn()
+                .query_row(
+                    "SELECT last_used FROM sessions WHERE digest = ?1",
+                    [digest(&token)],
+                    |r| r.get(0),
+                )
+                .expect("last_used")
+        };
+        age(2 * 60_000);
+        assert!(s.session(&token).expect("session").is_some());
+        assert!(
+            now_ms() - last_used() < 60_000,
+            "a stale timer is refreshed"
+        );
+        age(10_000);
+        let before = last_used();
+        assert!(s.session(&token).expect("session").is_some());
+        assert_eq!(last_used(), before, "a fresh one is only read");
+        age(SESSION_IDLE.as_millis() as i64 + 1);
+        assert_eq!(s.session(&token).expect("session"), None, "expired");
 
         let api = s
             .create_token("district", Role::Viewer, "admin")
