@@ -83,7 +83,9 @@ impl Gateway {
         })?;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
-        let registry = Arc::new(Registry::new(&cfg));
+        // Both the registry and the rules engine start from them.
+        let known = cfg.known_devices();
+        let registry = Arc::new(Registry::new(&cfg, &known));
         let shutdown = CancellationToken::new();
         let give_up = CancellationToken::new();
         let cap = cfg.gateway.queue_capacity;
@@ -108,7 +110,7 @@ impl Gateway {
             threshold: cfg.alarms.flood_threshold,
             window_ms: cfg.alarms.flood_window.as_millis() as i64,
         };
-        let mut engine = Engine::new(rules, flood, &cfg.known_devices(), crate::sources::now_ms());
+        let mut engine = Engine::new(rules, flood, &known, crate::sources::now_ms());
         let store_path = cfg.gateway.data_dir.join("alarms.db");
         let store = crate::rules::task::restore(&mut engine, &store_path)
             .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;

@@ -95,11 +95,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry holding the configuration's declared devices.
-    pub fn new(cfg: &Config) -> Self {
+    /// A registry holding the devices known before any message
+    /// (`Config::known_devices`), under the configuration's policy.
+    pub fn new(cfg: &Config, known: &[KnownDevice<'_>]) -> Self {
         let mut sites = Sites::default();
-        for d in cfg.known_devices() {
-            insert_declared(&mut sites, &d);
+        for d in known {
+            insert_declared(&mut sites, d);
         }
         Self {
             policy: cfg.gateway.undeclared_devices,
@@ -304,6 +305,11 @@ mod tests {
         Config::from_toml(&text, Vec::new()).expect("config").config
     }
 
+    fn registry(extra: &str) -> Registry {
+        let cfg = config(extra);
+        Registry::new(&cfg, &cfg.known_devices())
+    }
+
     fn reading(site: &str, device: &str, kind: Kind, ts: i64) -> Reading {
         Reading {
             site: Arc::from(site),
@@ -320,7 +326,7 @@ mod tests {
 
     #[test]
     fn declared_device_gets_its_location() {
-        let reg = Registry::new(&config(""));
+        let reg = registry("");
         let mut r = reading("yz", "a3-301", Kind::Smoke, 1000);
         reg.admit(&mut r, 1000).expect("admitted");
         assert_eq!(
@@ -333,7 +339,7 @@ mod tests {
 
     #[test]
     fn undeclared_policy_and_capacity() {
-        let reg = Registry::new(&config("[gateway]\nmax_devices = 2"));
+        let reg = registry("[gateway]\nmax_devices = 2");
         assert!(reg
             .admit(&mut reading("yz", "x1", Kind::Gate, 1), 1)
             .is_ok());
@@ -341,7 +347,7 @@ mod tests {
             reg.admit(&mut reading("yz", "x2", Kind::Gate, 1), 1),
             Err(Reject::RegistryFull)
         );
-        let strict = Registry::new(&config("[gateway]\nundeclared_devices = \"ignore\""));
+        let strict = registry("[gateway]\nundeclared_devices = \"ignore\"");
         assert_eq!(
             strict.admit(&mut reading("yz", "x1", Kind::Gate, 1), 1),
             Err(Reject::UnknownDevice)
@@ -350,7 +356,7 @@ mod tests {
 
     #[test]
     fn modbus_devices_are_devices_with_their_source() {
-        let reg = Registry::new(&config(
+        let reg = registry(
             r#"[modbus.maps.m]
 registers = [{ field = "temp_c", table = "holding", address = 0, type = "i16" }]
 [[modbus.devices]]
@@ -367,7 +373,7 @@ transport = "tcp"
 address = "10.0.0.2"
 map = "m"
 "#,
-        ));
+        );
         let devices = reg.devices(0);
         assert_eq!(devices.len(), 2);
         assert!(devices
@@ -383,7 +389,7 @@ map = "m"
 
     #[test]
     fn online_follows_heartbeat() {
-        let reg = Registry::new(&config(""));
+        let reg = registry("");
         assert_eq!(
             reg.counts(0)[0],
             (
@@ -407,7 +413,7 @@ map = "m"
     fn a_polled_device_is_offline_when_its_poller_gives_up() {
         // Polled every 2 s, 1 s timeout, 2 retries: a failing poll takes 3 s,
         // offline after 3 of them; online until one cycle more, 12 s.
-        let reg = Registry::new(&config(
+        let reg = registry(
             r#"[modbus.maps.m]
 registers = [{ field = "temp_c", table = "holding", address = 0, type = "i16" }]
 [[modbus.devices]]
@@ -418,7 +424,7 @@ map = "m"
 poll_interval = "2s"
 retries = 2
 "#,
-        ));
+        );
         reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0)
             .expect("admit");
         assert_eq!(reg.counts(12_000)[0].1.online, 1);
