@@ -310,13 +310,13 @@ async fn sse_clients(
                     let ms = |t: SystemTime| {
                         t.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0
                     };
+                    let at_socket = ms(arrived.unwrap_or(read));
                     let mut l = lat.lock().expect("lat");
-                    l.socket.push(ms(arrived.unwrap_or(read)));
+                    l.socket.push(at_socket);
                     l.read.push(ms(read));
-                    if trace && ms(arrived.unwrap_or(read)) > 10.0 {
+                    if trace && at_socket > 10.0 {
                         eprintln!(
-                            "slow sse {dev} {:.2} ms, published at {:.3}",
-                            ms(arrived.unwrap_or(read)),
+                            "slow sse {dev} {at_socket:.2} ms, published at {:.3}",
                             t0.duration_since(SystemTime::UNIX_EPOCH)
                                 .unwrap_or_default()
                                 .as_secs_f64()
