@@ -134,6 +134,13 @@ site = "yazhong"
     let received = metric(&gw, "campusgw_messages_received_total{source=\"mqtt\"}").await;
     assert_eq!(received, (cases.len() as u64 + seq) as f64);
 
+    // The declared detector reported: the device gauge (recounted at most
+    // once a second) says so.
+    eventually("the detector counted online", || async {
+        metric(&gw, "campusgw_devices{kind=\"smoke\",state=\"online\"}").await == 1.0
+    })
+    .await;
+
     let (status, body) = gateway::get(&gw, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     gw.stop().await;

@@ -3,6 +3,8 @@
 //! Hot-path counters are resolved once into plain handles so counting a
 //! message is one atomic add.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -147,6 +149,8 @@ pub struct Metrics {
     points_dropped: Family<ReasonLabel, Counter>,
     queue_depth: Family<QueueLabel, Gauge>,
     devices: Family<DeviceLabel, Gauge>,
+    /// When `devices` was last counted (epoch ms): see [`Metrics::devices_due`].
+    devices_counted_ms: AtomicI64,
     alarm_transitions: Family<TransitionLabel, Counter>,
     alarms: Family<StateLabel, Gauge>,
     /// Rule expressions that could not be evaluated.
@@ -200,6 +204,7 @@ impl Metrics {
             points_dropped: Family::default(),
             queue_depth: Family::default(),
             devices: Family::default(),
+            devices_counted_ms: AtomicI64::new(i64::MIN),
             alarm_transitions: Family::default(),
             alarms: Family::default(),
             rule_errors: Counter::default(),
@@ -440,6 +445,19 @@ impl Metrics {
             .clone()
     }
 
+    /// Whether the device gauges are due a recount, claiming it if so: at
+    /// most once a second. Counting scans every device under the registry's
+    /// read lock, which the alarm thread's admission of each reading waits
+    /// on; a scraper polling every 100 ms must not make that happen each time.
+    pub fn devices_due(&self, now_ms: i64) -> bool {
+        let last = self.devices_counted_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= 1_000
+            && self
+                .devices_counted_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Sets the number of devices of a kind in a state (`online`, `offline`).
     pub fn set_devices(&self, kind: Kind, state: &'static str, n: i64) {
         self.devices
@@ -517,5 +535,15 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.rejected(Reject::MalformedJson), 1);
+    }
+
+    #[test]
+    fn devices_are_recounted_at_most_once_a_second() {
+        let m = Metrics::new();
+        assert!(m.devices_due(5_000), "the first scrape counts");
+        assert!(!m.devices_due(5_000));
+        assert!(!m.devices_due(5_999));
+        assert!(m.devices_due(6_000));
+        assert!(!m.devices_due(6_500));
     }
 }

@@ -305,9 +305,12 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    for (kind, c) in s.registry.counts(now_ms()) {
-        s.metrics.set_devices(kind, "online", c.online as i64);
-        s.metrics.set_devices(kind, "offline", c.offline as i64);
+    let now = now_ms();
+    if s.metrics.devices_due(now) {
+        for (kind, c) in s.registry.counts(now) {
+            s.metrics.set_devices(kind, "online", c.online as i64);
+            s.metrics.set_devices(kind, "offline", c.offline as i64);
+        }
     }
     (
         [(
