@@ -20,6 +20,10 @@
 //! message only once it is fsynced in its spool, so the in-flight window
 //! divided by that wait is the ceiling of QoS 1 throughput.
 //!
+//! `BENCH_DB=victoria` writes to VictoriaMetrics through the InfluxDB v2
+//! write API instead: a database that costs far less CPU per point, which
+//! leaves more of the two cores to the gateway and shows its own ceiling.
+//!
 //! `BENCH_SOAK=1 cargo bench --bench pipeline` runs the soak instead:
 //! `BENCH_SOAK_MINUTES` (60) at `BENCH_SOAK_RATE` (5,000) messages/s with
 //! InfluxDB stopped for `BENCH_SOAK_OUTAGE_SECS` (60) every
@@ -35,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{feed, free_port, Influx1, Mosquitto};
+use common::{feed, free_port, Influx1, Mosquitto, Victoria};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 const DEVICES: usize = 10_000;
@@ -59,6 +63,96 @@ struct Outcome {
     lag_max_ms: f64,
     /// CPU (% of one core) of mosquitto, InfluxDB and the load generator (this process).
     others_pct: [f64; 3],
+}
+
+/// Where the gateway writes, fresh for every phase.
+enum Database {
+    /// InfluxDB 1.6.7, v1 API, one database per phase.
+    Influx(Influx1),
+    /// VictoriaMetrics, v2 write API, one server per phase (it has no
+    /// databases to keep phases apart).
+    Victoria(Victoria),
+}
+
+/// The one always-present field of each kind: counting it counts the points.
+const COUNTED: [(&str, &str); 5] = [
+    ("smoke", "temp_c"),
+    ("gate", "person_count"),
+    ("kitchen", "duct_temp_c"),
+    ("labcab", "voc_ppm"),
+    ("bus", "speed_kmh"),
+];
+
+impl Database {
+    fn start() -> Database {
+        match std::env::var("BENCH_DB").as_deref() {
+            Ok("victoria") => Database::Victoria(Victoria::start()),
+            Ok("influx") | Err(_) => Database::Influx(Influx1::start()),
+            Ok(other) => panic!("BENCH_DB={other}: use influx (the default) or victoria"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Database::Influx(_) => "InfluxDB",
+            Database::Victoria(_) => "VictoriaMetrics",
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Database::Influx(_) => "InfluxDB 1.6.7 (v1 API)",
+            Database::Victoria(_) => "VictoriaMetrics (InfluxDB v2 write API)",
+        }
+    }
+
+    /// An empty database for phase `db`, and the gateway's `[influx]` table for it.
+    async fn prepare(&mut self, db: &str) -> String {
+        match self {
+            Database::Influx(influx) => {
+                influx.create_database(db).await;
+                v1_sink(influx, db)
+            }
+            Database::Victoria(vm) => {
+                *vm = Victoria::start();
+                format!(
+                    "[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"bench\"\nbucket = \"{db}\"\ntoken = \"unused-by-victoria\"\n",
+                    vm.url()
+                )
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Database::Influx(influx) => influx.pid(),
+            Database::Victoria(vm) => vm.pid(),
+        }
+        .unwrap_or(0)
+    }
+
+    /// The points of phase `db` the database holds.
+    async fn count(&self, db: &str) -> u64 {
+        let mut n = 0;
+        for (kind, field) in COUNTED {
+            n += match self {
+                Database::Influx(influx) => influx.count_field(db, kind, field).await,
+                Database::Victoria(vm) => {
+                    vm.count_samples(&format!("{{__name__=\"{kind}_{field}\"}}"))
+                        .await
+                }
+            };
+        }
+        n
+    }
+}
+
+/// The gateway's `[influx]` table for database `db` of `influx`.
+fn v1_sink(influx: &Influx1, db: &str) -> String {
+    format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"{db}\"\n",
+        influx.url()
+    )
 }
 
 /// The benchmark's own runtime: two workers, like the machine's cores.
@@ -89,7 +183,7 @@ fn main() {
         .unwrap_or_else(|| vec![1_000, 5_000, 10_000, 20_000, 40_000]);
     let rt = runtime();
     let broker = Mosquitto::builder().for_gateway().start();
-    let influx = Influx1::start();
+    let mut database = Database::start();
     let work = tempfile::tempdir().expect("temp dir");
     let config_path = work.path().join("bench.toml");
 
@@ -108,24 +202,24 @@ fn main() {
     let mut rows = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
         let db = format!("bench{i}");
-        rt.block_on(influx.create_database(&db));
+        let sink = rt.block_on(database.prepare(&db));
         let web_port = free_port();
         std::fs::write(
             &config_path,
-            config(&broker.url(), &influx.url(), &db, web_port, work.path()),
+            config(&broker.url(), &sink, &db, web_port, work.path()),
         )
         .expect("write config");
         let mut gw = start_gateway(&config_path, web_port);
         let pid = gw.id();
         let outcome = rt.block_on(run_phase(
             &broker.url(),
-            &influx,
+            &database,
             &db,
             web_port,
             Procs {
                 gateway: pid,
                 broker: broker.pid().unwrap_or(0),
-                influx: influx.pid().unwrap_or(0),
+                database: database.pid(),
             },
             phase.rate,
             seconds,
@@ -139,8 +233,9 @@ fn main() {
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, InfluxDB 1.6.7 (v1 API), gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), DEVICES, CONNECTIONS);
-    let _ = writeln!(out, "| offered | published | in InfluxDB | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max | mosquitto / InfluxDB / generator CPU |");
+    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, {}, gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), DEVICES, CONNECTIONS, database.describe());
+    let db_name = database.name();
+    let _ = writeln!(out, "| offered | published | in {db_name} | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max | mosquitto / {db_name} / generator CPU |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for (phase, o) in &rows {
         let per_k = if o.msgs_per_s > 0.0 {
@@ -182,7 +277,7 @@ fn main() {
 
 /// The gateway's configuration, with the 10,000 devices in a `devices_file`
 /// (written next to it) as a school with that many would declare them.
-fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
+fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
     let mut csv = String::from("id,kind,site,building,floor,room\n");
     for d in 0..DEVICES {
         let kind = feed::KINDS[d % 5];
@@ -197,7 +292,7 @@ fn config(mqtt: &str, influx: &str, db: &str, web_port: u16, dir: &std::path::Pa
     let devices = dir.join("devices.csv");
     std::fs::write(&devices, csv).expect("write the devices file");
     format!(
-        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n[influx]\nurl = \"{influx}\"\napi = \"v1\"\ndatabase = \"{db}\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n{sink}[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
         devices.display(),
         dir.join(format!("data-{db}")).display()
     )
@@ -244,12 +339,12 @@ fn points_written(web_port: u16) -> u64 {
 struct Procs {
     gateway: u32,
     broker: u32,
-    influx: u32,
+    database: u32,
 }
 
 async fn run_phase(
     url: &str,
-    influx: &Influx1,
+    database: &Database,
     db: &str,
     web_port: u16,
     procs: Procs,
@@ -258,7 +353,7 @@ async fn run_phase(
 ) -> Outcome {
     let pid = procs.gateway;
     // The load generator is this process.
-    let others = [procs.broker, procs.influx, std::process::id()];
+    let others = [procs.broker, procs.database, std::process::id()];
     let published = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
@@ -329,17 +424,8 @@ async fn run_phase(
     sampler_stop.store(true, Ordering::Relaxed);
     let (pub_curve, written_curve) = sampler.await.expect("sampler");
 
-    // Count what InfluxDB really has: one always-present field per kind.
-    let mut in_db = 0;
-    for (kind, field) in [
-        ("smoke", "temp_c"),
-        ("gate", "person_count"),
-        ("kitchen", "duct_temp_c"),
-        ("labcab", "voc_ppm"),
-        ("bus", "speed_kmh"),
-    ] {
-        in_db += influx.count_field(db, kind, field).await;
-    }
+    // Count what the database really has.
+    let in_db = database.count(db).await;
 
     // For each publish sample: how long until InfluxDB acknowledged that many points.
     let mut lags: Vec<f64> = pub_curve
@@ -500,7 +586,13 @@ fn soak() {
     let web_port = free_port();
     std::fs::write(
         &config_path,
-        config(&broker.url(), &influx.url(), db, web_port, work.path()),
+        config(
+            &broker.url(),
+            &v1_sink(&influx, db),
+            db,
+            web_port,
+            work.path(),
+        ),
     )
     .expect("write config");
     let mut gw = start_gateway(&config_path, web_port);
@@ -555,15 +647,8 @@ fn soak() {
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut stored = 0;
     while Instant::now() < deadline {
-        stored = ["smoke", "gate", "kitchen", "labcab", "bus"]
+        stored = COUNTED
             .iter()
-            .zip([
-                "temp_c",
-                "person_count",
-                "duct_temp_c",
-                "voc_ppm",
-                "speed_kmh",
-            ])
             .map(|(k, f)| rt.block_on(influx.count_field(db, k, f)))
             .sum::<u64>();
         if stored >= total {

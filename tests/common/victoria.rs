@@ -143,6 +143,11 @@ impl Victoria {
         })
     }
 
+    /// The server's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
