@@ -24,9 +24,10 @@ use crate::telemetry::{LogLimiter, Metrics};
 #[derive(Debug)]
 pub struct Outputs {
     /// The sink (InfluxDB); the sink task holds the other end.
-    pub sink: mpsc::Sender<Reading>,
-    /// The rule engine; the rules task holds the other end.
-    pub rules: mpsc::Sender<Reading>,
+    pub sink: mpsc::Sender<Arc<Reading>>,
+    /// The rule engine; the rules task holds the other end. It shares the
+    /// sink's reading: both only read it.
+    pub rules: mpsc::Sender<Arc<Reading>>,
     /// Bus positions for the live page; subscribers may come and go.
     pub buses: broadcast::Sender<Arc<Reading>>,
 }
@@ -61,6 +62,7 @@ pub async fn run(
         // The rules task holds its clone of the reading's Ack until the alarm
         // store has what the reading changed. A rules task that is gone (a
         // bug) must not stop the time series.
+        let r = Arc::new(r);
         let _ = out.rules.send(r.clone()).await;
         // A rejected reading was dropped above: its message is confirmed at
         // once, since it will never become data.

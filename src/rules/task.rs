@@ -53,7 +53,7 @@ pub struct RulesTask {
     /// The store, written synchronously (see `persist`).
     pub store: AlarmStore,
     /// Readings from the router.
-    pub readings: mpsc::Receiver<Reading>,
+    pub readings: mpsc::Receiver<Arc<Reading>>,
     /// Commands from the web.
     pub commands: mpsc::Receiver<CommandRequest>,
     /// Reloaded rules.
@@ -169,7 +169,7 @@ impl RulesTask {
                     Some(r) => {
                         let changes = self.engine.on_reading(&r, now_ms());
                         if !changes.is_empty() {
-                            held.extend(r.ack);
+                            held.extend(r.ack.clone());
                             arrived.push(r.received);
                         }
                         changes

@@ -104,7 +104,7 @@ pub async fn run(
     sync_interval: Duration,
     (spool, appender): (Arc<Spool>, Appender),
     writer: Option<InfluxWriter>,
-    mut rx: mpsc::Receiver<Reading>,
+    mut rx: mpsc::Receiver<Arc<Reading>>,
     mut alarms: mpsc::Receiver<Arc<Change>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -157,12 +157,12 @@ pub async fn run(
             },
             () = sleep_until(chunk.due().map(Instant::into_std)), if !ready => {}
             r = rx.recv(), if readings_open && chunk.points < max_points => match r {
-                Some(mut r) => {
+                Some(r) => {
                     depth.set(rx.len() as i64);
                     line_protocol::encode(&r, &mut chunk.lines);
                     chunk.add_point();
-                    if let Some(ack) = r.ack.take() {
-                        chunk.acks.push(ack);
+                    if let Some(ack) = &r.ack {
+                        chunk.acks.push(ack.clone());
                     }
                 }
                 None => readings_open = false,
