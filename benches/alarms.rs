@@ -224,7 +224,11 @@ fn run(
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while connected.load(Ordering::Relaxed) < clients {
-        assert!(Instant::now() < deadline, "the SSE clients did not connect");
+        assert!(
+            Instant::now() < deadline,
+            "{} of {clients} SSE clients connected",
+            connected.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let probes = {
@@ -283,7 +287,6 @@ async fn sse_clients(
             let Ok(sock) = open_stream(web_port, &cookie).await else {
                 return;
             };
-            connected.fetch_add(1, Ordering::Relaxed);
             let mut buf = String::new();
             let mut chunk = vec![0u8; 64 * 1024];
             while let Ok((n, Some(arrived))) = recv_stamped(&sock, &mut chunk).await {
@@ -293,6 +296,11 @@ async fn sse_clients(
                 buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
                 while let Some(end) = buf.find("\n\n") {
                     let ev: String = buf.drain(..end + 2).collect();
+                    // Connected once the gateway has subscribed the stream
+                    // and said so, not when the request is sent.
+                    if ev.contains("event: hello") {
+                        connected.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !(ev.contains("event: alarm") && ev.contains("\"action\":\"raise\"")) {
                         continue;
                     }

@@ -2,19 +2,23 @@
 //! the rules task's broadcast), devices going online or offline (watched
 //! here), and bus positions (from the router).
 //!
-//! One fan-out task serialises every event once and broadcasts the text; a
-//! client only copies it into its stream, so 200 wall screens cost the
-//! gateway 200 copies, not 200 serialisations. A slow client misses events
-//! (it is told to refetch), it never slows the gateway.
+//! One fan-out task serialises and frames every event once and broadcasts
+//! the bytes; every client's stream writes the same buffer, so 200 wall
+//! screens cost the gateway 200 socket writes, not 200 serialisations or
+//! copies (a campus coming online is one `devices` event of ~100 KB). A slow
+//! client misses events (it is told to refetch), it never slows the gateway.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream, StreamExt};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -23,7 +27,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, AppState, Auth};
+use super::{AppState, Auth};
 use crate::alarms::AlarmView;
 use crate::reading::{Reading, Value};
 use crate::registry::Registry;
@@ -45,19 +49,27 @@ pub struct DeviceEvent {
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// One SSE event, already serialised.
-#[derive(Debug)]
-pub struct LiveEvent {
-    /// The SSE event name: `alarm`, `devices`, `bus` or `lagged`.
-    pub name: &'static str,
-    /// Its JSON data.
-    pub data: String,
+/// The first event of every stream: the client is subscribed from here on.
+const HELLO: &[u8] = b"event: hello\ndata: campusgw\n\n";
+
+/// What a client that fell behind the broadcast is sent instead of what it missed.
+const LAGGED: &[u8] = b"event: lagged\ndata: refetch\n\n";
+
+/// A comment line: keeps proxies and idle timeouts from closing a quiet stream.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// One SSE event (`event: NAME`, one `data:` line with compact JSON).
+fn frame(name: &str, json: &str) -> Bytes {
+    // Compact serde_json output escapes line breaks inside strings, so the
+    // data is one line, as SSE requires.
+    debug_assert!(!json.contains(['\n', '\r']));
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }
 
-/// The events every open page receives.
+/// The events every open page receives, each framed once.
 #[derive(Debug, Clone)]
 pub struct Live {
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    tx: broadcast::Sender<Bytes>,
 }
 
 impl Default for Live {
@@ -78,8 +90,8 @@ impl Live {
         if !self.has_pages() {
             return;
         }
-        if let Ok(data) = serde_json::to_string(data) {
-            let _ = self.tx.send(Arc::new(LiveEvent { name, data }));
+        if let Ok(json) = serde_json::to_string(data) {
+            let _ = self.tx.send(frame(name, &json));
         }
     }
 }
@@ -173,22 +185,45 @@ fn bus_position(r: &Reading) -> serde_json::Value {
     })
 }
 
-/// `GET /api/stream`.
-pub(super) async fn sse(
-    State(s): State<AppState>,
-    _auth: Auth,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let events = BroadcastStream::new(s.live.tx.subscribe()).map(|e| {
-        Ok(match e {
-            Ok(e) => Event::default().event(e.name).data(&e.data),
-            Err(BroadcastStreamRecvError::Lagged(_)) => {
-                Event::default().event("lagged").data("refetch")
-            }
-        })
+/// `GET /api/stream`: `hello` once the stream is subscribed, then every
+/// event, with a keep-alive comment every 15 s.
+pub(super) async fn sse(State(s): State<AppState>, _auth: Auth) -> Response {
+    let events = BroadcastStream::new(s.live.tx.subscribe()).map(|e| match e {
+        Ok(frame) => frame,
+        Err(BroadcastStreamRecvError::Lagged(_)) => Bytes::from_static(LAGGED),
     });
-    let hello = stream::once(async { Ok(Event::default().event("hello").data("campusgw")) });
-    Ok(
-        Sse::new(hello.chain(events))
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    let period = Duration::from_secs(15);
+    let keep_alive = stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+        |mut tick| async move {
+            tick.tick().await;
+            Some((Bytes::from_static(KEEP_ALIVE), tick))
+        },
+    );
+    let body = stream::once(async { Bytes::from_static(HELLO) })
+        .chain(stream::select(events, keep_alive))
+        .map(Ok::<_, Infallible>);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
     )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_one_data_line_even_when_its_text_has_line_breaks() {
+        let json =
+            serde_json::to_string(&json!({ "message": "smoke\r\nin A3" })).expect("serialise");
+        assert_eq!(
+            &frame("alarm", &json)[..],
+            b"event: alarm\ndata: {\"message\":\"smoke\\r\\nin A3\"}\n\n"
+        );
+    }
 }
