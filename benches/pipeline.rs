@@ -424,8 +424,17 @@ async fn run_phase(
     sampler_stop.store(true, Ordering::Relaxed);
     let (pub_curve, written_curve) = sampler.await.expect("sampler");
 
-    // Count what the database really has.
-    let in_db = database.count(db).await;
+    // Count what the database really has. VictoriaMetrics makes new series
+    // searchable a little after it acknowledged them: count until the count
+    // is complete or stops changing.
+    let mut in_db = database.count(db).await;
+    let mut unchanged = 0;
+    while in_db < total && unchanged < 5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = database.count(db).await;
+        unchanged = if now == in_db { unchanged + 1 } else { 0 };
+        in_db = now;
+    }
 
     // For each publish sample: how long until InfluxDB acknowledged that many points.
     let mut lags: Vec<f64> = pub_curve
