@@ -100,13 +100,15 @@ fn main() {
         let _ = stdin.write_all(b"bench-password-123\n");
     }
     let _ = add.wait();
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_campusgw"))
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the gateway");
+    let gw = common::process::ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_campusgw"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the gateway"),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !common::http_sync(web_port, "GET", "/healthz", None, None)
         .is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing"))
@@ -119,10 +121,7 @@ fn main() {
     let inside = common::http_sync(web_port, "GET", "/metrics", None, None)
         .map(|(_, body)| histogram_quantiles(&body, "campusgw_alarm_latency_seconds"))
         .unwrap_or_default();
-    let _ = Command::new("kill")
-        .args(["-TERM", &gw.id().to_string()])
-        .status();
-    let _ = gw.wait();
+    gw.stop();
 
     let report = |name: &str, mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -309,9 +308,14 @@ async fn sse_clients(
         let (cookie, sent, lat, connected) =
             (cookie.clone(), sent.clone(), lat.clone(), connected.clone());
         streams.push(tokio::spawn(async move {
-            let Ok(sock) = open_stream(web_port, &cookie).await else {
-                return;
+            let sock = match open_stream(web_port, &cookie).await {
+                Ok(sock) => sock,
+                Err(e) => {
+                    eprintln!("SSE client {client}: {e}");
+                    return;
+                }
             };
+            let mut hello = false;
             // The start of a frame not yet complete.
             let mut pending: Vec<u8> = Vec::new();
             let mut chunk = vec![0u8; 256 * 1024];
@@ -334,6 +338,7 @@ async fn sse_clients(
                     // Connected once the gateway has subscribed the stream
                     // and said so, not when the request is sent.
                     if head.contains("event: hello") {
+                        hello = true;
                         connected.fetch_add(1, Ordering::Relaxed);
                     }
                     if trace && client == 0 && head.contains("event: devices") {
@@ -372,6 +377,12 @@ async fn sse_clients(
                     }
                 }
                 pending.drain(..done);
+            }
+            if !hello {
+                eprintln!(
+                    "SSE client {client}: the stream ended before its hello: {}",
+                    String::from_utf8_lossy(&pending[..pending.len().min(300)])
+                );
             }
         }));
     }

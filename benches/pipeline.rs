@@ -34,11 +34,12 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::ChildGuard;
 use common::{feed, free_port, Influx1, Mosquitto, Victoria};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
@@ -209,7 +210,7 @@ fn main() {
             config(&broker.url(), &sink, &db, web_port, work.path()),
         )
         .expect("write config");
-        let mut gw = start_gateway(&config_path, web_port);
+        let gw = start_gateway(&config_path, web_port);
         let pid = gw.id();
         let outcome = rt.block_on(run_phase(
             &broker.url(),
@@ -224,7 +225,7 @@ fn main() {
             phase.rate,
             seconds,
         ));
-        stop(&mut gw);
+        gw.stop();
         eprintln!(
             "{:>12}: {:>8.0} msg/s end to end over {:.1} s, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms",
             phase.name, outcome.msgs_per_s, outcome.seconds, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms
@@ -269,10 +270,8 @@ fn main() {
         .iter()
         .map(|(_, o)| o.published.saturating_sub(o.stored))
         .sum();
-    if lost > 0 {
-        eprintln!("LOST {lost} messages");
-        std::process::exit(1);
-    }
+    // A panic, not `process::exit`: unwinding stops the servers.
+    assert!(lost == 0, "LOST {lost} messages");
 }
 
 /// The gateway's configuration, with the 10,000 devices in a `devices_file`
@@ -298,15 +297,17 @@ fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path
     )
 }
 
-fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start campusgw");
+fn start_gateway(config: &std::path::Path, web_port: u16) -> ChildGuard {
+    let child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_campusgw"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start campusgw"),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok((200, body)) = common::http_sync(web_port, "GET", "/healthz", None, None) {
@@ -319,16 +320,7 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     panic!("the gateway did not become ready");
-}
-
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 fn points_written(web_port: u16) -> u64 {
@@ -604,7 +596,7 @@ fn soak() {
         ),
     )
     .expect("write config");
-    let mut gw = start_gateway(&config_path, web_port);
+    let gw = start_gateway(&config_path, web_port);
     let pid = gw.id();
     let published = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
@@ -666,7 +658,7 @@ fn soak() {
         std::thread::sleep(Duration::from_secs(5));
     }
     let (cpu, hwm) = common::process::cpu_and_peak_rss(pid);
-    stop(&mut gw);
+    gw.stop();
     let warm: Vec<f64> = samples.iter().filter(|s| s.0 >= 120).map(|s| s.1).collect();
     let (lo, hi) = warm
         .iter()
@@ -697,7 +689,6 @@ fn soak() {
     let _ = std::fs::write(&path, &out);
     eprintln!("written to {}", path.display());
     if stored < total {
-        eprintln!("LOST {} messages", total - stored);
-        std::process::exit(1);
+        panic!("LOST {} messages", total - stored);
     }
 }

@@ -321,3 +321,36 @@ pub fn machine() -> String {
         .unwrap_or(0);
     format!("{cores} cores ({cpu})")
 }
+
+/// A child process (a benchmark's `campusgw run`) that is stopped when
+/// dropped, also when the benchmark panics: a gateway left behind keeps
+/// reconnecting, and on the next run's broker — free ports come round again
+/// — it would take over the new gateway's client id.
+pub struct ChildGuard(Child);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        ChildGuard(child)
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, and wait for the graceful shutdown.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
