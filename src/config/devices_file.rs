@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::validate::device_problems;
+use super::validate::{declared_twice, device_problems};
 use super::DeviceConfig;
 
 /// At most this many problems are reported; a wrong file usually has one
@@ -55,10 +55,7 @@ pub(super) fn read(path: &Path, devices: &mut Vec<DeviceConfig>) -> Vec<String> 
                             problems.push(at(format!("{key} {message}")));
                         }
                     } else if !seen.insert((d.site.clone(), d.id.clone())) {
-                        problems.push(at(format!(
-                            "device `{}` of site `{}` is declared twice",
-                            d.id, d.site
-                        )));
+                        problems.push(at(declared_twice(&d)));
                     } else {
                         devices.push(d);
                     }

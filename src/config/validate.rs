@@ -223,10 +223,7 @@ impl Config {
                 err(&format!("devices[{i}].{key}"), message);
             }
             if !seen.insert((d.site.as_str(), d.id.as_str())) {
-                err(
-                    &format!("devices[{i}].id"),
-                    format!("device `{}` of site `{}` is declared twice", d.id, d.site),
-                );
+                err(&format!("devices[{i}].id"), declared_twice(d));
             }
         }
         let a = &self.alarms;
@@ -525,6 +522,11 @@ fn valid_filter(f: &str) -> bool {
 
 const INLINE_SECRET: &str =
     "is written inline; prefer { env = \"VAR\" } or { file = \"/path\" } so the file can be shared";
+
+/// The problem of a second declaration of the same site and id.
+pub(super) fn declared_twice(d: &DeviceConfig) -> String {
+    format!("device `{}` of site `{}` is declared twice", d.id, d.site)
+}
 
 /// What is wrong with one device entry, as (key, message): shared by the
 /// `[[devices]]` tables and `devices_file`.

@@ -94,6 +94,11 @@ impl Live {
             let _ = self.tx.send(frame(name, &json));
         }
     }
+
+    /// Tells every page that events were missed: it refetches.
+    fn lagged(&self) {
+        let _ = self.tx.send(Bytes::from_static(LAGGED));
+    }
 }
 
 /// What the fan-out task listens to.
@@ -126,12 +131,12 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                     "alarm",
                     &json!({ "action": c.event.action, "alarm": AlarmView::from(&c.alarm) }),
                 ),
-                Err(RecvError::Lagged(_)) => live.send("lagged", &"refetch"),
+                Err(RecvError::Lagged(_)) => live.lagged(),
                 Err(RecvError::Closed) => break,
             },
             r = recv_bus(&mut buses) => match r {
                 Ok(r) => live.send("bus", &bus_position(&r)),
-                Err(RecvError::Lagged(_)) => live.send("lagged", &"refetch"),
+                Err(RecvError::Lagged(_)) => live.lagged(),
                 Err(RecvError::Closed) => break,
             },
             _ = tick.tick() => {
