@@ -140,6 +140,12 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
                 Err(RecvError::Closed) => break,
             },
             _ = tick.tick() => {
+                // With no page open the devices are not looked at (a look at
+                // 10,000 was nearly all of an idle gateway's CPU); the first
+                // look after a page opens sends what changed meanwhile.
+                if !first && !live.has_pages() {
+                    continue;
+                }
                 // One event per tick with every change, so a campus coming
                 // online at start-up is one message per page, not thousands.
                 let mut changed = Vec::new();
@@ -221,6 +227,59 @@ pub(super) async fn sse(State(s): State<AppState>, _auth: Auth) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::reading::{Kind, Source};
+
+    #[tokio::test(start_paused = true)]
+    async fn what_changed_while_no_page_was_open_reaches_the_next_page() {
+        let cfg = Config::from_toml(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[[devices]]\nid = \"a3-301\"\nkind = \"smoke\"\nsite = \"yz\"\n",
+            Vec::new(),
+        )
+        .expect("config")
+        .config;
+        let registry = Arc::new(Registry::new(&cfg, &cfg.known_devices()));
+        let live = Live::default();
+        let (_alarms, changes) = broadcast::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(fan_out(
+            live.clone(),
+            Sources {
+                changes,
+                buses: broadcast::channel(4).0,
+                registry: registry.clone(),
+            },
+            cancel.clone(),
+        ));
+        // The look at start-up learns that the detector was never heard.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut reading = Reading {
+            site: Arc::from("yz"),
+            device: Arc::from("a3-301"),
+            kind: Kind::Smoke,
+            ts_ms: now_ms(),
+            fields: vec![("temp_c".into(), Value::F64(21.0))],
+            source: Source::Mqtt,
+            location: None,
+            ack: None,
+            received: std::time::Instant::now(),
+        };
+        registry.admit(&mut reading, now_ms()).expect("admitted");
+        // No page for a while: the devices are not looked at.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut page = live.tx.subscribe();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let frame = page.try_recv().expect("a devices event");
+        let text = String::from_utf8_lossy(&frame);
+        assert!(
+            text.starts_with("event: devices\n")
+                && text.contains("\"id\":\"a3-301\"")
+                && text.contains("\"online\":true"),
+            "{text}"
+        );
+        cancel.cancel();
+        task.await.expect("the fan-out task");
+    }
 
     #[test]
     fn an_event_is_one_data_line_even_when_its_text_has_line_breaks() {
