@@ -100,15 +100,7 @@ fn main() {
         let _ = stdin.write_all(b"bench-password-123\n");
     }
     let _ = add.wait();
-    let gw = common::process::ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_campusgw"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the gateway"),
-    );
+    let gw = common::process::ChildGuard::gateway(&path, "warn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !common::http_sync(web_port, "GET", "/healthz", None, None)
         .is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing"))

@@ -15,7 +15,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use campus_gateway::config::Config;
@@ -171,16 +170,7 @@ fn main() {
 }
 
 fn start_gateway(config: &std::path::Path) -> ChildGuard {
-    ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_campusgw"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn,campus_gateway::sources::mqtt=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start campusgw"),
-    )
+    ChildGuard::gateway(config, "warn,campus_gateway::sources::mqtt=error")
 }
 
 fn metrics(web_port: u16) -> String {

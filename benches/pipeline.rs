@@ -34,7 +34,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -298,16 +297,7 @@ fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path
 }
 
 fn start_gateway(config: &std::path::Path, web_port: u16) -> ChildGuard {
-    let child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_campusgw"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start campusgw"),
-    );
+    let child = ChildGuard::gateway(config, "warn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok((200, body)) = common::http_sync(web_port, "GET", "/healthz", None, None) {

@@ -329,7 +329,16 @@ pub fn machine() -> String {
 pub struct ChildGuard(Child);
 
 impl ChildGuard {
-    pub fn new(child: Child) -> Self {
+    /// `campusgw run --config CONFIG`, its JSON log filtered by `rust_log` on stderr.
+    pub fn gateway(config: &Path, rust_log: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start campusgw");
         ChildGuard(child)
     }
 
