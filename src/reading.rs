@@ -362,6 +362,30 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// A reading as its source makes it, received now: no location yet (the
+    /// registry fills it) and nothing to acknowledge (an MQTT source attaches
+    /// the message's token).
+    pub fn new(
+        site: Arc<str>,
+        device: Arc<str>,
+        kind: Kind,
+        ts_ms: i64,
+        fields: Vec<(FieldName, Value)>,
+        source: Source,
+    ) -> Self {
+        Self {
+            site,
+            device,
+            kind,
+            ts_ms,
+            fields,
+            source,
+            location: None,
+            ack: None,
+            received: std::time::Instant::now(),
+        }
+    }
+
     /// The value of a field, if present.
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)

@@ -311,17 +311,14 @@ mod tests {
     }
 
     fn reading(site: &str, device: &str, kind: Kind, ts: i64) -> Reading {
-        Reading {
-            site: Arc::from(site),
-            device: Arc::from(device),
+        Reading::new(
+            Arc::from(site),
+            Arc::from(device),
             kind,
-            ts_ms: ts,
-            fields: vec![("temp_c".into(), Value::F64(20.0))],
-            source: Source::Mqtt,
-            location: None,
-            ack: None,
-            received: std::time::Instant::now(),
-        }
+            ts,
+            vec![("temp_c".into(), Value::F64(20.0))],
+            Source::Mqtt,
+        )
     }
 
     #[test]

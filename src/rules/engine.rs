@@ -882,25 +882,24 @@ mod tests {
     }
 
     fn smoke(device: &str, fields: &[(&'static str, Value)], loc: &str) -> Reading {
-        Reading {
-            site: Arc::from("yz"),
-            device: Arc::from(device),
-            kind: Kind::Smoke,
-            ts_ms: T0,
-            fields: fields
+        let mut r = Reading::new(
+            Arc::from("yz"),
+            Arc::from(device),
+            Kind::Smoke,
+            T0,
+            fields
                 .iter()
                 .map(|(n, v)| (FieldName::Borrowed(n), v.clone()))
                 .collect(),
-            source: Source::Mqtt,
-            location: Some(Arc::new(Location {
-                building: Some(loc.into()),
-                floor: Some("1".into()),
-                room: None,
-                name: None,
-            })),
-            ack: None,
-            received: std::time::Instant::now(),
-        }
+            Source::Mqtt,
+        );
+        r.location = Some(Arc::new(Location {
+            building: Some(loc.into()),
+            floor: Some("1".into()),
+            room: None,
+            name: None,
+        }));
+        r
     }
 
     const FIRE: &str = r#"

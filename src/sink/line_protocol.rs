@@ -137,27 +137,25 @@ mod tests {
 
     #[test]
     fn reading_with_location() {
-        let r = Reading {
-            site: Arc::from("yazhong"),
-            device: Arc::from("a3-301"),
-            kind: Kind::Smoke,
-            ts_ms: 1_764_380_000_123,
-            fields: vec![
+        let mut r = Reading::new(
+            Arc::from("yazhong"),
+            Arc::from("a3-301"),
+            Kind::Smoke,
+            1_764_380_000_123,
+            vec![
                 ("temp_c".into(), Value::F64(24.0)),
                 ("alarm".into(), Value::Bool(false)),
                 ("note".into(), Value::Str("say \"hi\"\\\n".into())),
                 ("n".into(), Value::I64(-3)),
             ],
-            source: Source::Mqtt,
-            location: Some(Arc::new(Location {
-                building: Some("A 3".into()),
-                floor: Some("3".into()),
-                room: None,
-                name: Some("ignored".into()),
-            })),
-            ack: None,
-            received: std::time::Instant::now(),
-        };
+            Source::Mqtt,
+        );
+        r.location = Some(Arc::new(Location {
+            building: Some("A 3".into()),
+            floor: Some("3".into()),
+            room: None,
+            name: Some("ignored".into()),
+        }));
         assert_eq!(
             line(&r),
             "smoke,building=A\\ 3,device=a3-301,floor=3,site=yazhong temp_c=24.0,alarm=false,note=\"say \\\"hi\\\"\\\\ \",n=-3i 1764380000123\n"

@@ -295,17 +295,14 @@ impl Decoder {
         if fields.is_empty() {
             return Err(Reject::NoFields);
         }
-        Ok(Reading {
+        Ok(Reading::new(
             site,
-            device: Arc::from(device),
+            Arc::from(device),
             kind,
             ts_ms,
             fields,
-            source: Source::Mqtt,
-            location: None,
-            ack: None,
-            received: std::time::Instant::now(),
-        })
+            Source::Mqtt,
+        ))
     }
 
     /// The reference layout, read in one pass with borrowed keys and strings.

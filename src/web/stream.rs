@@ -253,17 +253,14 @@ mod tests {
         ));
         // The look at start-up learns that the detector was never heard.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut reading = Reading {
-            site: Arc::from("yz"),
-            device: Arc::from("a3-301"),
-            kind: Kind::Smoke,
-            ts_ms: now_ms(),
-            fields: vec![("temp_c".into(), Value::F64(21.0))],
-            source: Source::Mqtt,
-            location: None,
-            ack: None,
-            received: std::time::Instant::now(),
-        };
+        let mut reading = Reading::new(
+            Arc::from("yz"),
+            Arc::from("a3-301"),
+            Kind::Smoke,
+            now_ms(),
+            vec![("temp_c".into(), Value::F64(21.0))],
+            Source::Mqtt,
+        );
         registry.admit(&mut reading, now_ms()).expect("admitted");
         // No page for a while: the devices are not looked at.
         tokio::time::sleep(Duration::from_secs(5)).await;

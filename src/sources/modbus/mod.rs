@@ -391,18 +391,15 @@ impl Device {
             );
             self.shown = Some(Status::Ok);
         }
-        let reading = Reading {
-            site: self.spec.site.clone(),
-            device: self.spec.id.clone(),
-            kind: self.spec.kind,
-            ts_ms: super::now_ms(),
+        // A poll is not a message: nothing to acknowledge.
+        let reading = Reading::new(
+            self.spec.site.clone(),
+            self.spec.id.clone(),
+            self.spec.kind,
+            super::now_ms(),
             fields,
-            source: Source::Modbus,
-            location: None,
-            // A poll is not a message: nothing to acknowledge.
-            ack: None,
-            received: std::time::Instant::now(),
-        };
+            Source::Modbus,
+        );
         self.shared.tx.send(reading).await.is_ok()
     }
 
