@@ -131,6 +131,11 @@ const SESSION_REFRESH: Duration = Duration::from_secs(60);
 const MAX_FAILURES: usize = 5;
 const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
+/// The earliest last use (epoch ms) of a session still valid at `now`.
+fn oldest_live_use(now: i64) -> i64 {
+    now - SESSION_IDLE.as_millis() as i64
+}
+
 /// The auth store.
 #[derive(Debug)]
 pub struct AuthStore {
@@ -332,15 +337,16 @@ impl AuthStore {
         let (role, _) = row.unwrap_or_default();
         let token = random_token();
         let csrf = random_token();
+        let now = now_ms();
         let c = self.conn();
         // Expired sessions are refused when read; a sign-in clears them away.
         c.execute(
             "DELETE FROM sessions WHERE last_used < ?1",
-            [now_ms() - SESSION_IDLE.as_millis() as i64],
+            [oldest_live_use(now)],
         )?;
         c.execute(
             "INSERT INTO sessions (digest, user, csrf, last_used) VALUES (?1, ?2, ?3, ?4)",
-            params![digest(&token), name, csrf, now_ms()],
+            params![digest(&token), name, csrf, now],
         )?;
         Ok(Some((
             token,
@@ -360,7 +366,7 @@ impl AuthStore {
         let found = c
             .query_row(
                 "SELECT s.user, u.role, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?1 AND s.last_used >= ?2",
-                params![d, now - SESSION_IDLE.as_millis() as i64],
+                params![d, oldest_live_use(now)],
                 |r| {
                     let p = Principal {
                         user: r.get(0)?,
