@@ -70,8 +70,8 @@ enum Database {
     /// InfluxDB 1.6.7, v1 API, one database per phase.
     Influx(Influx1),
     /// VictoriaMetrics, v2 write API, one server per phase (it has no
-    /// databases to keep phases apart).
-    Victoria(Victoria),
+    /// databases to keep phases apart), started by `prepare`.
+    Victoria(Option<Victoria>),
 }
 
 /// The one always-present field of each kind: counting it counts the points.
@@ -86,7 +86,7 @@ const COUNTED: [(&str, &str); 5] = [
 impl Database {
     fn start() -> Database {
         match std::env::var("BENCH_DB").as_deref() {
-            Ok("victoria") => Database::Victoria(Victoria::start()),
+            Ok("victoria") => Database::Victoria(None),
             Ok("influx") | Err(_) => Database::Influx(Influx1::start()),
             Ok(other) => panic!("BENCH_DB={other}: use influx (the default) or victoria"),
         }
@@ -113,8 +113,9 @@ impl Database {
                 influx.create_database(db).await;
                 v1_sink(influx, db)
             }
-            Database::Victoria(vm) => {
-                *vm = Victoria::start();
+            Database::Victoria(server) => {
+                // The previous phase's server stops as it is replaced.
+                let vm = server.insert(Victoria::start());
                 format!(
                     "[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"bench\"\nbucket = \"{db}\"\ntoken = \"unused-by-victoria\"\n",
                     vm.url()
@@ -126,7 +127,7 @@ impl Database {
     fn pid(&self) -> u32 {
         match self {
             Database::Influx(influx) => influx.pid(),
-            Database::Victoria(vm) => vm.pid(),
+            Database::Victoria(vm) => vm.as_ref().and_then(Victoria::pid),
         }
         .unwrap_or(0)
     }
@@ -138,7 +139,9 @@ impl Database {
             n += match self {
                 Database::Influx(influx) => influx.count_field(db, kind, field).await,
                 Database::Victoria(vm) => {
-                    vm.count_samples(&format!("{{__name__=\"{kind}_{field}\"}}"))
+                    vm.as_ref()
+                        .expect("prepared")
+                        .count_samples(&format!("{{__name__=\"{kind}_{field}\"}}"))
                         .await
                 }
             };
