@@ -182,6 +182,8 @@ impl Gateway {
             live: live.clone(),
             tls: cfg.web.tls.is_some(),
             config_path: path,
+            utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
+                .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
         };
         let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
             cert: t.cert_file.clone(),

@@ -246,6 +246,24 @@ pub struct Location {
     pub name: Option<String>,
 }
 
+impl Location {
+    /// The place in words: the name if given, else building / floor / room.
+    pub fn describe(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        [
+            self.building.as_deref(),
+            self.floor.as_deref(),
+            self.room.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" / ")
+    }
+}
+
 /// Where an acknowledgement stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckState {

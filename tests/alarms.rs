@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use campus_gateway::alarms::ledger::{write_csv, LedgerOptions};
 use campus_gateway::alarms::store::AlarmStore;
-use campus_gateway::alarms::{Alarm, State};
+use campus_gateway::alarms::{Alarm, Lang, State};
 use campus_gateway::app::Gateway;
 use campus_gateway::rules::engine::Command;
 use common::gateway;
@@ -103,7 +104,7 @@ async fn a_smoke_alarm_reaches_the_store_influxdb_and_mqtt_and_is_handled() {
         (alarm.rule.as_str(), alarm.device.as_str(), alarm.state),
         ("smoke-alarm", "a3-301", State::Unacked)
     );
-    assert_eq!(alarm.message, "Smoke at A3 / 3 / 301");
+    assert_eq!(alarm.message.zh, "Smoke at A3 / 3 / 301");
 
     // On MQTT for a corridor display, retained.
     let msg = display.recv().await;
@@ -160,8 +161,16 @@ async fn a_smoke_alarm_reaches_the_store_influxdb_and_mqtt_and_is_handled() {
         .collect();
     assert_eq!(actions, ["raise", "ack", "clear"]);
     let mut csv = Vec::new();
-    store.ledger_csv(0, i64::MAX, &mut csv).expect("ledger");
-    assert!(String::from_utf8_lossy(&csv).contains("王老师 ack: false alarm, steam"));
+    let opts = LedgerOptions {
+        lang: Lang::Zh,
+        offset: chrono::FixedOffset::east_opt(8 * 3600).expect("offset"),
+    };
+    write_csv(&store, 0, i64::MAX, opts, &mut csv).expect("ledger");
+    assert!(
+        String::from_utf8_lossy(&csv).contains("王老师 确认: false alarm, steam"),
+        "{}",
+        String::from_utf8_lossy(&csv)
+    );
     let mut late = Subscriber::connect(&broker.url(), "campusgw/#").await;
     assert!(
         late.recv_timeout(Duration::from_millis(500))

@@ -133,6 +133,51 @@ impl Action {
     }
 }
 
+/// A text in both of the page's languages. A rule written in one language
+/// has the same text in both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// Chinese: the default of the page, the ledger and messages.
+    pub zh: String,
+    /// English.
+    pub en: String,
+}
+
+impl Text {
+    /// The same text in both languages.
+    pub fn one(text: impl Into<String>) -> Self {
+        let zh = text.into();
+        Self { en: zh.clone(), zh }
+    }
+
+    /// Chinese and English.
+    pub fn two(zh: impl Into<String>, en: impl Into<String>) -> Self {
+        Self {
+            zh: zh.into(),
+            en: en.into(),
+        }
+    }
+
+    /// The text in `lang` (`en`, else Chinese).
+    pub fn get(&self, lang: Lang) -> &str {
+        match lang {
+            Lang::Zh => &self.zh,
+            Lang::En => &self.en,
+        }
+    }
+}
+
+/// A language of the page, the ledger and messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Chinese (the default).
+    #[default]
+    Zh,
+    /// English.
+    En,
+}
+
 /// An action that does not apply in the alarm's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {action} an alarm that is {state}")]
@@ -179,8 +224,13 @@ pub struct Alarm {
     pub peak: Option<f64>,
     /// How many times it tripped while open.
     pub count: u32,
+    /// Last tripped (raised or repeated), epoch ms; for a flood group, its
+    /// newest member's.
+    pub last_at: i64,
+    /// The rule's name.
+    pub name: Text,
     /// The rule's message for it.
-    pub message: String,
+    pub message: Text,
     /// Shelved until, epoch ms.
     pub shelved_until: Option<i64>,
     /// Why it was shelved.
@@ -191,6 +241,13 @@ pub struct Alarm {
     pub group: Option<i64>,
     /// Whether this is a flood group (its members point to it).
     pub is_group: bool,
+    /// The alarm of another rule on the same device that was active when
+    /// this one was raised (or raised while this one was unacknowledged) and
+    /// covers it: shown under it, acknowledged with it.
+    pub inhibited_by: Option<i64>,
+    /// Whether the device is declared in the configuration (an undeclared
+    /// one may be spoofed: the page marks it).
+    pub declared: bool,
     /// Last change, epoch ms.
     pub updated_at: i64,
 }
@@ -201,7 +258,7 @@ impl Alarm {
         id: i64,
         rule: &str,
         severity: Severity,
-        message: String,
+        message: Text,
         value: Option<f64>,
         at: i64,
     ) -> Self {
@@ -222,12 +279,16 @@ impl Alarm {
             value,
             peak: value,
             count: 1,
+            last_at: at,
+            name: Text::one(rule),
             message,
             shelved_until: None,
             shelve_reason: None,
             suppressed: None,
             group: None,
             is_group: false,
+            inhibited_by: None,
+            declared: true,
             updated_at: at,
         }
     }
@@ -252,6 +313,7 @@ impl Alarm {
                 }
                 self.active = true;
                 self.count = self.count.saturating_add(1);
+                self.last_at = at;
                 self.record_value(*value);
                 if before == ClearedUnacked {
                     self.state = Unacked;
@@ -335,12 +397,16 @@ pub(crate) mod tests {
             value: Some(1.0),
             peak: Some(1.0),
             count: 1,
-            message: "m".into(),
+            last_at: at,
+            name: Text::one("r"),
+            message: Text::two("消息", "m"),
             shelved_until: None,
             shelve_reason: None,
             suppressed: None,
             group: None,
             is_group: false,
+            inhibited_by: None,
+            declared: true,
             updated_at: at,
         }
     }

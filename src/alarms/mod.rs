@@ -5,6 +5,7 @@
 //! `AlarmView` is the one outside shape of an alarm, shared by the HTTP API,
 //! the event stream and MQTT, so every consumer sees the same fields.
 
+pub mod ledger;
 pub mod lifecycle;
 pub mod publish;
 pub mod store;
@@ -12,7 +13,7 @@ pub mod store;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-pub use lifecycle::{Action, Alarm, Severity, State};
+pub use lifecycle::{Action, Alarm, Lang, Severity, State, Text};
 
 fn ts(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
@@ -59,8 +60,14 @@ pub struct AlarmView {
     pub peak: Option<f64>,
     /// Times tripped while open (members, for a group).
     pub count: u32,
-    /// The text.
+    /// Last tripped; for a flood group, its newest member's raise.
+    pub last_at: Option<DateTime<Utc>>,
+    /// The text, in Chinese (or the rule's one language).
     pub message: String,
+    /// The text in each language.
+    pub messages: Text,
+    /// The rule's name in each language.
+    pub names: Text,
     /// Shelved until.
     pub shelved_until: Option<DateTime<Utc>>,
     /// Why shelved.
@@ -71,6 +78,11 @@ pub struct AlarmView {
     pub group: Option<i64>,
     /// Whether it is a flood group.
     pub is_group: bool,
+    /// The alarm on the same device that covers it (see `inhibits`).
+    pub inhibited_by: Option<i64>,
+    /// Whether the device is declared in the configuration; `false` marks
+    /// one only seen on the network, whose id may be spoofed.
+    pub declared: bool,
     /// Last change.
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -84,7 +96,9 @@ impl From<&Alarm> for AlarmView {
             device: a.device.clone(),
             kind: a.kind.clone(),
             site: a.site.clone(),
-            location: loc.map(crate::rules::describe_location).unwrap_or_default(),
+            location: loc
+                .map(crate::reading::Location::describe)
+                .unwrap_or_default(),
             building: loc.and_then(|l| l.building.clone()),
             floor: loc.and_then(|l| l.floor.clone()),
             room: loc.and_then(|l| l.room.clone()),
@@ -98,12 +112,17 @@ impl From<&Alarm> for AlarmView {
             value: a.value,
             peak: a.peak,
             count: a.count,
-            message: a.message.clone(),
+            last_at: ts(a.last_at),
+            message: a.message.zh.clone(),
+            messages: a.message.clone(),
+            names: a.name.clone(),
             shelved_until: a.shelved_until.and_then(ts),
             shelve_reason: a.shelve_reason.clone(),
             suppressed: a.suppressed.clone(),
             group: a.group,
             is_group: a.is_group,
+            inhibited_by: a.inhibited_by,
+            declared: a.declared,
             updated_at: ts(a.updated_at),
         }
     }

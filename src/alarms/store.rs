@@ -17,7 +17,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::lifecycle::{Alarm, Severity, State};
+use super::lifecycle::{Alarm, Severity, State, Text};
 use crate::reading::Location;
 use crate::rules::engine::{Change, Event, Suppression};
 
@@ -128,6 +128,33 @@ CREATE TABLE IF NOT EXISTS suppressions (
 );
 "#;
 
+/// Columns added since the first schema, with their type: a store written by
+/// an older gateway gets them on opening (older rows read as declared, named
+/// by their rule, in one language).
+const ADDED: [(&str, &str, &str); 7] = [
+    ("alarms", "last_at", "INTEGER"),
+    ("alarms", "name", "TEXT"),
+    ("alarms", "name_en", "TEXT"),
+    ("alarms", "message_en", "TEXT"),
+    ("alarms", "inhibited_by", "INTEGER"),
+    ("alarms", "declared", "INTEGER NOT NULL DEFAULT 1"),
+    ("events", "detail", "TEXT"),
+];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, ty) in ADDED {
+        let exists = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl AlarmStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -146,6 +173,7 @@ impl AlarmStore {
         )
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(Self { conn, path: p })
     }
 
@@ -176,12 +204,16 @@ impl AlarmStore {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO alarms VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)",
+                    "INSERT OR REPLACE INTO alarms (id, rule, device, kind, site, building, floor, room, place, \
+                     severity, state, active, raised_at, cleared_at, acked_by, acked_at, value, peak, count, \
+                     message, shelved_until, shelve_reason, suppressed, group_id, is_group, updated_at, \
+                     last_at, name, name_en, message_en, inhibited_by, declared) \
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32)",
                 )
                 .map_err(err)?;
             let mut event = tx
                 .prepare_cached(
-                    "INSERT INTO events (alarm_id, at, action, from_state, to_state, user, comment, value) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                    "INSERT INTO events (alarm_id, at, action, from_state, to_state, user, comment, value, detail) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
                 )
                 .map_err(err)?;
             for c in changes {
@@ -208,13 +240,19 @@ impl AlarmStore {
                         a.value,
                         a.peak,
                         a.count,
-                        a.message,
+                        a.message.zh,
                         a.shelved_until,
                         a.shelve_reason,
                         a.suppressed,
                         a.group,
                         a.is_group,
                         a.updated_at,
+                        a.last_at,
+                        a.name.zh,
+                        a.name.en,
+                        a.message.en,
+                        a.inhibited_by,
+                        a.declared,
                     ])
                     .map_err(err)?;
                 let e = &c.event;
@@ -228,6 +266,7 @@ impl AlarmStore {
                         e.user,
                         e.comment,
                         e.value,
+                        detail_json(&e.detail),
                     ])
                     .map_err(err)?;
             }
@@ -288,7 +327,7 @@ impl AlarmStore {
     pub fn events(&self, alarm_id: i64) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT alarm_id, at, action, from_state, to_state, user, comment, value FROM events WHERE alarm_id = ?1 ORDER BY id")
+            .prepare_cached("SELECT alarm_id, at, action, from_state, to_state, user, comment, value, detail FROM events WHERE alarm_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([alarm_id], |r| {
@@ -304,6 +343,7 @@ impl AlarmStore {
                     user: r.get(5)?,
                     comment: r.get(6)?,
                     value: r.get(7)?,
+                    detail: detail_from_json(r.get::<_, Option<String>>(8)?.as_deref()),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -348,100 +388,40 @@ impl AlarmStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
+}
 
-    /// Writes the ledger of alarms raised in `[from, to)` as CSV: one row per
-    /// alarm with who handled it, when and how.
-    pub fn ledger_csv<W: std::io::Write>(
-        &self,
-        from: i64,
-        to: i64,
-        out: W,
-    ) -> Result<(), LedgerError> {
-        let alarms = self.query(&Query {
-            since: Some(from),
-            until: Some(to),
-            limit: usize::MAX,
-            ..Query::default()
-        })?;
-        let mut w = csv::Writer::from_writer(out);
-        w.write_record([
-            "id",
-            "raised_at",
-            "severity",
-            "rule",
-            "site",
-            "device",
-            "kind",
-            "location",
-            "message",
-            "peak",
-            "state",
-            "cleared_at",
-            "acked_by",
-            "acked_at",
-            "handling",
-            "suppressed",
-            "group",
-        ])?;
-        for a in alarms.iter().rev() {
-            let handling: Vec<String> = self
-                .events(a.id)?
-                .into_iter()
-                .filter(|e| e.user.is_some() || e.comment.is_some())
-                .map(|e| {
-                    format!(
-                        "{} {} {}{}",
-                        fmt_ts(e.at),
-                        e.user.as_deref().unwrap_or("system"),
-                        e.action,
-                        e.comment.map(|c| format!(": {c}")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            w.write_record([
-                a.id.to_string(),
-                fmt_ts(a.raised_at),
-                a.severity.as_str().to_owned(),
-                a.rule.clone(),
-                a.site.clone(),
-                a.device.clone(),
-                a.kind.clone(),
-                a.location
-                    .as_ref()
-                    .map(crate::rules::describe_location)
-                    .unwrap_or_default(),
-                a.message.clone(),
-                a.peak.map(|p| p.to_string()).unwrap_or_default(),
-                a.state.as_str().to_owned(),
-                a.cleared_at.map(fmt_ts).unwrap_or_default(),
-                a.acked_by.clone().unwrap_or_default(),
-                a.acked_at.map(fmt_ts).unwrap_or_default(),
-                handling.join(" | "),
-                a.suppressed.clone().unwrap_or_default(),
-                a.group.map(|g| g.to_string()).unwrap_or_default(),
-            ])?;
-        }
-        w.flush()
-            .map_err(|e| LedgerError::Csv(csv::Error::from(e)))?;
-        Ok(())
+/// A text from its stored columns; a missing language takes the other.
+fn texts(fallback: String, zh: Option<String>, en: Option<String>) -> Text {
+    let zh = zh.unwrap_or(fallback);
+    Text {
+        en: en.unwrap_or_else(|| zh.clone()),
+        zh,
     }
 }
 
-/// Why the ledger could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// Reading the store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Writing the CSV failed.
-    #[error("writing the ledger: {0}")]
-    Csv(#[from] csv::Error),
+fn detail_json(detail: &[(String, String)]) -> Option<String> {
+    (!detail.is_empty()).then(|| {
+        serde_json::Value::Object(
+            detail
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+        .to_string()
+    })
 }
 
-fn fmt_ts(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+/// The stored detail; anything unreadable reads as none.
+fn detail_from_json(text: Option<&str>) -> Vec<(String, String)> {
+    let Some(Ok(serde_json::Value::Object(map))) = text.map(serde_json::from_str) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
 }
 
 fn alarm_from_row(r: &Row<'_>) -> rusqlite::Result<Alarm> {
@@ -462,9 +442,12 @@ fn alarm_from_row(r: &Row<'_>) -> rusqlite::Result<Alarm> {
         "medium" => Severity::Medium,
         _ => Severity::Low,
     };
+    let rule: String = r.get("rule")?;
+    let raised_at: i64 = r.get("raised_at")?;
+    let message: String = r.get("message")?;
     Ok(Alarm {
         id: r.get("id")?,
-        rule: r.get("rule")?,
+        rule: rule.clone(),
         device: r.get("device")?,
         kind: r.get("kind")?,
         site: r.get("site")?,
@@ -472,29 +455,33 @@ fn alarm_from_row(r: &Row<'_>) -> rusqlite::Result<Alarm> {
         severity,
         state: State::parse(&r.get::<_, String>("state")?).unwrap_or(State::Unacked),
         active: r.get("active")?,
-        raised_at: r.get("raised_at")?,
+        raised_at,
         cleared_at: r.get("cleared_at")?,
         acked_by: r.get("acked_by")?,
         acked_at: r.get("acked_at")?,
         value: r.get("value")?,
         peak: r.get("peak")?,
         count: r.get("count")?,
-        message: r.get("message")?,
+        last_at: r.get::<_, Option<i64>>("last_at")?.unwrap_or(raised_at),
+        name: texts(rule.clone(), r.get("name")?, r.get("name_en")?),
+        message: texts(message.clone(), Some(message), r.get("message_en")?),
         shelved_until: r.get("shelved_until")?,
         shelve_reason: r.get("shelve_reason")?,
         suppressed: r.get("suppressed")?,
         group: r.get("group_id")?,
         is_group: r.get("is_group")?,
+        inhibited_by: r.get("inhibited_by")?,
+        declared: r.get("declared")?,
         updated_at: r.get("updated_at")?,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::alarms::lifecycle::tests::raised;
 
-    fn change(a: &Alarm, action: &str) -> Change {
+    pub(crate) fn change(a: &Alarm, action: &str) -> Change {
         Change {
             alarm: a.clone(),
             event: Event {
@@ -506,12 +493,13 @@ mod tests {
                 user: Some("张老师".into()),
                 comment: Some("checked, a, \"quoted\"".into()),
                 value: a.value,
+                detail: vec![("card_id".into(), "T1001".into())],
             },
         }
     }
 
     #[test]
-    fn changes_survive_reopening_and_make_a_ledger() {
+    fn changes_survive_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("alarms.db");
         let mut a = raised(1_764_380_000_000);
@@ -533,18 +521,32 @@ mod tests {
         let s = AlarmStore::open(&path).expect("reopen");
         assert_eq!(s.load_open().expect("open alarms"), vec![a.clone()]);
         assert_eq!(s.next_id().expect("next id"), 3);
-        assert_eq!(
-            s.events(1).expect("events")[0].user.as_deref(),
-            Some("张老师")
-        );
-        let mut csv = Vec::new();
-        s.ledger_csv(0, i64::MAX, &mut csv).expect("ledger");
-        let text = String::from_utf8(csv).expect("utf-8");
-        assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text.contains("三楼走廊"), "{text}");
-        assert!(
-            text.contains("张老师 raise: checked, a, \"\"quoted\"\"\""),
-            "CSV quoting: {text}"
-        );
+        let events = s.events(1).expect("events");
+        assert_eq!(events[0].user.as_deref(), Some("张老师"));
+        assert_eq!(events[0].detail, vec![("card_id".into(), "T1001".into())]);
+    }
+
+    #[test]
+    fn a_store_of_an_older_gateway_opens_and_keeps_its_alarms() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("alarms.db");
+        {
+            // The first schema, without the columns added since.
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(SCHEMA).expect("old schema");
+            conn.execute_batch(
+                "INSERT INTO alarms (id, rule, device, kind, site, severity, state, active, raised_at, count, message, is_group, updated_at) \
+                 VALUES (7, 'smoke-alarm', 's1', 'smoke', 'yz', 'critical', 'unacked', 1, 1000, 1, '烟感报警', 0, 1000)",
+            )
+            .expect("old row");
+        }
+        let s = AlarmStore::open(&path).expect("migrated");
+        let open = s.load_open().expect("open alarms");
+        assert_eq!(open.len(), 1);
+        let a = &open[0];
+        assert_eq!((a.id, a.last_at, a.declared), (7, 1000, true));
+        assert_eq!(a.message, Text::one("烟感报警"));
+        assert_eq!(a.name, Text::one("smoke-alarm"));
+        AlarmStore::open(&path).expect("opening twice adds nothing twice");
     }
 }

@@ -11,7 +11,7 @@ mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
-pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig};
+pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig, TextConfig};
 pub use validate::Findings;
 
 use std::borrow::Cow;

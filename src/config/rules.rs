@@ -69,18 +69,50 @@ pub struct CalendarConfig {
     pub on_holidays: bool,
 }
 
+/// A text of a rule, in one language for both (`"…"`) or in each
+/// (`{ zh = "…", en = "…" }`): the page and the ledger pick the reader's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a text (\"…\") or one per language ({ zh = \"…\", en = \"…\" })"
+)]
+pub enum TextConfig {
+    /// The same text in both languages.
+    One(String),
+    /// Chinese and English.
+    Two {
+        /// Chinese.
+        zh: String,
+        /// English.
+        en: String,
+    },
+}
+
+impl TextConfig {
+    /// Both languages.
+    pub fn texts(&self) -> crate::alarms::Text {
+        match self {
+            TextConfig::One(t) => crate::alarms::Text::one(t.clone()),
+            TextConfig::Two { zh, en } => crate::alarms::Text::two(zh.clone(), en.clone()),
+        }
+    }
+}
+
 /// `[[rules]]`: one alarm rule.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Stable id: alarms, the ledger and MQTT topics refer to it.
     pub id: String,
-    /// A human name (shown on the page).
-    pub name: Option<String>,
+    /// A human name (shown on the page), one text or `{ zh, en }`.
+    pub name: Option<TextConfig>,
     /// How urgent.
     pub severity: Severity,
-    /// The alarm text; `{device}`, `{site}`, `{location}`, `{value}`, `{rule}` and any field name are filled in.
-    pub message: String,
+    /// The alarm text, one text or `{ zh, en }`; `{device}`, `{site}`,
+    /// `{location}`, `{value}` (the condition's field), `{rule}` and any
+    /// field of the rule's kinds are filled in. A placeholder that names
+    /// nothing is a configuration error.
+    pub message: TextConfig,
     /// Applies to these kinds (empty: any kind).
     #[serde(default)]
     pub kinds: Vec<Kind>,
@@ -98,6 +130,17 @@ pub struct RuleConfig {
     /// Off switch without deleting the rule.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// Whether a flood of this rule's alarms (`[alarms].flood_threshold`
+    /// within `flood_window`) becomes one group. `false` for alarms each of
+    /// which must be a row of its own (a fire).
+    #[serde(default = "default_enabled")]
+    pub flood: bool,
+    /// Rules whose alarms on the same device this rule's active alarm
+    /// covers (a detector's own alarm covers its obscuration alarm): they
+    /// are still raised and recorded, shown under this one and acknowledged
+    /// with it.
+    #[serde(default)]
+    pub inhibits: Vec<String>,
     /// What trips it.
     pub condition: ConditionConfig,
 }

@@ -241,7 +241,6 @@ impl Config {
                 err(&path, message);
             }
         }
-        warns.extend(crate::rules::warnings(self));
 
         let inline_modbus = self
             .modbus

@@ -2,19 +2,25 @@
 //! changes out. It owns the conditions' memory and the open alarms; the
 //! rules task persists what it returns before anyone else hears of it.
 //!
-//! One alarm per rule and device while it is open: a re-trip updates it.
+//! One alarm per rule and device while it is open: a re-trip updates it,
+//! and its ledger entry keeps the re-trip's value and identifying fields.
 //! A flood — `flood_threshold` alarms of one rule within `flood_window` —
-//! becomes one group alarm whose members point to it.
+//! becomes one group alarm whose members point to it; the group takes
+//! later alarms only while they keep coming within the window of its newest
+//! member, so a fire minutes after a power dip is a row of its own. A rule's
+//! active alarm covers the alarms of the rules it `inhibits` on the same
+//! device: they are raised and recorded, marked `inhibited_by`, shown under
+//! it and acknowledged with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::alarms::lifecycle::{Action, Alarm, NotAllowed, State};
+use crate::alarms::lifecycle::{Action, Alarm, NotAllowed, State, Text};
 use crate::config::{kind_heartbeat_ms, KnownDevice};
 use crate::reading::{FieldName, Kind, Location, Reading, Value};
 
 use super::condition::{Condition, Edge, Input, Memory};
-use super::{describe_location, Rule, RuleSet};
+use super::{Rule, RuleSet};
 
 /// (site, device).
 type DeviceKey = (Arc<str>, Arc<str>);
@@ -50,6 +56,9 @@ pub struct Event {
     pub comment: Option<String>,
     /// The value involved.
     pub value: Option<f64>,
+    /// What identifies this trip: the reading's text fields (a card id, a
+    /// gate event), the condition's field and the place.
+    pub detail: Vec<(String, String)>,
 }
 
 /// What an operator asks of an alarm or a zone.
@@ -103,7 +112,7 @@ pub enum Command {
         /// Severity.
         severity: crate::alarms::Severity,
         /// The text.
-        message: String,
+        message: Text,
     },
     /// End a zone's suppression early.
     EndSuppression {
@@ -162,7 +171,21 @@ struct Device {
     last_seen: i64,
     /// Silence after which an `offline` rule without its own `after` trips, ms.
     heartbeat_ms: i64,
+    /// Declared in the configuration (else only seen).
+    declared: bool,
+    /// Readings seen (saturating): an undeclared device is watched for
+    /// silence only once it has shown that it reports.
+    readings: u32,
 }
+
+/// Readings an undeclared device must have sent before its silence is an
+/// alarm: one stray message from a device nobody declared (a spoofed or
+/// misconfigured id) must not leave an offline alarm behind forever.
+const UNDECLARED_OFFLINE_AFTER_READINGS: u32 = 3;
+
+/// At most this many identifying fields per ledger entry, each at most this long.
+const DETAIL_MAX: usize = 8;
+const DETAIL_VALUE_MAX: usize = 128;
 
 /// Flood settings.
 #[derive(Debug, Clone, Copy)]
@@ -206,6 +229,8 @@ impl Engine {
                     fields: Vec::new(),
                     last_seen: now,
                     heartbeat_ms: k.heartbeat_ms,
+                    declared: true,
+                    readings: 0,
                 };
                 ((Arc::from(d.site.as_str()), Arc::from(d.id.as_str())), dev)
             })
@@ -232,7 +257,15 @@ impl Engine {
         for a in alarms {
             let key: DeviceKey = (Arc::from(a.site.as_str()), Arc::from(a.device.as_str()));
             if a.is_group {
-                self.groups.insert(a.rule.clone(), a.id);
+                // The newest group of a rule is the one later alarms may join.
+                let newer = self
+                    .groups
+                    .get(&a.rule)
+                    .and_then(|g| self.open.get(g))
+                    .is_none_or(|g| g.last_at <= a.last_at);
+                if newer {
+                    self.groups.insert(a.rule.clone(), a.id);
+                }
             } else {
                 if a.active {
                     if let Some(i) = self.set.rules.iter().position(|r| r.id == a.rule) {
@@ -272,8 +305,11 @@ impl Engine {
             fields: Vec::new(),
             last_seen: now,
             heartbeat_ms: kind_heartbeat_ms(r.kind),
+            declared: false,
+            readings: 0,
         });
         dev.last_seen = now;
+        dev.readings = dev.readings.saturating_add(1);
         dev.location = r.location.clone();
         for (n, v) in &r.fields {
             match dev.fields.iter_mut().find(|(x, _)| x == n) {
@@ -318,17 +354,24 @@ impl Engine {
                 None => mem.debounce.check(now),
             };
             if let Some(e) = edge {
+                // The reading that made it true, or for a `for` that ran out
+                // here, the device's latest: every alarm carries its value.
                 let value = rule
                     .condition
                     .field()
-                    .and_then(|f| r.field(f))
-                    .and_then(Value::as_f64);
+                    .and_then(|f| r.field(f).or_else(|| latest(&self.devices[&key].fields, f)))
+                    .cloned();
                 edges.push((i, e, value));
             }
         }
         let mut changes = Vec::new();
         for (i, e, value) in edges {
-            self.edge(i, &key, e, value, now, &mut changes);
+            let detail = detail(
+                &r.fields,
+                self.set.rules[i].condition.field(),
+                r.location.as_deref(),
+            );
+            self.edge(i, &key, e, value, detail, now, &mut changes);
         }
         changes
     }
@@ -348,7 +391,8 @@ impl Engine {
                     let mem = self.mem[i]
                         .entry(key.clone())
                         .or_insert_with(|| Memory::new(rule.for_ms, rule.clear_for_ms));
-                    let met = scheduled && now - dev.last_seen > after;
+                    let watched = dev.declared || dev.readings >= UNDECLARED_OFFLINE_AFTER_READINGS;
+                    let met = scheduled && watched && now - dev.last_seen > after;
                     if let Some(e) = mem.debounce.step(met, now) {
                         edges.push((i, key.clone(), e));
                     }
@@ -368,7 +412,17 @@ impl Engine {
         }
         let mut changes = Vec::new();
         for (i, key, e) in edges {
-            self.edge(i, &key, e, None, now, &mut changes);
+            // A timer (`for`, `clear_for`) ran out: the value is the latest
+            // reading's, which has held the condition true all along.
+            let field = self.set.rules[i].condition.field();
+            let (value, detail) = match self.devices.get(&key) {
+                Some(d) => (
+                    field.and_then(|f| latest(&d.fields, f)).cloned(),
+                    detail(&d.fields, field, d.location.as_deref()),
+                ),
+                None => (None, Vec::new()),
+            };
+            self.edge(i, &key, e, value, detail, now, &mut changes);
         }
         let expired: Vec<i64> = self
             .open
@@ -403,12 +457,13 @@ impl Engine {
                     now,
                     &mut changes,
                 );
-                // Acknowledging a flood group acknowledges its members.
+                // Acknowledging a flood group acknowledges its members, and
+                // an alarm the ones it covers.
                 let members: Vec<i64> = self
                     .open
                     .values()
                     .filter(|m| {
-                        m.group == Some(id)
+                        (m.group == Some(id) || m.inhibited_by == Some(id))
                             && matches!(m.state, State::Unacked | State::ClearedUnacked)
                     })
                     .map(|m| m.id)
@@ -491,7 +546,7 @@ impl Engine {
                         alarm.device = SYSTEM.into();
                         alarm.kind = SYSTEM.into();
                         alarm.site = SYSTEM.into();
-                        self.open_new(alarm, key, &mut changes);
+                        self.open_new(alarm, key, None, Vec::new(), &mut changes);
                     }
                     (false, Some(id)) => self.act(id, Action::Clear, None, None, now, &mut changes),
                     _ => {}
@@ -547,12 +602,14 @@ impl Engine {
         changes
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn edge(
         &mut self,
         i: usize,
         key: &DeviceKey,
         edge: Edge,
-        value: Option<f64>,
+        value: Option<Value>,
+        detail: Vec<(String, String)>,
         now: i64,
         changes: &mut Vec<Change>,
     ) {
@@ -560,14 +617,18 @@ impl Engine {
         let open = self.by_key.get(&(rule.id.clone(), key.clone())).copied();
         match (edge, open) {
             (Edge::Raise, Some(id)) => {
+                let value = value.as_ref().and_then(Value::as_f64);
                 self.act(id, Action::Repeat { value }, None, None, now, changes);
+                if let Some(last) = changes.last_mut().filter(|c| c.alarm.id == id) {
+                    last.event.detail = detail;
+                }
                 if let Some(g) = self.open.get(&id).and_then(|a| a.group) {
                     self.refresh_group(g, now, changes);
                 }
             }
             (Edge::Raise, None) => {
                 let rule = rule.clone();
-                self.raise(&rule, key, value, now, changes);
+                self.raise(&rule, key, value, detail, now, changes);
             }
             (Edge::Clear, Some(id)) => {
                 self.act(id, Action::Clear, None, None, now, changes);
@@ -581,7 +642,8 @@ impl Engine {
         &mut self,
         rule: &Rule,
         key: &DeviceKey,
-        value: Option<f64>,
+        value: Option<Value>,
+        detail: Vec<(String, String)>,
         now: i64,
         changes: &mut Vec<Change>,
     ) {
@@ -595,19 +657,104 @@ impl Engine {
             .iter()
             .find(|s| s.until > now && s.covers(location.as_deref()))
             .map(|s| s.reason.clone());
-        let message = rule.render(&key.1, &key.0, location.as_deref(), fields, value);
-        let mut alarm = Alarm::raised(id, &rule.id, rule.severity, message, value, now);
+        let message = rule.render(&key.1, &key.0, location.as_deref(), fields, value.as_ref());
+        let mut alarm = Alarm::raised(
+            id,
+            &rule.id,
+            rule.severity,
+            message,
+            value.as_ref().and_then(Value::as_f64),
+            now,
+        );
+        alarm.name = rule.name.clone();
         alarm.device = key.1.to_string();
         alarm.kind = dev.map_or("", |d| d.kind.as_str()).to_owned();
         alarm.site = key.0.to_string();
         alarm.location = location.as_deref().cloned();
         alarm.suppressed = suppressed;
-        self.open_new(alarm, key.clone(), changes);
-        self.flood(rule, id, now, changes);
+        alarm.declared = dev.is_some_and(|d| d.declared);
+        alarm.inhibited_by = self.inhibitor(&rule.id, key);
+        let comment = alarm
+            .inhibited_by
+            .map(|by| format!("covered by alarm {by}"));
+        // A group still collecting takes the alarm as it is raised, so the
+        // raise itself says where it belongs and is announced as new.
+        let join = match alarm.inhibited_by {
+            None if rule.flood => self.joinable_group(&rule.id, now),
+            _ => None,
+        };
+        alarm.group = join;
+        self.open_new(alarm, key.clone(), comment, detail, changes);
+        self.cover(rule, id, key, now, changes);
+        match join {
+            Some(g) => self.refresh_group(g, now, changes),
+            None if rule.flood && self.open.get(&id).is_some_and(|a| a.inhibited_by.is_none()) => {
+                self.flood(rule, id, now, changes)
+            }
+            None => {}
+        }
+    }
+
+    /// The active alarm on this device of a rule that inhibits `rule`.
+    fn inhibitor(&self, rule: &str, key: &DeviceKey) -> Option<i64> {
+        self.set
+            .rules
+            .iter()
+            .filter(|r| r.inhibits.iter().any(|x| x == rule))
+            .filter_map(|r| self.by_key.get(&(r.id.clone(), key.clone())))
+            .copied()
+            .find(|id| self.open.get(id).is_some_and(|a| a.active))
+    }
+
+    /// A newly raised alarm of `rule` covers the unacknowledged alarms on the
+    /// same device of the rules it inhibits.
+    fn cover(
+        &mut self,
+        rule: &Rule,
+        id: i64,
+        key: &DeviceKey,
+        now: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        for target in &rule.inhibits {
+            let Some(&t) = self.by_key.get(&(target.clone(), key.clone())) else {
+                continue;
+            };
+            let Some(a) = self.open.get_mut(&t) else {
+                continue;
+            };
+            if a.state != State::Unacked || a.inhibited_by.is_some() || a.group.is_some() {
+                continue;
+            }
+            a.inhibited_by = Some(id);
+            a.updated_at = now;
+            let (state, alarm) = (a.state, a.clone());
+            changes.push(Change {
+                event: Event {
+                    alarm_id: t,
+                    at: now,
+                    action: "inhibit".into(),
+                    from: Some(state),
+                    to: state,
+                    user: None,
+                    comment: Some(format!("covered by alarm {id} ({})", rule.id)),
+                    value: None,
+                    detail: Vec::new(),
+                },
+                alarm,
+            });
+        }
     }
 
     /// Records a newly raised alarm as open and as a `raise` change.
-    fn open_new(&mut self, alarm: Alarm, key: DeviceKey, changes: &mut Vec<Change>) {
+    fn open_new(
+        &mut self,
+        alarm: Alarm,
+        key: DeviceKey,
+        comment: Option<String>,
+        detail: Vec<(String, String)>,
+        changes: &mut Vec<Change>,
+    ) {
         changes.push(Change {
             event: Event {
                 alarm_id: alarm.id,
@@ -616,8 +763,9 @@ impl Engine {
                 from: None,
                 to: State::Unacked,
                 user: None,
-                comment: None,
+                comment,
                 value: alarm.value,
+                detail,
             },
             alarm: alarm.clone(),
         });
@@ -625,7 +773,19 @@ impl Engine {
         self.open.insert(alarm.id, alarm);
     }
 
+    /// The rule's open group, while its newest member is within the flood window.
+    fn joinable_group(&self, rule: &str, now: i64) -> Option<i64> {
+        let g = *self.groups.get(rule)?;
+        let group = self.open.get(&g)?;
+        (self.flood.threshold > 0 && now - group.last_at <= self.flood.window_ms).then_some(g)
+    }
+
+    /// Counts an alarm towards a flood; at `threshold` within the window
+    /// the recent ones become a new group.
     fn flood(&mut self, rule: &Rule, id: i64, now: i64, changes: &mut Vec<Change>) {
+        if self.flood.threshold == 0 {
+            return;
+        }
         let recent = self.recent.entry(rule.id.clone()).or_default();
         recent.push_back((now, id));
         while recent
@@ -635,60 +795,53 @@ impl Engine {
         {
             recent.pop_front();
         }
-        let group = match self
-            .groups
-            .get(&rule.id)
-            .copied()
-            .filter(|g| self.open.contains_key(g))
-        {
-            Some(g) => g,
-            None if recent.len() >= self.flood.threshold && self.flood.threshold > 0 => {
-                let g = self.next_id;
-                self.next_id += 1;
-                let Some(first) = self.open.get(&id).cloned() else {
-                    return;
-                };
-                let alarm = Alarm {
-                    id: g,
-                    device: "*".into(),
-                    location: None,
-                    value: None,
-                    peak: None,
-                    count: 0,
-                    message: String::new(),
-                    group: None,
-                    is_group: true,
-                    suppressed: None,
-                    ..first
-                };
-                changes.push(Change {
-                    event: Event {
-                        alarm_id: g,
-                        at: now,
-                        action: "raise".into(),
-                        from: None,
-                        to: State::Unacked,
-                        user: None,
-                        comment: Some("flood".into()),
-                        value: None,
-                    },
-                    alarm: alarm.clone(),
-                });
-                self.open.insert(g, alarm);
-                self.groups.insert(rule.id.clone(), g);
-                g
-            }
-            None => return,
+        if recent.len() < self.flood.threshold {
+            return;
+        }
+        let members: Vec<i64> = recent.drain(..).map(|(_, m)| m).collect();
+        let Some(first) = self.open.get(&id).cloned() else {
+            return;
         };
-        let members: Vec<i64> = self
-            .recent
-            .get(&rule.id)
-            .map(|r| r.iter().map(|(_, m)| *m).collect())
-            .unwrap_or_default();
+        let g = self.next_id;
+        self.next_id += 1;
+        let alarm = Alarm {
+            id: g,
+            device: "*".into(),
+            location: None,
+            value: None,
+            peak: None,
+            count: 0,
+            message: Text::default(),
+            group: None,
+            is_group: true,
+            suppressed: None,
+            inhibited_by: None,
+            declared: true,
+            raised_at: now,
+            last_at: now,
+            updated_at: now,
+            ..first
+        };
+        changes.push(Change {
+            event: Event {
+                alarm_id: g,
+                at: now,
+                action: "raise".into(),
+                from: None,
+                to: State::Unacked,
+                user: None,
+                comment: Some("flood".into()),
+                value: None,
+                detail: Vec::new(),
+            },
+            alarm: alarm.clone(),
+        });
+        self.open.insert(g, alarm);
+        self.groups.insert(rule.id.clone(), g);
         for m in members {
             if let Some(a) = self.open.get_mut(&m) {
                 if a.group.is_none() {
-                    a.group = Some(group);
+                    a.group = Some(g);
                     a.updated_at = now;
                     let (state, alarm) = (a.state, a.clone());
                     changes.push(Change {
@@ -699,38 +852,43 @@ impl Engine {
                             from: Some(state),
                             to: state,
                             user: None,
-                            comment: Some(format!("grouped into flood {group}")),
+                            comment: Some(format!("grouped into flood {g}")),
                             value: None,
+                            detail: Vec::new(),
                         },
                         alarm,
                     });
                 }
             }
         }
-        self.refresh_group(group, now, changes);
+        self.refresh_group(g, now, changes);
     }
 
-    /// Recounts a group's members, keeps its text current, and clears or
-    /// re-raises it as its members do. One step records one group line.
+    /// Recounts a group's members, keeps its text and places current, and
+    /// clears or re-raises it as its members do. One step records one group line.
     fn refresh_group(&mut self, g: i64, now: i64, changes: &mut Vec<Change>) {
-        let members: Vec<&Alarm> = self.open.values().filter(|a| a.group == Some(g)).collect();
+        let mut members: Vec<&Alarm> = self.open.values().filter(|a| a.group == Some(g)).collect();
+        members.sort_by_key(|a| (a.raised_at, a.id));
         let (total, active) = (members.len(), members.iter().filter(|a| a.active).count());
+        let newest = members.iter().map(|a| a.raised_at).max();
+        let places = group_places(&members);
         let Some(mut group) = self.open.get(&g).cloned() else {
             return;
         };
-        let name = self
-            .set
-            .rules
-            .iter()
-            .find(|r| r.id == group.rule)
-            .map_or_else(|| group.rule.clone(), |r| r.name.clone());
-        let message = format!("{total} × {name} ({active} active)");
+        let message = Text {
+            zh: format!("{total} 个{}（{active} 个仍在报警）", group.name.zh),
+            en: format!("{total} × {} ({active} active)", group.name.en),
+        };
+        let location = Some(crate::reading::Location {
+            name: Some(places),
+            ..Default::default()
+        });
         let action = match (group.active, active > 0) {
             (true, false) => Some(Action::Clear),
             (false, true) => Some(Action::Repeat { value: None }),
             _ => None,
         };
-        if action.is_none() && group.message == message {
+        if action.is_none() && group.message == message && group.location == location {
             return;
         }
         let before = group.state;
@@ -739,7 +897,9 @@ impl Engine {
             _ => "group",
         };
         group.message = message;
+        group.location = location;
         group.count = total as u32;
+        group.last_at = newest.unwrap_or(group.last_at).max(group.last_at);
         group.updated_at = now;
         changes.retain(|c| !(c.alarm.id == g && c.event.action == "group"));
         changes.push(Change {
@@ -752,6 +912,7 @@ impl Engine {
                 user: None,
                 comment: Some(format!("{total} members, {active} active")),
                 value: None,
+                detail: Vec::new(),
             },
             alarm: group.clone(),
         });
@@ -802,6 +963,7 @@ impl Engine {
                 user,
                 comment,
                 value,
+                detail: Vec::new(),
             },
             alarm: alarm.clone(),
         });
@@ -842,12 +1004,73 @@ fn others(
     }
 }
 
-/// The place of an alarm in words, for messages and the page.
-pub fn place(a: &Alarm) -> String {
-    a.location
-        .as_ref()
-        .map(describe_location)
-        .unwrap_or_default()
+/// A field's latest value among a device's fields.
+fn latest<'a>(fields: &'a [(FieldName, Value)], name: &str) -> Option<&'a Value> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// What identifies one trip for the ledger: the condition's field, the
+/// reading's text fields (card id, event, route) and the place; bounded.
+fn detail(
+    fields: &[(FieldName, Value)],
+    condition_field: Option<&str>,
+    location: Option<&crate::reading::Location>,
+) -> Vec<(String, String)> {
+    let cut = |s: &str| -> String {
+        match s.char_indices().nth(DETAIL_VALUE_MAX) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s.to_owned(),
+        }
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (n, v) in fields {
+        let wanted = Some(n.as_ref()) == condition_field || matches!(v, Value::Str(_));
+        if wanted && out.len() < DETAIL_MAX - 1 {
+            let text = match v {
+                Value::Str(s) => cut(s),
+                Value::F64(f) => ryu::Buffer::new().format(*f).to_owned(),
+                Value::I64(i) => i.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            out.push((n.to_string(), text));
+        }
+    }
+    if let Some(place) = location.map(crate::reading::Location::describe) {
+        if !place.is_empty() {
+            out.push(("place".into(), cut(&place)));
+        }
+    }
+    out
+}
+
+/// A flood group's places in words: its members' buildings and floors, in
+/// the order they were raised, the rest counted.
+fn group_places(members: &[&Alarm]) -> String {
+    const SHOWN: usize = 6;
+    let mut places: Vec<String> = Vec::new();
+    for a in members {
+        let p = match &a.location {
+            Some(l) if l.building.is_some() || l.floor.is_some() => {
+                [l.building.as_deref(), l.floor.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            }
+            Some(l) if !l.describe().is_empty() => l.describe(),
+            _ => format!("{}/{}", a.site, a.device),
+        };
+        if !places.contains(&p) {
+            places.push(p);
+        }
+    }
+    let more = places.len().saturating_sub(SHOWN);
+    places.truncate(SHOWN);
+    let mut text = places.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" … (+{more})"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -934,7 +1157,7 @@ condition = { type = "offline", after = "60s" }
         ];
         let c = e.on_reading(&smoke("s0", &on, "A"), T0);
         assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);
-        assert_eq!(c[0].alarm.message, "Smoke at A / 1: 4.2 %/m");
+        assert_eq!(c[0].alarm.message.en, "Smoke at A / 1: 4.2 %/m");
         assert!(
             e.on_reading(&smoke("s0", &on, "A"), T0 + 1).is_empty(),
             "still in alarm: nothing new"
@@ -1172,7 +1395,7 @@ poll_interval = "10s"
             rule: "gateway-spool-full".into(),
             active,
             severity: crate::alarms::Severity::High,
-            message: "dropping".into(),
+            message: Text::one("dropping"),
         };
         let c = e.command(sys(true), T0).expect("raise");
         assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);

@@ -10,7 +10,7 @@ pub mod task;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::alarms::Severity;
+use crate::alarms::{Severity, Text};
 use crate::config::{Config, RuleConfig};
 use crate::reading::{Kind, Location, Reading, Value};
 use calendar::{Calendar, LocalTime};
@@ -22,11 +22,15 @@ pub struct Rule {
     /// Stable id.
     pub id: String,
     /// Human name.
-    pub name: String,
+    pub name: Text,
     /// Severity of its alarms.
     pub severity: Severity,
-    /// Message template.
-    pub message: String,
+    /// Message template, per language.
+    pub message: Text,
+    /// Whether its alarms may be grouped into a flood.
+    pub flood: bool,
+    /// Rules whose alarms on the same device its active alarm covers.
+    pub inhibits: Vec<String>,
     kinds: Vec<Kind>,
     devices: HashSet<String>,
     building: Option<String>,
@@ -65,26 +69,20 @@ impl Rule {
                 .is_none_or(|f| location.and_then(|l| l.floor.as_ref()) == Some(f))
     }
 
-    /// The alarm text for a reading (or, for offline, the last known fields).
+    /// The alarm text in both languages for a reading (or, for a timer or
+    /// offline, the device's last known fields); `value` is the condition's
+    /// field in the reading that made it true.
     pub fn render(
         &self,
         device: &str,
         site: &str,
         location: Option<&Location>,
         fields: &[(crate::reading::FieldName, Value)],
-        value: Option<f64>,
-    ) -> String {
-        let place = location.map(describe_location).unwrap_or_default();
-        let mut out = String::with_capacity(self.message.len() + 32);
-        let mut rest = self.message.as_str();
-        while let Some(start) = rest.find('{') {
-            out.push_str(&rest[..start]);
-            let Some(len) = rest[start..].find('}') else {
-                out.push_str(&rest[start..]);
-                return out;
-            };
-            let key = &rest[start + 1..start + len];
-            let sub = match key {
+        value: Option<&Value>,
+    ) -> Text {
+        let place = location.map(Location::describe).unwrap_or_default();
+        let sub = |key: &str| -> Option<String> {
+            match key {
                 "device" => Some(device.to_owned()),
                 "site" => Some(site.to_owned()),
                 "location" => Some(if place.is_empty() {
@@ -92,23 +90,72 @@ impl Rule {
                 } else {
                     place.clone()
                 }),
-                "rule" => Some(self.name.clone()),
-                "value" => value.map(fmt_num),
-                k => fields.iter().find(|(n, _)| n == k).map(|(_, v)| match v {
-                    Value::F64(f) => fmt_num(*f),
-                    Value::I64(i) => i.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Str(s) => s.to_string(),
-                }),
-            };
-            match sub {
-                Some(s) => out.push_str(&s),
-                None => out.push_str(&rest[start..=start + len]),
+                "rule" => None,
+                "value" => value.map(fmt_value),
+                k => fields
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| fmt_value(v)),
             }
-            rest = &rest[start + len + 1..];
+        };
+        Text {
+            zh: fill(&self.message.zh, |k| {
+                if k == "rule" {
+                    Some(self.name.zh.clone())
+                } else {
+                    sub(k)
+                }
+            }),
+            en: fill(&self.message.en, |k| {
+                if k == "rule" {
+                    Some(self.name.en.clone())
+                } else {
+                    sub(k)
+                }
+            }),
         }
-        out.push_str(rest);
-        out
+    }
+}
+
+/// The placeholders of a message template, `{name}`.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    let mut rest = template;
+    std::iter::from_fn(move || {
+        let start = rest.find('{')?;
+        let len = rest[start..].find('}')?;
+        let key = &rest[start + 1..start + len];
+        rest = &rest[start + len + 1..];
+        Some(key)
+    })
+}
+
+/// Fills a template's placeholders; one without a value (a field the
+/// reading lacks) stays as written, so the text shows what is missing.
+fn fill(template: &str, sub: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let key = &rest[start + 1..start + len];
+        match sub(key) {
+            Some(s) => out.push_str(&s),
+            None => out.push_str(&rest[start..=start + len]),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn fmt_value(v: &Value) -> String {
+    match v {
+        Value::F64(f) => fmt_num(*f),
+        Value::I64(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Str(s) => s.to_string(),
     }
 }
 
@@ -119,18 +166,6 @@ fn fmt_num(f: f64) -> String {
     } else {
         format!("{r}")
     }
-}
-
-/// A place in words: the name if given, else building / floor / room.
-pub fn describe_location(l: &Location) -> String {
-    if let Some(n) = &l.name {
-        return n.clone();
-    }
-    [l.building.as_deref(), l.floor.as_deref(), l.room.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" / ")
 }
 
 impl RuleSet {
@@ -149,6 +184,7 @@ impl RuleSet {
         }
         let mut seen = HashSet::new();
         let mut rules = Vec::new();
+        let names = Names::of(cfg);
         for (i, r) in cfg.rules.iter().enumerate() {
             let at = |k: &str| format!("rules[{i}].{k}");
             if !crate::config::is_valid_id(&r.id) {
@@ -184,8 +220,25 @@ impl RuleSet {
                     ));
                 }
             }
+            for (j, other) in r.inhibits.iter().enumerate() {
+                if other == &r.id {
+                    errors.push((
+                        at(&format!("inhibits[{j}]")),
+                        "a rule cannot inhibit itself".into(),
+                    ));
+                } else if !cfg.rules.iter().any(|x| &x.id == other) {
+                    errors.push((at(&format!("inhibits[{j}]")), format!("no rule `{other}`")));
+                }
+            }
+            errors.extend(names.problems(r).into_iter().map(|(k, m)| (at(&k), m)));
             match Condition::compile(&r.condition) {
                 Ok((condition, for_ms, clear_for_ms)) => {
+                    errors.extend(
+                        names
+                            .condition_problems(r, &condition)
+                            .into_iter()
+                            .map(|(k, m)| (at(&k), m)),
+                    );
                     if r.enabled {
                         rules.push(compile_rule(r, condition, for_ms, clear_for_ms, calendar));
                     }
@@ -239,9 +292,14 @@ fn compile_rule(
 ) -> Rule {
     Rule {
         id: r.id.clone(),
-        name: r.name.clone().unwrap_or_else(|| r.id.clone()),
+        name: r
+            .name
+            .as_ref()
+            .map_or_else(|| Text::one(r.id.clone()), |n| n.texts()),
         severity: r.severity,
-        message: r.message.clone(),
+        message: r.message.texts(),
+        flood: r.flood,
+        inhibits: r.inhibits.clone(),
         kinds: r.kinds.clone(),
         devices: r.devices.iter().cloned().collect(),
         building: r.building.clone(),
@@ -253,26 +311,124 @@ fn compile_rule(
     }
 }
 
-/// What is usable but probably wrong: a field that none of the rule's
-/// kinds has is almost always a typo (though a mapped custom field is legal).
-pub fn warnings(cfg: &Config) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (i, r) in cfg.rules.iter().enumerate() {
-        let Ok((condition, _, _)) = Condition::compile(&r.condition) else {
-            continue;
-        };
-        if let Some(field) = condition.field() {
-            if !r.kinds.is_empty() && !r.kinds.iter().any(|k| k.field_type(field).is_some()) {
-                let kinds: Vec<&str> = r.kinds.iter().map(|k| k.as_str()).collect();
+/// What the configuration declares, for the rules' references to be
+/// checked against: a rule that names a device, a building or a field that
+/// does not exist can never fire, which a safety rule must not do silently.
+struct Names<'a> {
+    devices: HashSet<String>,
+    buildings: HashSet<String>,
+    /// Fields that a topic mapping or a register map produces beyond the kinds' own.
+    custom_fields: HashSet<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn of(cfg: &'a Config) -> Self {
+        let known = cfg.known_devices();
+        let mut custom_fields: HashSet<&str> = HashSet::new();
+        for t in &cfg.mqtt.topics {
+            custom_fields.extend(t.fields.keys().map(String::as_str));
+        }
+        for m in cfg.modbus.maps.values() {
+            custom_fields.extend(m.registers.iter().map(|r| r.field.as_str()));
+        }
+        for d in &cfg.modbus.devices {
+            custom_fields.extend(d.registers.iter().map(|r| r.field.as_str()));
+        }
+        Self {
+            devices: known.iter().map(|k| k.config.id.clone()).collect(),
+            buildings: known
+                .iter()
+                .filter_map(|k| k.config.building.clone())
+                .collect(),
+            custom_fields,
+        }
+    }
+
+    fn is_field(&self, kinds: &[Kind], name: &str) -> bool {
+        let kinds: &[Kind] = if kinds.is_empty() { &Kind::ALL } else { kinds };
+        kinds.iter().any(|k| k.field_type(name).is_some()) || self.custom_fields.contains(name)
+    }
+
+    /// Devices, building and message placeholders.
+    fn problems(&self, r: &RuleConfig) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (j, d) in r.devices.iter().enumerate() {
+            if !self.devices.contains(d) {
                 out.push((
-                    format!("rules[{i}].condition.field"),
+                    format!("devices[{j}]"),
+                    format!("no device `{d}` in [[devices]], devices_file or [[modbus.devices]]"),
+                ));
+            }
+        }
+        if let Some(b) = &r.building {
+            if !self.buildings.contains(b) {
+                out.push((
+                    "building".into(),
+                    format!("no declared device is in building `{b}` (the building as written in [[devices]])"),
+                ));
+            }
+        }
+        let has_value = matches!(
+            r.condition,
+            crate::config::ConditionConfig::Above { .. }
+                | crate::config::ConditionConfig::Below { .. }
+                | crate::config::ConditionConfig::Equals { .. }
+                | crate::config::ConditionConfig::Rate { .. }
+        );
+        let texts = r.message.texts();
+        for (lang, text) in [("zh", &texts.zh), ("en", &texts.en)] {
+            for key in placeholders(text) {
+                let known = matches!(key, "device" | "site" | "location" | "rule")
+                    || (key == "value" && has_value)
+                    || (key != "value" && self.is_field(&r.kinds, key));
+                if !known {
+                    let why = if key == "value" {
+                        "this condition has no single field, so `{value}` names nothing".to_owned()
+                    } else {
+                        format!("`{{{key}}}` names nothing: not device, site, location, rule, value or a field of the rule's kinds")
+                    };
+                    let path = match r.message {
+                        crate::config::TextConfig::One(_) => "message".to_owned(),
+                        crate::config::TextConfig::Two { .. } => format!("message.{lang}"),
+                    };
+                    if !out.iter().any(|(p, m)| p == &path && m == &why) {
+                        out.push((path, why));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The condition's field, and the devices an expression reads.
+    fn condition_problems(&self, r: &RuleConfig, c: &Condition) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(field) = c.field() {
+            if !self.is_field(&r.kinds, field) {
+                let kinds: Vec<&str> = if r.kinds.is_empty() {
+                    vec!["any kind"]
+                } else {
+                    r.kinds.iter().map(|k| k.as_str()).collect()
+                };
+                out.push((
+                    "condition.field".into(),
                     format!(
-                        "`{field}` is not a field of {} (a mapped custom field?)",
+                        "`{field}` is not a field of {}: the rule could never fire (a device's own field must be mapped in [mqtt.topics.fields] or a register map)",
                         kinds.join(", ")
                     ),
                 ));
             }
         }
+        if let Condition::Expr { with, .. } = c {
+            for (j, d) in with.iter().enumerate() {
+                if !self.devices.contains(d) {
+                    out.push((
+                        format!("condition.with[{j}]"),
+                        format!("no device `{d}` is declared"),
+                    ));
+                }
+            }
+        }
+        out
     }
-    out
 }

@@ -91,7 +91,10 @@ pub async fn watch_system(
             rule: "gateway-spool-full".into(),
             active: dropping,
             severity: crate::alarms::Severity::High,
-            message: "网关缓存已满，正在丢弃最旧的数据 The gateway's spool is full: the oldest readings are being dropped while InfluxDB is unreachable".into(),
+            message: crate::alarms::Text::two(
+                "网关缓存已满：InfluxDB 无法连接期间，最旧的读数正在被丢弃",
+                "The gateway's spool is full: the oldest readings are being dropped while InfluxDB is unreachable",
+            ),
         };
         let (tx, _rx) = oneshot::channel();
         if commands.send((cmd, tx)).await.is_err() {

@@ -124,9 +124,15 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("`{id}` is not an alarm id")))
 }
 
-/// Open alarms with flood members nested in their group, by severity then newest.
+/// Open alarms with flood members nested in their group (`members`) and
+/// covered alarms under the one that covers them (`covers`), by severity
+/// then newest. An alarm whose cover is closed stands on its own again.
 fn nest(open: &[Alarm]) -> Vec<Json_> {
-    let mut top: Vec<&Alarm> = open.iter().filter(|a| a.group.is_none()).collect();
+    let is_open = |id: i64| open.iter().any(|a| a.id == id);
+    let mut top: Vec<&Alarm> = open
+        .iter()
+        .filter(|a| a.group.is_none() && !a.inhibited_by.is_some_and(is_open))
+        .collect();
     top.sort_by(|a, b| {
         (a.severity, std::cmp::Reverse(a.raised_at))
             .cmp(&(b.severity, std::cmp::Reverse(b.raised_at)))
@@ -141,6 +147,14 @@ fn nest(open: &[Alarm]) -> Vec<Json_> {
                     .map(AlarmView::from)
                     .collect();
                 v["members"] = json!(members);
+            }
+            let covers: Vec<AlarmView> = open
+                .iter()
+                .filter(|m| m.inhibited_by == Some(a.id) && m.group.is_none())
+                .map(AlarmView::from)
+                .collect();
+            if !covers.is_empty() {
+                v["covers"] = json!(covers);
             }
             v
         })
@@ -208,6 +222,11 @@ pub(super) async fn alarm(
                 "user": e.user,
                 "comment": e.comment,
                 "value": e.value,
+                "detail": e
+                    .detail
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Json_::String(v.clone())))
+                    .collect::<serde_json::Map<String, Json_>>(),
             })
         })
         .collect();
@@ -516,9 +535,12 @@ pub(super) async fn buses(State(s): State<AppState>, _auth: Auth) -> Json<Json_>
 pub(super) struct Range {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// `zh` (default) or `en`: headers, states and texts.
+    #[serde(default)]
+    lang: crate::alarms::Lang,
 }
 
-/// `GET /api/reports/ledger.csv?from=…&to=…` (default: the last 30 days).
+/// `GET /api/reports/ledger.csv?from=…&to=…&lang=zh|en` (default: the last 30 days, Chinese).
 pub(super) async fn ledger(
     State(s): State<AppState>,
     auth: Auth,
@@ -532,20 +554,24 @@ pub(super) async fn ledger(
         return Err(ApiError::BadRequest("`from` must be before `to`".into()));
     }
     let db = s.alarms_db.clone();
+    let opts = crate::alarms::ledger::LedgerOptions {
+        lang: r.lang,
+        offset: s.utc_offset,
+    };
     let csv = blocking(move || {
         // A BOM, so that Excel (what inspectors open it with) reads the Chinese right.
         let mut out = "\u{feff}".as_bytes().to_vec();
-        db.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ledger_csv(from, to, &mut out)
+        let db = db.lock().unwrap_or_else(|e| e.into_inner());
+        crate::alarms::ledger::write_csv(&db, from, to, opts, &mut out)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(out)
     })
     .await?;
     auth.audit(&s, "ledger_export", "", &format!("{from}..{to}"));
     let name = |ms: i64| {
-        DateTime::<Utc>::from_timestamp_millis(ms)
-            .map_or_else(String::new, |t| t.format("%Y%m%d").to_string())
+        DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+            t.with_timezone(&s.utc_offset).format("%Y%m%d").to_string()
+        })
     };
     let disposition = format!(
         "attachment; filename=\"ledger-{}-{}.csv\"",

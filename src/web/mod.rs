@@ -65,6 +65,8 @@ pub struct AppState {
     pub tls: bool,
     /// The configuration file, for rule reloads from the API.
     pub config_path: Option<PathBuf>,
+    /// The school's local time (`[alarms].utc_offset`), for reports.
+    pub utc_offset: chrono::FixedOffset,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
