@@ -252,3 +252,82 @@ async fn two_hundred_silent_detectors_are_one_grouped_entry() {
     .await;
     gw.stop().await;
 }
+
+/// A flood of detectors within the window is one group; a detector going
+/// off after the window has passed is a row of its own, not hidden in the
+/// old group (through a real mosquitto, on the gateway's own clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_alarm_is_not_hidden_in_an_old_flood_group() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-flood-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[alarms]\nflood_threshold = 10\nflood_window = \"5s\"\n{}",
+        dir.path().display(),
+        broker.url(),
+        std::process::id(),
+        gateway::smoke_rule("Smoke at {location}"),
+    );
+    for i in 0..13 {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"d{i}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"{}\"\nfloor = \"{}\"\n",
+            if i < 12 { "宿舍楼" } else { "图书馆" },
+            i % 3 + 1
+        ));
+    }
+    let gw = gateway::start(gateway::config(&text)).await;
+    gateway::wait_subscribed(&gw).await;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let fire = |i: u64| {
+        let mut p = feed::payload("smoke", common::now_ms(), i);
+        p["alarm"] = serde_json::json!(true);
+        (
+            feed::topic("yazhong", "smoke", &format!("d{i}")),
+            p.to_string(),
+        )
+    };
+    for i in 0..12 {
+        let (topic, payload) = fire(i);
+        publisher.publish(&topic, payload, QoS::AtLeastOnce).await;
+    }
+    publisher.flush().await;
+    eventually("a flood group of 12", || async {
+        open_alarms(&gw).iter().any(|a| a.is_group && a.count == 12)
+    })
+    .await;
+    let group = open_alarms(&gw)
+        .into_iter()
+        .find(|a| a.is_group)
+        .expect("group");
+    let places = group
+        .location
+        .as_ref()
+        .and_then(|l| l.name.clone())
+        .unwrap_or_default();
+    assert!(
+        places.contains("宿舍楼 / 1") && places.contains("宿舍楼 / 3"),
+        "{places}"
+    );
+
+    // Past the window (the gateway's real clock): the library's detector.
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    let (topic, payload) = fire(12);
+    publisher.publish(&topic, payload, QoS::AtLeastOnce).await;
+    publisher.flush().await;
+    eventually("the library's alarm", || async {
+        open_alarms(&gw).iter().any(|a| a.device == "d12")
+    })
+    .await;
+    let open = open_alarms(&gw);
+    let late = open.iter().find(|a| a.device == "d12").expect("d12");
+    assert_eq!(late.group, None, "a row of its own");
+    assert_eq!(
+        late.location.as_ref().and_then(|l| l.building.as_deref()),
+        Some("图书馆")
+    );
+    assert_eq!(
+        open.iter().find(|a| a.id == group.id).map(|g| g.count),
+        Some(12),
+        "the old group did not take it"
+    );
+    gw.stop().await;
+}

@@ -396,3 +396,84 @@ async fn futures_chunk(resp: &mut reqwest::Response) -> Option<String> {
         _ => None,
     }
 }
+
+/// The ledger as an inspector opens it: read back with Python's own `csv`
+/// module (an independent reader), in local time with Chinese headers, an
+/// operator's formula-looking reason neutralised, a comment with a line
+/// break still one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_reads_right_in_a_spreadsheet() {
+    let python = common::process::require_executable("python3", "apt-get install -y python3");
+    let (broker, dir, gw) = setup().await;
+    let mut op = Page::login(&gw, "op1", "op1-password").await;
+    let reason = "=HYPERLINK(\"http://evil.example/\",\"点击\")";
+    let (status, body) = op
+        .post(
+            "/api/suppressions",
+            json!({ "building": "A3", "minutes": 30, "reason": reason }),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let id = raise_smoke(&broker, &gw).await;
+    let comment = "checked\r\n2026-01-01 00:00:00 admin1 确认: fake entry";
+    let (status, body) = op
+        .post(
+            &format!("/api/alarms/{id}/ack"),
+            json!({ "comment": comment }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let raised_at = gw.rules.open.read().expect("snapshot")[0].raised_at;
+
+    let resp = common::http_client()
+        .get(format!("http://{}/api/reports/ledger.csv", gw.web_addr))
+        .header("Cookie", op.cookie.clone().expect("session"))
+        .send()
+        .await
+        .expect("ledger");
+    assert_eq!(resp.status(), 200);
+    let file = dir.path().join("ledger.csv");
+    std::fs::write(&file, resp.bytes().await.expect("csv")).expect("write");
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg("import csv, json, sys\nwith open(sys.argv[1], newline='', encoding='utf-8-sig') as f:\n    print(json.dumps(list(csv.reader(f))))")
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("rows");
+    assert_eq!(rows.len(), 2, "a header and one alarm: {rows:?}");
+    let (header, row) = (&rows[0], &rows[1]);
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let local = chrono::DateTime::from_timestamp_millis(raised_at)
+        .expect("time")
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("offset"))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    assert_eq!(row[col("报警时间")], local, "local time, as on the page");
+    assert_eq!(row[col("状态")], "已确认");
+    assert_eq!(
+        row[col("演练/维护")],
+        format!("'{reason}"),
+        "the formula neutralised"
+    );
+    let handling = &row[col("处置记录")];
+    let entries: Vec<&str> = handling.lines().collect();
+    assert_eq!(entries.len(), 2, "raise and ack, one line each: {handling}");
+    assert!(
+        entries[1].contains("op1 确认: checked↵2026-01-01"),
+        "{handling}"
+    );
+    let (status, _) = op.get("/api/reports/ledger.csv?lang=en").await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}

@@ -1447,4 +1447,293 @@ condition = { type = "equals", field = "tamper", value = true }
             "02:00: alarm"
         );
     }
+
+    fn gate(device: &str, event: &str, card: &str) -> Reading {
+        let mut r = smoke(device, &[], "G");
+        r.kind = Kind::Gate;
+        r.fields = vec![
+            (FieldName::Borrowed("event"), Value::Str(event.into())),
+            (FieldName::Borrowed("card_id"), Value::Str(card.into())),
+        ];
+        r
+    }
+
+    #[test]
+    fn an_alarm_raised_by_its_for_timer_carries_the_value() {
+        let rules = r#"
+[[rules]]
+id = "duct"
+severity = "critical"
+kinds = ["smoke"]
+message = { zh = "温度 {value} °C，{location}", en = "{value} °C at {location}" }
+condition = { type = "above", field = "temp_c", value = 90.0, for = "10s" }
+"#;
+        let mut e = engine(rules, 1);
+        let hot = [("temp_c", Value::F64(95.5))];
+        assert!(
+            e.on_reading(&smoke("s0", &hot, "A"), T0).is_empty(),
+            "not for 10 s yet"
+        );
+        let c = e.on_tick(T0 + 10_001);
+        assert_eq!(actions(&c), vec![(1, "raise".into(), State::Unacked)]);
+        let a = &c[0].alarm;
+        assert_eq!((a.value, a.peak), (Some(95.5), Some(95.5)));
+        assert_eq!(a.message.zh, "温度 95.5 °C，A / 1");
+        assert_eq!(a.message.en, "95.5 °C at A / 1");
+        assert_eq!(c[0].event.value, Some(95.5), "the ledger has it too");
+    }
+
+    #[test]
+    fn a_late_alarm_is_a_row_of_its_own_not_part_of_an_old_flood() {
+        let mut e = engine(FIRE, 13);
+        let on = [("alarm", Value::Bool(true))];
+        let mut first = Vec::new();
+        for i in 0..12 {
+            let loc = if i % 2 == 0 { "A" } else { "B" };
+            first.extend(e.on_reading(&smoke(&format!("s{i}"), &on, loc), T0 + i as i64 * 500));
+        }
+        let group = e
+            .open_alarms()
+            .find(|a| a.is_group)
+            .cloned()
+            .expect("a flood group");
+        assert_eq!(group.count, 12);
+        let places = group
+            .location
+            .as_ref()
+            .and_then(|l| l.name.clone())
+            .unwrap_or_default();
+        assert!(
+            places.contains("A / 1") && places.contains("B / 1"),
+            "{places}"
+        );
+        assert_eq!(group.last_at, T0 + 11 * 500, "its newest member's time");
+        // The 11th and 12th joined the group as they were raised: announced as new, with their group.
+        let late_member = first
+            .iter()
+            .find(|c| c.event.action == "raise" && c.alarm.device == "s11")
+            .expect("s11 raised");
+        assert_eq!(late_member.alarm.group, Some(group.id));
+
+        // Five minutes later the library's detector: a row of its own.
+        let c = e.on_reading(&smoke("s12", &on, "A"), T0 + 300_000);
+        let raised = c
+            .iter()
+            .find(|c| c.event.action == "raise")
+            .expect("raised");
+        assert_eq!(raised.alarm.group, None, "not hidden in the old group");
+        assert_eq!(
+            e.open_alarms().find(|a| a.id == group.id).map(|g| g.count),
+            Some(12),
+            "the old group is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_rule_may_refuse_flood_grouping() {
+        let rules = FIRE.replace(
+            "id = \"smoke-alarm\"\nseverity = \"critical\"",
+            "id = \"smoke-alarm\"\nflood = false\nseverity = \"critical\"",
+        );
+        let mut e = engine(&rules, 30);
+        for i in 0..30 {
+            e.on_reading(
+                &smoke(&format!("s{i}"), &[("alarm", Value::Bool(true))], "A"),
+                T0,
+            );
+        }
+        assert_eq!(e.open_alarms().count(), 30, "thirty rows, no group");
+        assert!(e.open_alarms().all(|a| !a.is_group && a.group.is_none()));
+    }
+
+    #[test]
+    fn each_repeat_keeps_its_value_and_card() {
+        let rules = r#"
+[[rules]]
+id = "after-hours"
+severity = "high"
+kinds = ["gate"]
+message = "Access at {location} (card {card_id})"
+condition = { type = "equals", field = "event", value = "access_granted" }
+"#;
+        let mut e = engine(rules, 0);
+        let c = e.on_reading(&gate("east-1", "access_granted", "T1001"), T0);
+        assert!(c[0]
+            .event
+            .detail
+            .contains(&("card_id".into(), "T1001".into())));
+        assert!(c[0]
+            .event
+            .detail
+            .contains(&("place".into(), "G / 1".into())));
+        e.on_reading(&gate("east-1", "closed", "T1001"), T0 + 1_000);
+        let c = e.on_reading(&gate("east-1", "access_granted", "T2002"), T0 + 2_000);
+        assert_eq!(actions(&c), vec![(1, "repeat".into(), State::Unacked)]);
+        let d = &c[0].event.detail;
+        assert!(d.contains(&("card_id".into(), "T2002".into())), "{d:?}");
+        assert!(
+            d.contains(&("event".into(), "access_granted".into())),
+            "{d:?}"
+        );
+        assert_eq!(
+            c[0].alarm.message.en, "Access at G / 1 (card T1001)",
+            "the message is the first trip's"
+        );
+    }
+
+    const INHIBITED: &str = r#"
+[[rules]]
+id = "smoke-obscuration"
+severity = "critical"
+kinds = ["smoke"]
+message = "{value} %/m"
+condition = { type = "above", field = "obscuration_pct_m", value = 3.0 }
+
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+kinds = ["smoke"]
+inhibits = ["smoke-obscuration"]
+message = "Smoke at {location}"
+condition = { type = "equals", field = "alarm", value = true }
+"#;
+
+    #[test]
+    fn a_detectors_own_alarm_covers_its_obscuration_alarm() {
+        // Both at once (the covered rule comes first in the file).
+        let mut e = engine(INHIBITED, 2);
+        let both = [
+            ("alarm", Value::Bool(true)),
+            ("obscuration_pct_m", Value::F64(4.0)),
+        ];
+        e.on_reading(&smoke("s0", &both, "A"), T0);
+        let by_rule = |e: &Engine, rule: &str, dev: &str| {
+            e.open_alarms()
+                .find(|a| a.rule == rule && a.device == dev)
+                .cloned()
+                .expect("open")
+        };
+        let alarm = by_rule(&e, "smoke-alarm", "s0");
+        assert_eq!(
+            by_rule(&e, "smoke-obscuration", "s0").inhibited_by,
+            Some(alarm.id)
+        );
+        assert_eq!(alarm.inhibited_by, None);
+
+        // Obscuration first, the detector's alarm a moment later.
+        e.on_reading(
+            &smoke(
+                "s1",
+                &[
+                    ("alarm", Value::Bool(false)),
+                    ("obscuration_pct_m", Value::F64(4.0)),
+                ],
+                "B",
+            ),
+            T0,
+        );
+        assert_eq!(by_rule(&e, "smoke-obscuration", "s1").inhibited_by, None);
+        let c = e.on_reading(&smoke("s1", &both, "B"), T0 + 1_000);
+        let cover = by_rule(&e, "smoke-alarm", "s1");
+        assert!(c
+            .iter()
+            .any(|c| c.event.action == "inhibit" && c.alarm.rule == "smoke-obscuration"));
+        assert_eq!(
+            by_rule(&e, "smoke-obscuration", "s1").inhibited_by,
+            Some(cover.id)
+        );
+
+        // Acknowledging the detector's alarm acknowledges what it covers.
+        e.command(
+            Command::Ack {
+                id: cover.id,
+                by: "op".into(),
+                comment: None,
+            },
+            T0 + 2_000,
+        )
+        .expect("ack");
+        assert_eq!(by_rule(&e, "smoke-obscuration", "s1").state, State::Acked);
+        assert_eq!(
+            by_rule(&e, "smoke-obscuration", "s0").state,
+            State::Unacked,
+            "other device untouched"
+        );
+    }
+
+    #[test]
+    fn an_undeclared_device_seen_once_leaves_no_offline_alarm() {
+        let mut e = engine(FIRE, 1);
+        let normal = [("alarm", Value::Bool(false))];
+        e.on_reading(&smoke("ghost", &normal, "A"), T0);
+        for i in 0..3 {
+            e.on_reading(&smoke("stray", &normal, "A"), T0 + i);
+        }
+        e.on_reading(&smoke("s0", &normal, "A"), T0);
+        let c = e.on_tick(T0 + 61_000);
+        let mut silent: Vec<&str> = c
+            .iter()
+            .filter(|c| c.event.action == "raise" && !c.alarm.is_group)
+            .map(|c| c.alarm.device.as_str())
+            .collect();
+        silent.sort();
+        assert_eq!(
+            silent,
+            ["s0", "stray"],
+            "the ghost seen once is not watched"
+        );
+        let stray = c.iter().find(|c| c.alarm.device == "stray").expect("stray");
+        assert!(!stray.alarm.declared, "marked undeclared");
+        assert!(c
+            .iter()
+            .find(|c| c.alarm.device == "s0")
+            .is_some_and(|c| c.alarm.declared));
+    }
+
+    /// What `check` says of these rules (empty: accepted).
+    fn problems(rules: &str) -> String {
+        let text = format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[[devices]]\nid = \"s0\"\nkind = \"smoke\"\nsite = \"yz\"\nbuilding = \"A3\"\n{rules}"
+        );
+        Config::from_toml(&text, Vec::new())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn references_that_name_nothing_are_errors() {
+        let p = problems(
+            r#"
+[[rules]]
+id = "a"
+severity = "critical"
+kinds = ["smoke"]
+message = { zh = "烟雾 {obscuration} {value}", en = "{value} at {location}" }
+condition = { type = "above", field = "obscuraton_pct_m", value = 3.0 }
+
+[[rules]]
+id = "b"
+severity = "high"
+kinds = ["smoke"]
+devices = ["s9"]
+building = "教学楼"
+inhibits = ["nope"]
+message = "{value}"
+condition = { type = "expr", expr = "fault == true" }
+"#,
+        );
+        for want in [
+            "rules[0].message.zh",
+            "rules[0].condition.field",
+            "rules[1].devices[0]",
+            "rules[1].building",
+            "rules[1].inhibits[0]",
+            "rules[1].message",
+        ] {
+            assert!(p.contains(&format!("{want}: ")), "{want} missing in {p}");
+        }
+        assert!(!p.contains("rules[0].message.en"), "{p}");
+        assert!(problems(FIRE).is_empty(), "{}", problems(FIRE));
+    }
 }
