@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use campus_gateway::alarms::ledger::{write_csv, LedgerOptions};
 use campus_gateway::alarms::store::AlarmStore;
+use campus_gateway::alarms::Command;
 use campus_gateway::alarms::{Alarm, Lang, State};
 use campus_gateway::app::Gateway;
-use campus_gateway::rules::engine::Command;
 use common::gateway;
 use common::{eventually, eventually_with, feed, Influx1, Mosquitto, Publisher, QoS, Subscriber};
 

@@ -10,10 +10,10 @@
 
 use chrono::{DateTime, FixedOffset, Utc};
 
+use super::change::Event;
 use super::lifecycle::{Lang, Severity, State};
 use super::store::{AlarmStore, Query, StoreError};
 use super::Alarm;
-use crate::rules::engine::Event;
 
 /// Excel's limit for one cell, in UTF-16 units.
 const CELL_MAX: usize = 32_767;

@@ -5,6 +5,7 @@
 //! `AlarmView` is the one outside shape of an alarm, shared by the HTTP API,
 //! the event stream and MQTT, so every consumer sees the same fields.
 
+pub mod change;
 pub mod ledger;
 pub mod lifecycle;
 pub mod publish;
@@ -13,6 +14,7 @@ pub mod store;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
+pub use change::{Change, Command, CommandError, Event, Suppression};
 pub use lifecycle::{Action, Alarm, Lang, Severity, State, Text};
 
 fn ts(ms: i64) -> Option<DateTime<Utc>> {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::AlarmView;
+use crate::alarms::Change;
 use crate::config::MqttConfig;
-use crate::rules::engine::Change;
 
 /// Fills `{site}`, `{device}` and `{rule}` of the topic template.
 pub fn topic(template: &str, c: &Change) -> String {

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::change::{Change, Event, Suppression};
 use super::lifecycle::{Alarm, Severity, State, Text};
 use crate::reading::Location;
-use crate::rules::engine::{Change, Event, Suppression};
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::engine::{Change, Command, CommandError, Engine};
+use super::engine::Engine;
 use super::RuleSet;
 use crate::alarms::store::{AlarmStore, StoreError, WalSync};
 use crate::alarms::Alarm;
+use crate::alarms::{Change, Command, CommandError};
 use crate::reading::{Ack, Reading};
 use crate::sources::now_ms;
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};

@@ -38,7 +38,7 @@ fn push_ts(ts_ms: i64, out: &mut String) {
 
 /// Appends one point of the `alarm` measurement for an alarm change:
 /// tags `device`, `rule`, `severity`, `site`; fields `state`, `value`, `action`.
-pub fn encode_alarm(c: &crate::rules::engine::Change, out: &mut String) {
+pub fn encode_alarm(c: &crate::alarms::Change, out: &mut String) {
     let a = &c.alarm;
     out.push_str("alarm");
     for (key, value) in [

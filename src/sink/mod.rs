@@ -38,9 +38,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alarms::Change;
 use crate::config::InfluxConfig;
 use crate::reading::{Ack, Reading};
-use crate::rules::engine::Change;
 use crate::telemetry::metrics::WriteErrorKind;
 use crate::telemetry::{Health, Metrics, Status};
 pub use influx::{InfluxWriter, SinkError};

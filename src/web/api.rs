@@ -19,8 +19,8 @@ use super::error::{ApiJson, ApiQuery};
 use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
+use crate::alarms::{Command, CommandError, Suppression};
 use crate::reading::Kind;
-use crate::rules::engine::{Command, CommandError, Suppression};
 use crate::sources::now_ms;
 
 async fn blocking<T: Send + 'static>(

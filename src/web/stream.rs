@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AppState, Auth};
 use crate::alarms::AlarmView;
+use crate::alarms::Change;
 use crate::reading::{Reading, Value};
 use crate::registry::Registry;
-use crate::rules::engine::Change;
 use crate::sources::now_ms;
 
 /// A device going online or offline.
