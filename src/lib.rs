@@ -21,6 +21,11 @@
 //!   `modbus` (one task per TCP device, one per serial line; `modbus::map` is pure:
 //!   register maps → coalesced read requests → fields; `modbus::transport` is the wire).
 //! - `router`    — admits readings through the `registry` and fans them out.
+//! - `rules/`    — the rules (`condition`, `calendar`, pure), the `engine` (pure: readings,
+//!   ticks and commands in, alarm changes out) and the `task` that persists and announces them.
+//! - `alarms/`   — the alarm vocabulary (`change`: `Change`, `Event`, `Command`, `Suppression`),
+//!   the ISA-18.2 `lifecycle` (pure), the durable `store`, the CSV `ledger` and MQTT `publish`;
+//!   `AlarmView`, the one outside shape of an alarm. `rules` depends on `alarms`, never back.
 //! - `registry`  — declared and seen devices, their places, last readings, online state.
 //! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
 //!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries.
@@ -36,7 +41,7 @@
 //! # Invariants
 //!
 //! - `reading`, `sources::decode`, `sources::modbus::map`, `sink::line_protocol`,
-//!   `rules::{condition, calendar, engine}` and `alarms::lifecycle` do no I/O and never spawn.
+//!   `rules::{condition, calendar, engine}` and `alarms::{change, lifecycle}` do no I/O and never spawn.
 //! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol
 //!   and the spool's format; only `web/` knows response shapes (and `alarms::AlarmView`,
 //!   the one outside shape of an alarm, shared by the API, the stream and MQTT).

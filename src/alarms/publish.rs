@@ -44,18 +44,24 @@ pub async fn run(
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     let pump_cancel = cancel.clone();
+    let (min, max) = (mqtt.reconnect_min, mqtt.reconnect_max);
     let pump = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = min;
         loop {
             tokio::select! {
                 () = pump_cancel.cancelled() => break,
                 e = eventloop.poll() => match e {
-                    Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff = Duration::from_millis(500),
+                    Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff = min,
                     Ok(_) => {}
                     Err(e) => {
                         debug!(error = %e, "Alarm publisher connection failed; retrying.");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        // The client reconnects at the next poll: the pause
+                        // is ours, and shutdown does not wait for it.
+                        tokio::select! {
+                            () = pump_cancel.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(max);
                     }
                 }
             }
