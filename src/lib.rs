@@ -76,6 +76,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod memory;
+pub mod notify;
 pub mod reading;
 pub mod registry;
 pub mod router;

@@ -44,6 +44,15 @@ enum Command {
         #[arg(long, short, env = "CAMPUSGW_CONFIG")]
         config: PathBuf,
     },
+    /// Print who is on duty (值班), per team, now or at a local time.
+    Roster {
+        /// The configuration file.
+        #[arg(long, short, env = "CAMPUSGW_CONFIG")]
+        config: PathBuf,
+        /// A local time (`[alarms].utc_offset`), e.g. "2026-12-02 03:00"; default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Manage the users of the status page.
     User {
         #[command(subcommand)]
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Roster { config, at } => roster(&config, at.as_deref()),
         Command::User {
             action:
                 UserCommand::Add {
@@ -248,4 +258,87 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `campusgw roster`: who is on duty per team at a local time.
+fn roster(path: &std::path::Path, at: Option<&str>) -> ExitCode {
+    use campus_gateway::notify::roster::{DutySource, Roster};
+    let cfg = match Config::load(path) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let offset = match campus_gateway::rules::calendar::parse_offset(&cfg.alarms.utc_offset) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("alarms.utc_offset: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let at_ms = match at {
+        None => chrono::Utc::now().timestamp_millis(),
+        Some(text) => {
+            let parsed = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M")
+                .ok()
+                .and_then(|t| t.and_local_timezone(offset).single());
+            match parsed {
+                Some(t) => t.timestamp_millis(),
+                None => {
+                    eprintln!("--at: `{text}` is not a local time such as \"2026-12-02 03:00\"");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let roster = match Roster::new(&cfg) {
+        Ok(r) => r,
+        Err(problems) => {
+            for (k, m) in problems {
+                eprintln!("{k}: {m}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let when = chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| {
+            t.with_timezone(&offset)
+                .format("%Y-%m-%d %H:%M (%a)")
+                .to_string()
+        })
+        .unwrap_or_default();
+    println!("On duty at {when}:");
+    let duty = roster.duty(at_ms);
+    if duty.is_empty() {
+        println!("  no teams in [notify.teams]");
+    }
+    let mut gaps = 0;
+    for d in duty {
+        let source = match d.source {
+            DutySource::RosterFile => "roster file",
+            DutySource::Pattern => "weekly shifts",
+        };
+        let team = d
+            .team_name
+            .map_or_else(|| d.team.to_owned(), |n| format!("{n} ({})", d.team));
+        if d.people.is_empty() {
+            gaps += 1;
+            println!("  {team}: NOBODY ON DUTY ({source})");
+        } else {
+            let people: Vec<String> = d
+                .people
+                .iter()
+                .map(|p| match &p.phone {
+                    Some(phone) => format!("{} {phone}", p.name),
+                    None => p.name.clone(),
+                })
+                .collect();
+            println!("  {team}: {} ({source})", people.join(", "));
+        }
+    }
+    if gaps > 0 {
+        eprintln!("{gaps} team(s) with nobody on duty at that time.");
+    }
+    ExitCode::SUCCESS
 }

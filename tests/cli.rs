@@ -476,3 +476,75 @@ async fn user_add_then_sign_in_over_tls() {
     );
     gw.stop().await;
 }
+
+/// `campusgw roster` on the example: the weekly pattern on a school night,
+/// the roster file on a holiday, and a gap printed as such.
+#[test]
+fn roster_prints_who_is_on_duty() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(config.join("campus.example.toml")).expect("example");
+    let text = text.replace(
+        "# roster_file = \"roster.csv\"",
+        "roster_file = \"roster.csv\"",
+    );
+    assert!(
+        text.contains("\nroster_file = "),
+        "the example names a roster file"
+    );
+    std::fs::write(dir.path().join("campus.toml"), text).expect("write");
+    std::fs::copy(
+        config.join("roster.example.csv"),
+        dir.path().join("roster.csv"),
+    )
+    .expect("copy");
+    let path = dir.path().join("campus.toml");
+    let roster = |at: &str| {
+        let out = Command::new(BIN)
+            .args(["roster", "--config"])
+            .arg(&path)
+            .args(["--at", at])
+            .output()
+            .expect("run campusgw roster");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let night = roster("2026-12-02 03:00");
+    let line = |text: &str, team: &str| {
+        text.lines()
+            .find(|l| l.contains(team))
+            .unwrap_or_else(|| panic!("no {team} in {text}"))
+            .to_owned()
+    };
+    assert!(
+        line(&night, "(security)").contains("李娜 13800000002"),
+        "{night}"
+    );
+    assert!(
+        line(&night, "(security)").contains("weekly shifts"),
+        "{night}"
+    );
+    assert!(
+        line(&night, "(canteen)").contains("NOBODY ON DUTY"),
+        "{night}"
+    );
+    // New Year's Day comes from the roster file, past midnight too.
+    let holiday = roster("2027-01-01 23:30");
+    assert!(line(&holiday, "(security)").contains("王强"), "{holiday}");
+    assert!(
+        line(&holiday, "(security)").contains("roster file"),
+        "{holiday}"
+    );
+    let out = Command::new(BIN)
+        .args(["roster", "--config"])
+        .arg(&path)
+        .args(["--at", "tomorrow 3am"])
+        .output()
+        .expect("run campusgw roster");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a local time"));
+}

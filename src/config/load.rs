@@ -148,6 +148,12 @@ impl Config {
             file_problems = super::devices_file::read(&file, &mut config.devices);
             config.devices_from_file = config.devices.len() - before;
         }
+        // Read later (roster reloads, `campusgw roster`): anchored here, like devices_file.
+        if let (Some(d), Some(f)) = (dir, config.notify.roster_file.as_mut()) {
+            if f.is_relative() {
+                *f = d.join(&*f);
+            }
+        }
         let super::validate::Findings {
             mut errors,
             warnings,

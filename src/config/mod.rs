@@ -7,10 +7,12 @@
 
 mod devices_file;
 mod load;
+mod notify;
 mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
+pub use notify::{NotifyConfig, PersonConfig, ShiftConfig, TeamConfig};
 pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig, TextConfig};
 pub use validate::Findings;
 
@@ -63,6 +65,9 @@ pub struct Config {
     /// Modbus devices the gateway polls (TCP and RTU), their serial lines and register maps.
     #[serde(default)]
     pub modbus: ModbusConfig,
+    /// The duty staff: people, teams, the weekly duty pattern and the roster file.
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 /// What to do with a device that publishes but is not declared.

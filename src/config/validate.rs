@@ -241,6 +241,11 @@ impl Config {
                 err(&path, message);
             }
         }
+        if let Err(problems) = crate::notify::roster::Roster::new(self) {
+            for (path, message) in problems {
+                err(&path, message);
+            }
+        }
 
         let inline_modbus = self
             .modbus

@@ -71,6 +71,11 @@ impl LocalTime {
         })
     }
 
+    /// The local offset.
+    pub fn offset(&self) -> FixedOffset {
+        self.offset
+    }
+
     fn local(&self, now_ms: i64) -> DateTime<FixedOffset> {
         DateTime::<Utc>::from_timestamp_millis(now_ms)
             .unwrap_or_default()
