@@ -12,7 +12,9 @@ mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
-pub use notify::{NotifyConfig, PersonConfig, ShiftConfig, TeamConfig};
+pub use notify::{
+    ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, TeamConfig,
+};
 pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig, TextConfig};
 pub use validate::Findings;
 

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::Secret;
 use crate::alarms::Lang;
 
 /// `[notify]`.
@@ -25,6 +27,109 @@ pub struct NotifyConfig {
     /// weekly pattern of a team on the dates it lists; relative to the
     /// configuration file.
     pub roster_file: Option<PathBuf>,
+    /// Where messages go, by id.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// `[notify.channels.<id>]`: one way of telling people. Every address is
+/// configurable (an intranet relay, a test receiver); keys and secrets come
+/// from `{ env = … }` or `{ file = … }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// What it is, with its own settings.
+    #[serde(flatten)]
+    pub kind: ChannelKind,
+    /// At most this many messages a minute (the robots' own limits by default:
+    /// WeCom and DingTalk 20, Feishu 100); what waits is merged, not dropped.
+    pub rate_per_minute: Option<u32>,
+    /// A message not delivered within this time is given up, counted and
+    /// raised as the gateway's own alarm.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Per request.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The kinds of channel (`type = …`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A JSON POST to any URL, signed with `X-Campusgw-Signature` when a secret is set.
+    Webhook {
+        /// Where.
+        url: String,
+        /// HMAC-SHA256 key of the signature.
+        secret: Option<Secret>,
+    },
+    /// A WeCom (企业微信) group robot.
+    Wecom {
+        /// The robot's address without its key.
+        #[serde(default = "default_wecom_url")]
+        url: String,
+        /// The robot's key (`?key=`).
+        key: Secret,
+    },
+    /// A DingTalk (钉钉) custom robot, signed.
+    Dingtalk {
+        /// The robot's address without its token.
+        #[serde(default = "default_dingtalk_url")]
+        url: String,
+        /// The robot's `access_token`.
+        access_token: Secret,
+        /// The robot's signing secret (`SEC…`).
+        secret: Secret,
+    },
+    /// A Feishu/Lark (飞书) custom robot, signed.
+    Feishu {
+        /// The robot's address without its hook id.
+        #[serde(default = "default_feishu_url")]
+        url: String,
+        /// The hook id (the last part of the robot's address).
+        hook: Secret,
+        /// The robot's signing secret.
+        secret: Secret,
+    },
+    /// SMS through the provider's HTTP API: one templated request per person.
+    Sms {
+        /// `POST` (default) or `GET`.
+        #[serde(default = "default_method")]
+        method: String,
+        /// The address; placeholders are filled in (URL-encoded).
+        url: String,
+        /// Headers; a value may hold `{secret}`.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// The body with placeholders: `{phone}`, `{severity}`, `{what}`,
+        /// `{where}`, `{value}`, `{time}`, `{link}`, `{text}`, `{secret}`
+        /// (filled in JSON-escaped when the body is JSON).
+        #[serde(default)]
+        body: String,
+        /// What `{secret}` stands for.
+        secret: Option<Secret>,
+    },
+}
+
+fn default_wecom_url() -> String {
+    "https://qyapi.weixin.qq.com/cgi-bin/webhook/send".into()
+}
+fn default_dingtalk_url() -> String {
+    "https://oapi.dingtalk.com/robot/send".into()
+}
+fn default_feishu_url() -> String {
+    "https://open.feishu.cn/open-apis/bot/v2/hook".into()
+}
+fn default_method() -> String {
+    "POST".into()
 }
 
 /// `[[notify.people]]`: one person.
