@@ -513,7 +513,7 @@ async fn the_page_cannot_be_missed() {
         stored.iter().all(|a| a.acked_by.as_deref() == Some("duty")),
         "every alarm acknowledged by the operator: {stored:?}"
     );
-    c.close().await.expect("close");
+    let wall = c;
 
     // A desk PC's browser that keeps audio locked: the page says so and how to allow it.
     let c = driver
@@ -551,5 +551,28 @@ async fn the_page_cannot_be_missed() {
     )
     .await;
     c.close().await.expect("close");
+
+    // The gateway goes away: the wall screen can no longer see new alarms,
+    // says so and sounds its third pattern, again and again.
     gw.stop().await;
+    wait_for(
+        &wall,
+        "the connection banner",
+        "[data-testid=connection-banner]",
+    )
+    .await;
+    let before = js(&wall, "window.__campusgwSound.plays")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    wait_js(
+        &wall,
+        "the lost-connection pattern to repeat",
+        &format!(
+            "window.__campusgwSound.pattern === 'connection' && window.__campusgwSound.last === 'connection' && window.__campusgwSound.plays > {}",
+            before + 1
+        ),
+    )
+    .await;
+    wall.close().await.expect("close");
 }
