@@ -192,3 +192,86 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 fn query_problem(e: &QueryRejection) -> String {
     format!("bad query: {}", e.body_text())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let res = e.into_response();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 64 * 1024)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn every_error_body_has_its_text_and_a_stable_code() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (
+                ApiError::invalid("unknown_building", "no"),
+                400,
+                "unknown_building",
+            ),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::LoginFailed, 401, "login_failed"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::AlarmNotFound(12), 404, "alarm_not_found"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
+            (
+                ApiError::TooManyAttempts { minutes: 2 },
+                429,
+                "too_many_attempts",
+            ),
+            (ApiError::Internal("secret detail".into()), 500, "internal"),
+            (ApiError::Unavailable("x".into()), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            let (s, b) = body(e).await;
+            assert_eq!(
+                (s.as_u16(), b["code"].as_str()),
+                (status, Some(code)),
+                "{b}"
+            );
+            assert!(b["error"].as_str().is_some_and(|t| !t.is_empty()), "{b}");
+        }
+        let (_, b) = body(ApiError::AlarmNotFound(12)).await;
+        assert_eq!(b["error"], "no open alarm 12");
+        let (_, b) = body(ApiError::Internal("secret detail".into())).await;
+        assert_eq!(
+            b["error"], "internal error",
+            "the detail goes to the log only"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_engines_refusals_keep_their_kind() {
+        let not_allowed = NotAllowed {
+            action: "ack",
+            state: "acked",
+        };
+        let (s, b) = body(CommandError::NotAllowed(not_allowed).into()).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert_eq!(
+            (&b["code"], &b["action"], &b["state"]),
+            (&json!("not_allowed"), &json!("ack"), &json!("acked"))
+        );
+        let (s, b) = body(CommandError::NotFound(7).into()).await;
+        assert_eq!(
+            (s, &b["code"]),
+            (StatusCode::NOT_FOUND, &json!("alarm_not_found"))
+        );
+        let (s, b) = body(CommandError::Invalid("too late".into()).into()).await;
+        assert_eq!(
+            (s, &b["code"], &b["error"]),
+            (
+                StatusCode::BAD_REQUEST,
+                &json!("invalid_command"),
+                &json!("too late")
+            )
+        );
+    }
+}
