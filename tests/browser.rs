@@ -513,6 +513,26 @@ async fn the_page_cannot_be_missed() {
         stored.iter().all(|a| a.acked_by.as_deref() == Some("duty")),
         "every alarm acknowledged by the operator: {stored:?}"
     );
+
+    // A drill zone is chosen from the devices' buildings and floors, not typed.
+    c.find(Locator::Css("[data-testid=drill-button]"))
+        .await
+        .expect("drill button")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "the buildings to choose from",
+        "JSON.stringify([...document.querySelectorAll('#drill-building option')].map((o) => o.value)) === '[\"A3\"]' && [...document.querySelectorAll('#drill-floor option')].some((o) => o.value === '3')",
+    )
+    .await;
+    c.find(Locator::Css("#drill-dialog [data-role=cancel]"))
+        .await
+        .expect("cancel")
+        .click()
+        .await
+        .expect("click");
     let wall = c;
 
     // A desk PC's browser that keeps audio locked: the page says so and how to allow it.
