@@ -144,6 +144,10 @@ async fn js(c: &Client, script: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
 
+fn base_url(gw: &campus_gateway::app::Gateway) -> String {
+    format!("http://{}/", gw.web_addr)
+}
+
 async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
     c.goto(base).await.expect("open the page");
     wait_for(c, "the sign-in form", "[data-testid=login-form]").await;
@@ -595,4 +599,106 @@ async fn the_page_cannot_be_missed() {
     )
     .await;
     wall.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_joining_a_flood_group_is_announced_even_when_muted() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut devices = String::new();
+    for n in 1..=11 {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"b1-{n:02}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"B1\"\nfloor = \"1\"\nroom = \"1{n:02}\"\n"
+        ));
+    }
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{devices}{}",
+        dir.path().display(),
+        broker.url(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver
+        .browser_with("en-US", &["--autoplay-policy=no-user-gesture-required"])
+        .await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+
+    // Ten detectors at once: one flood group (the default threshold).
+    let publisher = Publisher::connect(&broker.url()).await;
+    for n in 1..=10 {
+        let mut p = feed::payload("smoke", common::now_ms(), 1);
+        p["alarm"] = json!(true);
+        publisher
+            .publish(
+                &format!("campus/yazhong/smoke/b1-{n:02}"),
+                p.to_string(),
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    wait_for(
+        &c,
+        "the flood group",
+        "[data-testid=alarm-row][data-group=true]",
+    )
+    .await;
+    wait_for(&c, "the banner", "[data-testid=alarm-banner]").await;
+
+    // The operator closes the banner and mutes the sound for the known alarms.
+    c.find(Locator::Css("[data-testid=alarm-banner-dismiss]"))
+        .await
+        .expect("dismiss")
+        .click()
+        .await
+        .expect("click");
+    c.find(Locator::Css("[data-testid=mute-toggle]"))
+        .await
+        .expect("mute")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "banner closed and sound muted",
+        "document.querySelector('[data-testid=alarm-banner]').hidden && window.__campusgwSound.muted",
+    )
+    .await;
+    let plays = js(&c, "window.__campusgwSound.plays")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+
+    // One more detector joins the group: announced like a new alarm.
+    let joined = smoke(&publisher, &gw, "yazhong", "b1-11", true, "unacked").await;
+    let banner = wait_for(
+        &c,
+        "the banner for the new member",
+        &format!("[data-testid=alarm-banner][data-alarm-id=\"{joined}\"]"),
+    )
+    .await;
+    let text = banner.text().await.unwrap_or_default();
+    assert!(text.contains("B1 / 1 / 111"), "where: {text}");
+    wait_js(
+        &c,
+        "the mute to end and the sound to start",
+        &format!(
+            "!window.__campusgwSound.muted && window.__campusgwSound.pattern === 'critical' && window.__campusgwSound.plays > {plays}"
+        ),
+    )
+    .await;
+    let grouped = gw
+        .rules
+        .open
+        .read()
+        .expect("snapshot")
+        .iter()
+        .any(|a| a.id == joined && a.group.is_some());
+    eprintln!("the new detector's alarm joined the flood group: {grouped}");
+    c.close().await.expect("close");
+    gw.stop().await;
 }
