@@ -2488,6 +2488,7 @@
   // The banner: alarm ids the operator closed it for. An alarm that stops
   // calling (acknowledged) is forgotten, so its next raise shows again.
   const dismissed = new Set();
+  let bannerSig = '';
 
   function renderBanner() {
     const el = $('alarm-banner');
@@ -2498,11 +2499,16 @@
     if (!shown.length) {
       el.hidden = true;
       el.dataset.alarmId = '';
+      bannerSig = '';
       return;
     }
     const a = shown[0];
     const raised = ms(a.raised_at);
     el.hidden = false;
+    // Unchanged: left alone, so a screen reader does not announce it again.
+    const sig = JSON.stringify([a, shown.length, lang, canAct(), isUndeclared(a)]);
+    if (sig === bannerSig) return;
+    bannerSig = sig;
     el.className = `alarm-banner sev-${a.severity}`;
     el.dataset.alarmId = String(a.id);
     el.dataset.severity = a.severity;
