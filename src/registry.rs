@@ -4,7 +4,7 @@
 //!
 //! The router is the only writer (`admit`); the web reads snapshots.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -223,6 +223,24 @@ impl Registry {
     /// Whether no device is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The buildings of the devices with a place, each with its floors:
+    /// the zones a drill or maintenance can name.
+    pub fn buildings(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let sites = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for loc in sites
+            .values()
+            .flat_map(HashMap::values)
+            .filter_map(|e| e.location.as_deref())
+        {
+            if let Some(b) = &loc.building {
+                let floors = out.entry(b.clone()).or_default();
+                floors.extend(loc.floor.clone());
+            }
+        }
+        out
     }
 }
 

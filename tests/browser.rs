@@ -1,8 +1,11 @@
 //! The page in a real browser (Debian's headless Chromium driven through
 //! chromedriver): sign in, a smoke alarm published through a real mosquitto
 //! appears without a reload, is acknowledged, and its state changes; the
-//! Chinese page shows Chinese labels. A screenshot of the alarm list is saved
-//! as `target/test-artifacts/alarm-list.png`.
+//! Chinese page shows Chinese labels. The page cannot be missed: burning
+//! alarms above cleared ones with the first alarm (首警) pinned, a banner
+//! for a new one, a sound that repeats until acknowledged, the site and the
+//! undeclared mark, history on every state, and a plain notice when the
+//! browser blocks sound. Screenshots go to `target/test-artifacts/`.
 
 mod common;
 
@@ -47,19 +50,36 @@ impl Driver {
     }
 
     async fn browser(&self, lang: &str) -> Client {
+        self.browser_with(lang, &[]).await
+    }
+
+    /// A browser with extra command-line flags, e.g. the wall screen's
+    /// `--autoplay-policy=no-user-gesture-required`.
+    async fn browser_with(&self, lang: &str, extra: &[&str]) -> Client {
         let profile = tempfile::tempdir().expect("profile dir").keep();
+        let mut args: Vec<serde_json::Value> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1600,1000",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| json!(a))
+        .collect();
+        args.push(json!(format!("--lang={lang}")));
+        args.push(json!(format!("--user-data-dir={}", profile.display())));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--window-size=1600,1000",
-                    format!("--lang={lang}"),
-                    format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
                 "prefs": { "intl.accept_languages": lang },
             }),
         );
@@ -92,6 +112,40 @@ async fn wait_for(c: &Client, what: &str, css: &str) -> fantoccini::elements::El
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `script` (a JavaScript expression) until it is true.
+async fn wait_js(c: &Client, what: &str, script: &str) -> serde_json::Value {
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let v = c
+            .execute(&format!("return {script};"), Vec::new())
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        if v.as_bool() == Some(true) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let hook = c
+                .execute("return window.__campusgwSound || null;", Vec::new())
+                .await
+                .unwrap_or_default();
+            let shown = text_of(c, "body").await;
+            panic!("timed out waiting for {what} ({script}); sound hook {hook}; the page shows:\n{shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a JavaScript expression on the page.
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(&format!("return {script};"), Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+fn base_url(gw: &campus_gateway::app::Gateway) -> String {
+    format!("http://{}/", gw.web_addr)
 }
 
 async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
@@ -239,6 +293,412 @@ name = "教学楼A3 三楼301教室"
     }
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(artifacts.join("alarm-list-zh.png"), png).expect("save screenshot");
+    c.close().await.expect("close");
+    gw.stop().await;
+}
+
+/// Publishes a smoke detector's `alarm` and waits until the engine has the
+/// alarm in `state`; returns its id.
+async fn smoke(
+    publisher: &Publisher,
+    gw: &campus_gateway::app::Gateway,
+    site: &str,
+    device: &str,
+    alarm: bool,
+    state: &str,
+) -> i64 {
+    let mut p = feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = json!(alarm);
+    publisher
+        .publish(
+            &format!("campus/{site}/smoke/{device}"),
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    let find = || {
+        gw.rules
+            .open
+            .read()
+            .expect("snapshot")
+            .iter()
+            .find(|a| a.device == device && a.state.as_str() == state)
+            .map(|a| a.id)
+    };
+    common::eventually(&format!("{device}'s alarm {state}"), || async {
+        find().is_some()
+    })
+    .await;
+    find().expect("the alarm")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_cannot_be_missed() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut devices = String::new();
+    for room in ["301", "302", "303"] {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"a3-{room}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"{room}\"\n"
+        ));
+    }
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{devices}{}",
+        dir.path().display(),
+        broker.url(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let publisher = Publisher::connect(&broker.url()).await;
+
+    // 301 burns first; 302 trips and clears (the newest, but over); 303 burns.
+    let first = smoke(&publisher, &gw, "yazhong", "a3-301", true, "unacked").await;
+    smoke(&publisher, &gw, "yazhong", "a3-302", true, "unacked").await;
+    let cleared = smoke(
+        &publisher,
+        &gw,
+        "yazhong",
+        "a3-302",
+        false,
+        "cleared_unacked",
+    )
+    .await;
+    let burning = smoke(&publisher, &gw, "yazhong", "a3-303", true, "unacked").await;
+
+    // The wall screen's browser: sound without a click.
+    let driver = Driver::start();
+    let base = format!("http://{}/", gw.web_addr);
+    let c = driver
+        .browser_with("en-US", &["--autoplay-policy=no-user-gesture-required"])
+        .await;
+    sign_in(&c, &base, "duty", "duty-room-password").await;
+    wait_for(
+        &c,
+        "the first alarm",
+        "[data-testid=alarm-row][data-first=true]",
+    )
+    .await;
+
+    // Burning above cleared, the first alarm pinned on top with its label.
+    let order = js(
+        &c,
+        "[...document.querySelectorAll('#alarm-list > [data-testid=alarm-row]')].map((r) => Number(r.dataset.alarmId))",
+    )
+    .await;
+    assert_eq!(order, json!([first, burning, cleared]), "the list's order");
+    let label = text_of(&c, "[data-first=true] [data-testid=first-alarm-tag]").await;
+    assert_eq!(label, "First alarm");
+    assert_eq!(
+        text_of(&c, "[data-first=true] [data-testid=alarm-site]").await,
+        "yazhong",
+        "the site is shown"
+    );
+
+    // History opens on every state: the open alarms are in it.
+    wait_for(
+        &c,
+        "an open alarm in the history",
+        "[data-testid=history-row][data-state=unacked]",
+    )
+    .await;
+
+    // Unacknowledged critical alarms: the sound repeats.
+    wait_js(
+        &c,
+        "the critical pattern to repeat",
+        "window.__campusgwSound.pattern === 'critical' && window.__campusgwSound.plays > 1",
+    )
+    .await;
+    assert_eq!(
+        js(&c, "window.__campusgwSound.audio").await,
+        json!("running"),
+        "the kiosk flag lets the page sound without a click"
+    );
+    assert!(
+        !c.find(Locator::Css("[data-testid=sound-blocked]"))
+            .await
+            .expect("the notice")
+            .is_displayed()
+            .await
+            .unwrap_or(true),
+        "no blocked-sound notice when sound works"
+    );
+
+    // Scrolled down to the history, a message under another site's code
+    // from a device nobody declared: the banner says what, where, when.
+    c.execute(
+        "window.scrollTo(0, document.body.scrollHeight);",
+        Vec::new(),
+    )
+    .await
+    .expect("scroll");
+    let ghost = smoke(&publisher, &gw, "evilsite", "east-1", true, "unacked").await;
+    let banner = wait_for(
+        &c,
+        "the banner for the new alarm",
+        &format!("[data-testid=alarm-banner][data-alarm-id=\"{ghost}\"]"),
+    )
+    .await;
+    let banner_text = banner.text().await.unwrap_or_default();
+    assert!(
+        banner_text.contains("Smoke at") && banner_text.contains("evilsite"),
+        "what and where: {banner_text}"
+    );
+    let top = js(
+        &c,
+        "document.querySelector('[data-testid=alarm-banner]').getBoundingClientRect().top",
+    )
+    .await;
+    assert!(
+        top.as_f64().is_some_and(|t| (0.0..200.0).contains(&t)),
+        "the banner is in view while scrolled: top {top}"
+    );
+    // The device list marks the undeclared device, and so does its alarm.
+    wait_for(
+        &c,
+        "the undeclared device's mark",
+        "[data-testid=undeclared-device][data-device-id=east-1][data-site=evilsite] [data-testid=undeclared-tag]",
+    )
+    .await;
+    wait_for(
+        &c,
+        "the undeclared alarm's mark",
+        &format!("[data-testid=alarm-row][data-alarm-id=\"{ghost}\"][data-undeclared=true] [data-testid=undeclared-tag]"),
+    )
+    .await;
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts.join("alarm-banner.png"), png).expect("save screenshot");
+
+    // Acknowledged one by one from the banner, which shows the next until none is left.
+    for _ in 0..4 {
+        wait_for(&c, "the banner", "[data-testid=alarm-banner]").await;
+        c.find(Locator::Css("[data-testid=alarm-banner-ack]"))
+            .await
+            .expect("ack in the banner")
+            .click()
+            .await
+            .expect("click");
+        wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+        c.find(Locator::Css("[data-testid=ack-confirm]"))
+            .await
+            .expect("confirm")
+            .click()
+            .await
+            .expect("click");
+        wait_js(
+            &c,
+            "the dialog to close",
+            "!document.querySelector('[data-testid=ack-dialog]').open",
+        )
+        .await;
+    }
+    wait_js(
+        &c,
+        "the sound to stop being wanted",
+        "window.__campusgwSound.pattern === null && document.querySelector('[data-testid=alarm-banner]').hidden",
+    )
+    .await;
+    let plays = js(&c, "window.__campusgwSound.plays").await;
+    // Longer than the critical pattern's period: no new start in it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        js(&c, "window.__campusgwSound.plays").await,
+        plays,
+        "no sound after acknowledgement"
+    );
+    let stored = gw.rules.open.read().expect("snapshot").clone();
+    assert!(
+        stored.iter().all(|a| a.acked_by.as_deref() == Some("duty")),
+        "every alarm acknowledged by the operator: {stored:?}"
+    );
+
+    // A drill zone is chosen from the devices' buildings and floors, not typed.
+    c.find(Locator::Css("[data-testid=drill-button]"))
+        .await
+        .expect("drill button")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "the buildings to choose from",
+        "JSON.stringify([...document.querySelectorAll('#drill-building option')].map((o) => o.value)) === '[\"A3\"]' && [...document.querySelectorAll('#drill-floor option')].some((o) => o.value === '3')",
+    )
+    .await;
+    c.find(Locator::Css("#drill-dialog [data-role=cancel]"))
+        .await
+        .expect("cancel")
+        .click()
+        .await
+        .expect("click");
+    let wall = c;
+
+    // A desk PC's browser that keeps audio locked: the page says so and how to allow it.
+    let c = driver
+        .browser_with(
+            "zh-CN",
+            &["--autoplay-policy=document-user-activation-required"],
+        )
+        .await;
+    sign_in(&c, &base, "duty", "duty-room-password").await;
+    // Signing in was a click, which allows sound; a reload (signed in by the
+    // cookie, nobody at the keyboard) is not.
+    c.refresh().await.expect("reload");
+    let notice = wait_for(
+        &c,
+        "the blocked-sound notice",
+        "[data-testid=sound-blocked]",
+    )
+    .await;
+    let text = notice.text().await.unwrap_or_default();
+    assert!(
+        text.contains("浏览器阻止了报警声音")
+            && text.contains("--autoplay-policy=no-user-gesture-required"),
+        "{text}"
+    );
+    c.find(Locator::Css("[data-testid=sound-hint]"))
+        .await
+        .expect("enable sound")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "the notice to go once sound is allowed",
+        "document.querySelector('[data-testid=sound-blocked]').hidden",
+    )
+    .await;
+    c.close().await.expect("close");
+
+    // The gateway goes away: the wall screen can no longer see new alarms,
+    // says so and sounds its third pattern, again and again.
+    gw.stop().await;
+    wait_for(
+        &wall,
+        "the connection banner",
+        "[data-testid=connection-banner]",
+    )
+    .await;
+    let before = js(&wall, "window.__campusgwSound.plays")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    wait_js(
+        &wall,
+        "the lost-connection pattern to repeat",
+        &format!(
+            "window.__campusgwSound.pattern === 'connection' && window.__campusgwSound.last === 'connection' && window.__campusgwSound.plays > {}",
+            before + 1
+        ),
+    )
+    .await;
+    wall.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_joining_a_flood_group_is_announced_even_when_muted() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut devices = String::new();
+    for n in 1..=11 {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"b1-{n:02}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"B1\"\nfloor = \"1\"\nroom = \"1{n:02}\"\n"
+        ));
+    }
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{devices}{}",
+        dir.path().display(),
+        broker.url(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver
+        .browser_with("en-US", &["--autoplay-policy=no-user-gesture-required"])
+        .await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+
+    // Ten detectors at once: one flood group (the default threshold).
+    let publisher = Publisher::connect(&broker.url()).await;
+    for n in 1..=10 {
+        let mut p = feed::payload("smoke", common::now_ms(), 1);
+        p["alarm"] = json!(true);
+        publisher
+            .publish(
+                &format!("campus/yazhong/smoke/b1-{n:02}"),
+                p.to_string(),
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    wait_for(
+        &c,
+        "the flood group",
+        "[data-testid=alarm-row][data-group=true]",
+    )
+    .await;
+    wait_for(&c, "the banner", "[data-testid=alarm-banner]").await;
+
+    // The operator closes the banner and mutes the sound for the known alarms.
+    c.find(Locator::Css("[data-testid=alarm-banner-dismiss]"))
+        .await
+        .expect("dismiss")
+        .click()
+        .await
+        .expect("click");
+    c.find(Locator::Css("[data-testid=mute-toggle]"))
+        .await
+        .expect("mute")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "banner closed and sound muted",
+        "document.querySelector('[data-testid=alarm-banner]').hidden && window.__campusgwSound.muted",
+    )
+    .await;
+    let plays = js(&c, "window.__campusgwSound.plays")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+
+    // One more detector joins the group: announced like a new alarm.
+    let joined = smoke(&publisher, &gw, "yazhong", "b1-11", true, "unacked").await;
+    let banner = wait_for(
+        &c,
+        "the banner for the new member",
+        &format!("[data-testid=alarm-banner][data-alarm-id=\"{joined}\"]"),
+    )
+    .await;
+    let text = banner.text().await.unwrap_or_default();
+    assert!(text.contains("B1 / 1 / 111"), "where: {text}");
+    wait_js(
+        &c,
+        "the mute to end and the sound to start",
+        &format!(
+            "!window.__campusgwSound.muted && window.__campusgwSound.pattern === 'critical' && window.__campusgwSound.plays > {plays}"
+        ),
+    )
+    .await;
+    let grouped = gw
+        .rules
+        .open
+        .read()
+        .expect("snapshot")
+        .iter()
+        .any(|a| a.id == joined && a.group.is_some());
+    eprintln!("the new detector's alarm joined the flood group: {grouped}");
     c.close().await.expect("close");
     gw.stop().await;
 }

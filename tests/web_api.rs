@@ -147,9 +147,14 @@ async fn roles_csrf_and_the_operators_name() {
         )
         .await;
     assert_eq!(
-        (status, &body["error"]),
-        (401, &json!("wrong user name or password"))
+        (status, &body["error"], &body["code"]),
+        (
+            401,
+            &json!("wrong user name or password"),
+            &json!("login_failed")
+        )
     );
+    assert_eq!(anon.get("/api/alarms").await.1["code"], "unauthorized");
 
     // A viewer sees the alarm but cannot acknowledge it.
     let mut viewer = Page::login(&gw, "viewer1", "viewer1-password").await;
@@ -158,12 +163,13 @@ async fn roles_csrf_and_the_operators_name() {
     assert_eq!(body["alarms"][0]["id"], id);
     assert_eq!(body["alarms"][0]["location"], "A3 / 3 / 301");
     assert_eq!(body["alarms"][0]["state"], "unacked");
+    let (status, body) = viewer
+        .post(&format!("/api/alarms/{id}/ack"), json!({}))
+        .await;
     assert_eq!(
-        viewer
-            .post(&format!("/api/alarms/{id}/ack"), json!({}))
-            .await
-            .0,
-        403
+        (status, &body["code"]),
+        (403, &json!("forbidden")),
+        "{body}"
     );
 
     // An operator without the CSRF token is refused; with it, the ack is stored with the name.
@@ -197,17 +203,30 @@ async fn roles_csrf_and_the_operators_name() {
         (Some("op1"), Some("steam from the kettle"))
     );
 
-    // Acknowledging twice is a conflict, not a crash; bad ids and bodies are clear 4xx.
+    // Acknowledging twice is a conflict, not a crash; bad ids and bodies are
+    // clear 4xx, each with a code the page translates.
+    let (status, body) = op.post(&format!("/api/alarms/{id}/ack"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
     assert_eq!(
-        op.post(&format!("/api/alarms/{id}/ack"), json!({})).await.0,
-        409
+        (&body["code"], &body["action"], &body["state"]),
+        (&json!("not_allowed"), &json!("ack"), &json!("acked")),
+        "{body}"
     );
     let (status, body) = op.post("/api/alarms/abc/ack", json!({})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]
         .as_str()
         .is_some_and(|e| e.contains("not an alarm id")));
-    assert_eq!(op.post("/api/alarms/999999/ack", json!({})).await.0, 404);
+    assert_eq!(body["code"], "bad_alarm_id");
+    let (status, body) = op.post("/api/alarms/999999/ack", json!({})).await;
+    assert_eq!(
+        (status, &body["error"], &body["code"]),
+        (
+            404,
+            &json!("no open alarm 999999"),
+            &json!("alarm_not_found")
+        )
+    );
     let (status, body) = op
         .post(
             &format!("/api/alarms/{id}/shelve"),
@@ -218,6 +237,7 @@ async fn roles_csrf_and_the_operators_name() {
     assert!(body["error"]
         .as_str()
         .is_some_and(|e| e.starts_with("bad JSON body")));
+    assert_eq!(body["code"], "bad_json");
     let raw = op
         .client
         .post(format!("{}/api/alarms/{id}/comment", op.base))
@@ -226,9 +246,12 @@ async fn roles_csrf_and_the_operators_name() {
         .body("{\"text\": ");
     let (status, _) = op.send(raw).await;
     assert_eq!(status, 400);
-    assert_eq!(op.get("/api/alarms?state=bogus").await.0, 400);
-    assert_eq!(op.get("/api/alarms?since=yesterday&state=all").await.0, 400);
-    assert_eq!(op.get("/api/nothing-here").await.0, 404);
+    let (status, body) = op.get("/api/alarms?state=bogus").await;
+    assert_eq!((status, &body["code"]), (400, &json!("bad_state")));
+    let (status, body) = op.get("/api/alarms?since=yesterday&state=all").await;
+    assert_eq!((status, &body["code"]), (400, &json!("bad_query")));
+    let (status, body) = op.get("/api/nothing-here").await;
+    assert_eq!((status, &body["code"]), (404, &json!("not_found")));
     assert_eq!(
         op.get("/api/users").await.0,
         403,
@@ -385,7 +408,98 @@ async fn api_tokens_throttling_ledger_and_the_stream() {
         )
         .await;
     assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "too_many_attempts");
     assert!(body["retry_after_s"].as_u64().is_some_and(|s| s > 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_zones_name_known_buildings_and_refusals_carry_codes() {
+    let (broker, _dir, gw) = setup().await;
+    let id = raise_smoke(&broker, &gw).await;
+    let mut op = Page::login(&gw, "op1", "op1-password").await;
+
+    // The page offers the devices' buildings with their floors.
+    let (status, body) = op.get("/api/buildings").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["buildings"],
+        json!([{ "building": "A3", "floors": ["3"] }])
+    );
+
+    // A display name, or a floor no device is on, would silence nothing: refused.
+    let drill = |building: &str, floor: Option<&str>, minutes: u32| json!({ "building": building, "floor": floor, "minutes": minutes, "reason": "fire drill" });
+    for (body, code) in [
+        (drill("教学楼A3", None, 60), "unknown_building"),
+        (drill("a3", None, 60), "unknown_building"),
+        (drill("A3", Some("9"), 60), "unknown_floor"),
+        (drill(" ", None, 60), "building_required"),
+        (drill("A3", None, 0), "invalid_minutes"),
+        (drill("A3", None, 1441), "invalid_minutes"),
+        (
+            json!({ "building": "A3", "minutes": 60, "reason": "  " }),
+            "reason_required",
+        ),
+    ] {
+        let (status, answer) = op.post("/api/suppressions", body.clone()).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some(code)),
+            "{body} -> {answer}"
+        );
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let (_, list) = op.get("/api/suppressions").await;
+    assert_eq!(list["suppressions"], json!([]), "nothing was suppressed");
+    let (status, body) = op
+        .post("/api/suppressions", drill("A3", Some("3"), 60))
+        .await;
+    assert_eq!(status, 204, "{body}");
+
+    // The alarm commands' refusals, each with its own code.
+    let long = "x".repeat(2001);
+    for (verb, body, code) in [
+        (
+            "shelve",
+            json!({ "minutes": 0, "reason": "noisy" }),
+            "invalid_minutes",
+        ),
+        (
+            "shelve",
+            json!({ "minutes": 20000, "reason": "noisy" }),
+            "invalid_minutes",
+        ),
+        (
+            "shelve",
+            json!({ "minutes": 30, "reason": "" }),
+            "reason_required",
+        ),
+        (
+            "shelve",
+            json!({ "minutes": 30, "reason": long }),
+            "reason_too_long",
+        ),
+        ("comment", json!({ "text": long }), "comment_too_long"),
+        ("comment", json!({ "text": " " }), "comment_required"),
+        ("ack", json!({ "comment": long }), "comment_too_long"),
+    ] {
+        let (status, answer) = op.post(&format!("/api/alarms/{id}/{verb}"), body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some(code)),
+            "{verb} -> {answer}"
+        );
+    }
+    let (status, answer) = op.post("/api/alarms/424242/unshelve", json!({})).await;
+    assert_eq!((status, &answer["code"]), (404, &json!("alarm_not_found")));
+    let (status, answer) = op
+        .post(&format!("/api/alarms/{id}/unshelve"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &answer["code"], &answer["state"]),
+        (409, &json!("not_allowed"), &json!("unacked")),
+        "{answer}"
+    );
     gw.stop().await;
 }
 

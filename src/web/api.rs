@@ -19,7 +19,7 @@ use super::error::{ApiJson, ApiQuery};
 use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
-use crate::alarms::{Command, CommandError, Suppression};
+use crate::alarms::{Command, Suppression};
 use crate::reading::Kind;
 use crate::sources::now_ms;
 
@@ -57,8 +57,9 @@ pub(super) async fn login(
     ApiJson(body): ApiJson<Login>,
 ) -> Result<(CookieJar, Json<Json_>), ApiError> {
     if body.username.len() > 64 || body.password.len() > 1024 {
-        return Err(ApiError::BadRequest(
-            "user name or password too long".into(),
+        return Err(ApiError::invalid(
+            "credentials_too_long",
+            "user name or password too long",
         ));
     }
     let keys = [format!("user:{}", body.username), format!("addr:{addr}")];
@@ -121,7 +122,7 @@ pub(super) struct AlarmQuery {
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{id}` is not an alarm id")))
+        .map_err(|_| ApiError::invalid("bad_alarm_id", format!("`{id}` is not an alarm id")))
 }
 
 /// Open alarms with flood members nested in their group (`members`) and
@@ -191,9 +192,10 @@ pub(super) async fn alarms(
             let views: Vec<AlarmView> = list.iter().map(AlarmView::from).collect();
             Ok(Json(json!({ "alarms": views })))
         }
-        other => Err(ApiError::BadRequest(format!(
-            "state must be active or all, not `{other}`"
-        ))),
+        other => Err(ApiError::invalid(
+            "bad_state",
+            format!("state must be active or all, not `{other}`"),
+        )),
     }
 }
 
@@ -245,11 +247,7 @@ async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError>
     let result = rx
         .await
         .map_err(|_| ApiError::Unavailable("the alarm engine is not running".into()))?;
-    result.map_err(|e| match e {
-        CommandError::NotFound(id) => ApiError::NotFound(format!("no open alarm {id}")),
-        CommandError::NotAllowed(n) => ApiError::Conflict(n.to_string()),
-        CommandError::Invalid(m) => ApiError::BadRequest(m),
-    })
+    Ok(result?)
 }
 
 fn changed(alarms: &[Alarm]) -> Json<Json_> {
@@ -257,12 +255,38 @@ fn changed(alarms: &[Alarm]) -> Json<Json_> {
     Json(json!({ "alarms": views }))
 }
 
-fn bounded(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
+/// The longest comment or reason, in characters.
+const MAX_TEXT: usize = 2000;
+
+/// Trimmed text, `None` when empty; refused with `code` when too long.
+fn bounded(
+    text: Option<String>,
+    what: &str,
+    code: &'static str,
+) -> Result<Option<String>, ApiError> {
     match text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
-        Some(t) if t.chars().count() > 2000 => Err(ApiError::BadRequest(format!(
-            "{what} may have at most 2000 characters"
-        ))),
+        Some(t) if t.chars().count() > MAX_TEXT => Err(ApiError::invalid(
+            code,
+            format!("{what} may have at most {MAX_TEXT} characters"),
+        )),
         other => Ok(other),
+    }
+}
+
+/// The longest shelving: a week (the engine holds the same bound).
+const MAX_SHELVE_MINUTES: u32 = 7 * 24 * 60;
+
+/// The longest drill or maintenance: a day.
+const MAX_SUPPRESS_MINUTES: u32 = 24 * 60;
+
+fn minutes_within(minutes: u32, max: u32) -> Result<(), ApiError> {
+    if (1..=max).contains(&minutes) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_minutes",
+            format!("minutes must be 1 to {max}, not {minutes}"),
+        ))
     }
 }
 
@@ -281,7 +305,7 @@ pub(super) async fn ack(
 ) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
-    let comment = bounded(b.comment, "a comment")?;
+    let comment = bounded(b.comment, "a comment", "comment_too_long")?;
     let out = run_command(
         &s,
         Command::Ack {
@@ -316,8 +340,9 @@ pub(super) async fn shelve(
 ) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
-    let reason = bounded(Some(b.reason), "a reason")?
-        .ok_or_else(|| ApiError::BadRequest("say why the alarm is shelved".into()))?;
+    minutes_within(b.minutes, MAX_SHELVE_MINUTES)?;
+    let reason = bounded(Some(b.reason), "a reason", "reason_too_long")?
+        .ok_or_else(|| ApiError::invalid("reason_required", "say why the alarm is shelved"))?;
     let out = run_command(
         &s,
         Command::Shelve {
@@ -372,8 +397,8 @@ pub(super) async fn comment(
 ) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
-    let text = bounded(Some(b.text), "a comment")?
-        .ok_or_else(|| ApiError::BadRequest("a comment needs text".into()))?;
+    let text = bounded(Some(b.text), "a comment", "comment_too_long")?
+        .ok_or_else(|| ApiError::invalid("comment_required", "a comment needs text"))?;
     let out = run_command(
         &s,
         Command::Comment {
@@ -428,16 +453,46 @@ pub(super) async fn suppress(
     ApiJson(b): ApiJson<SuppressBody>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Role::Operator)?;
-    if b.building.trim().is_empty() || b.minutes == 0 || b.minutes > 24 * 60 {
-        return Err(ApiError::BadRequest(
-            "a suppression needs a building and 1 to 1440 minutes".into(),
+    let building = b.building.trim().to_owned();
+    let floor = b
+        .floor
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned);
+    if building.is_empty() {
+        return Err(ApiError::invalid(
+            "building_required",
+            "a suppression needs a building",
         ));
     }
-    let reason = bounded(Some(b.reason), "a reason")?
-        .ok_or_else(|| ApiError::BadRequest("say why (fire drill, maintenance…)".into()))?;
+    minutes_within(b.minutes, MAX_SUPPRESS_MINUTES)?;
+    let reason = bounded(Some(b.reason), "a reason", "reason_too_long")?.ok_or_else(|| {
+        ApiError::invalid("reason_required", "say why (fire drill, maintenance…)")
+    })?;
+    // A zone is matched by the devices' building codes exactly: a name that
+    // is no device's building (its display name, a typo) would silence
+    // nothing while the operator believes the drill is covered.
+    let known = s.registry.buildings();
+    let Some(floors) = known.get(&building) else {
+        let list: Vec<&str> = known.keys().map(String::as_str).take(20).collect();
+        return Err(ApiError::invalid(
+            "unknown_building",
+            format!(
+                "no device is in building `{building}`; known: {}",
+                list.join(", ")
+            ),
+        ));
+    };
+    if let Some(f) = floor.as_ref().filter(|f| !floors.contains(*f)) {
+        return Err(ApiError::invalid(
+            "unknown_floor",
+            format!("no device of building `{building}` is on floor `{f}`"),
+        ));
+    }
     let sup = Suppression {
-        building: b.building.clone(),
-        floor: b.floor.clone(),
+        building: building.clone(),
+        floor: floor.clone(),
         until: now_ms() + i64::from(b.minutes) * 60_000,
         reason: reason.clone(),
         by: auth.who.user.clone(),
@@ -446,7 +501,7 @@ pub(super) async fn suppress(
     auth.audit(
         &s,
         "suppress",
-        &format!("{} {}", b.building, b.floor.as_deref().unwrap_or("")),
+        &format!("{building} {}", floor.as_deref().unwrap_or("")),
         &format!("{} min: {reason}", b.minutes),
     );
     Ok(StatusCode::NO_CONTENT)
@@ -496,6 +551,18 @@ pub(super) async fn devices(State(s): State<AppState>, _auth: Auth) -> Json<Json
         .map(|(k, c)| (k.as_str(), json!(c)))
         .collect();
     Json(json!({ "devices": s.registry.devices(now), "counts": counts }))
+}
+
+/// `GET /api/buildings`: the buildings of the devices (declared, and seen
+/// with a place) with their floors, for choosing a drill zone.
+pub(super) async fn buildings(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
+    let list: Vec<Json_> = s
+        .registry
+        .buildings()
+        .into_iter()
+        .map(|(building, floors)| json!({ "building": building, "floors": floors }))
+        .collect();
+    Json(json!({ "buildings": list }))
 }
 
 /// `GET /api/buses`.
@@ -551,7 +618,7 @@ pub(super) async fn ledger(
         .from
         .map_or(to - 30 * 86_400_000, |t| t.timestamp_millis());
     if from >= to {
-        return Err(ApiError::BadRequest("`from` must be before `to`".into()));
+        return Err(ApiError::invalid("bad_range", "`from` must be before `to`"));
     }
     let db = s.alarms_db.clone();
     let opts = crate::alarms::ledger::LedgerOptions {
@@ -681,7 +748,7 @@ pub(super) async fn delete_token(
     auth.require(Role::Admin)?;
     let id: i64 = id
         .parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{id}` is not a token id")))?;
+        .map_err(|_| ApiError::invalid("bad_token_id", format!("`{id}` is not a token id")))?;
     let store = s.auth.clone();
     if !blocking(move || Ok(store.delete_token(id)?)).await? {
         return Err(ApiError::NotFound(format!("no token {id}")));
@@ -707,7 +774,8 @@ pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json
         .clone()
         .ok_or_else(|| ApiError::Conflict("this gateway was not started from a file".into()))?;
     let loaded = blocking(move || {
-        crate::config::Config::load(&path).map_err(|e| ApiError::BadRequest(e.to_string()))
+        crate::config::Config::load(&path)
+            .map_err(|e| ApiError::invalid("config_invalid", e.to_string()))
     })
     .await;
     let loaded = match loaded {
@@ -718,7 +786,8 @@ pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json
         }
     };
     let set = crate::rules::RuleSet::compile(&loaded.config).map_err(|p| {
-        ApiError::BadRequest(
+        ApiError::invalid(
+            "config_invalid",
             p.into_iter()
                 .map(|(k, m)| format!("{k}: {m}"))
                 .collect::<Vec<_>>()
@@ -733,4 +802,25 @@ pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json
         .map_err(|_| ApiError::Unavailable("the alarm engine is not running".into()))?;
     auth.audit(&s, "reload", "rules", &format!("{n} rules"));
     Ok(Json(json!({ "rules": n })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarms::lifecycle::tests::raised;
+
+    #[test]
+    fn a_covered_alarm_is_listed_under_its_cover_while_that_is_open() {
+        let cover = raised(1);
+        let mut covered = raised(2);
+        covered.id = 2;
+        covered.rule = "smoke-obscuration".into();
+        covered.inhibited_by = Some(cover.id);
+        let both = nest(&[cover.clone(), covered.clone()]);
+        assert_eq!(both.len(), 1, "one event, one row: {both:?}");
+        assert_eq!(both[0]["covers"][0]["id"], 2);
+        let alone = nest(&[covered]);
+        assert_eq!(alone.len(), 1, "its cover closed: a row of its own");
+        assert_eq!(alone[0]["id"], 2);
+    }
 }

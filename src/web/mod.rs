@@ -178,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alarms/{id}/comment", post(api::comment))
         .route("/devices", get(api::devices))
         .route("/buses", get(api::buses))
+        .route("/buildings", get(api::buildings))
         .route("/suppressions", get(api::suppressions).post(api::suppress))
         .route("/suppressions/end", post(api::end_suppression))
         .route("/reports/ledger.csv", get(api::ledger))

@@ -42,14 +42,25 @@
       'role.admin': '管理员',
 
       'conn.lost': '连接中断，正在重新连接…',
+      'conn.stale': '新报警可能无法显示。',
       'conn.since': '自 {t} 起',
       'conn.unreachable': '无法连接服务器，稍后自动重试',
 
-      'sound.enable': '点击启用声音',
+      'sound.enable': '启用声音',
       'sound.on': '声音开',
-      'sound.muted': '已静音',
-      'sound.toggleOn': '点击静音',
-      'sound.toggleOff': '点击打开声音',
+      'sound.muteFor': '静音 {n} 分钟',
+      'sound.mutedLeft': '静音中 {t}',
+      'sound.toggleOn': '未确认的报警静音 {n} 分钟；到时仍未确认会再次响铃，新报警立即响铃',
+      'sound.toggleOff': '点击恢复声音',
+      'sound.blocked': '浏览器阻止了报警声音：有新报警时不会响铃。',
+      'sound.blockedHow': '点击页面任意位置即可启用（每次刷新后都需要）。值班墙屏请这样启动浏览器，无需点击：',
+      'sound.none': '此浏览器不能播放声音：新报警不会响铃，请使用 Chromium 或 Chrome。',
+
+      'banner.new': '新报警',
+      'banner.more': '另有 {n} 条未确认',
+      'banner.open': '查看',
+      'banner.dismiss': '关闭提示',
+      'banner.when': '{t}（{ago}）',
 
       'alarms.title': '当前报警',
       'alarms.none': '当前没有报警',
@@ -89,6 +100,7 @@
       'row.clearedAfter': '已恢复，持续',
       'row.ackedBy': '{user} 于 {t} 确认',
       'row.count': '触发 {n} 次',
+      'row.covers': '含同设备报警：{names}',
       'row.peak': '峰值 {v}',
       'row.value': '数值 {v}',
       'row.group': '成组报警',
@@ -101,6 +113,11 @@
       'row.collapse': '收起',
       'row.details': '查看详情',
       'row.device': '设备 {d}',
+      'row.first': '首警',
+      'row.firstHint': '本次事件最先发生的报警（未确认的最高级别报警中最早的一条）',
+      'row.undeclared': '未登记',
+      'row.undeclaredHint': '配置中没有这台设备：位置未知，可能是伪造的消息',
+      'row.site': '校区 {s}',
 
       'action.ack': '确认',
       'action.shelve': '搁置',
@@ -131,11 +148,13 @@
       'drill.title': '演练 / 维护屏蔽',
       'drill.explain': '区域内新产生的报警会记录，但放入安静区，不响铃。',
       'drill.building': '楼栋',
-      'drill.floor': '楼层（留空 = 整栋）',
+      'drill.floor': '楼层',
       'drill.minutes': '时长',
       'drill.reason': '原因（必填）',
       'drill.confirm': '开始屏蔽',
-      'drill.needBuilding': '请填写楼栋',
+      'drill.needBuilding': '请选择楼栋',
+      'drill.wholeBuilding': '整栋',
+      'drill.noBuildings': '没有设备登记了楼栋',
       'drill.needReason': '请填写原因',
       'drill.zone': '{b} 楼',
       'drill.zoneFloor': '{b} 楼 {f} 层',
@@ -167,6 +186,8 @@
       'devices.noneLow': '没有低电量设备',
       'devices.lastSeen': '最后上报 {t}',
       'devices.battery': '电量 {n}%',
+      'devices.undeclared': '未登记设备',
+      'devices.noneUndeclared': '没有未登记的设备',
 
       'buses.title': '校车',
       'buses.none': '暂无校车数据',
@@ -238,6 +259,7 @@
       'f.shelved': '搁置',
       'f.suppressed': '演练/维护',
       'f.group': '所属成组',
+      'f.declared': '登记',
       'ev.raise': '报警',
       'ev.repeat': '再次触发',
       'ev.clear': '恢复正常',
@@ -249,6 +271,40 @@
 
       'err.network': '无法连接服务器',
       'err.http': '请求失败（{status}）',
+      // A code that names nothing specific keeps the server's words after it.
+      'err.bad_request': '请求无效：{detail}',
+      'err.bad_json': '请求格式错误：{detail}',
+      'err.bad_query': '查询条件无效：{detail}',
+      'err.bad_alarm_id': '报警编号无效',
+      'err.bad_state': '查询的状态无效',
+      'err.bad_range': '开始时间必须早于结束时间',
+      'err.bad_token_id': '令牌编号无效',
+      'err.credentials_too_long': '用户名或密码过长',
+      'err.unauthorized': '请先登录',
+      'err.login_failed': '用户名或密码错误',
+      'err.forbidden': '没有权限执行此操作',
+      'err.not_found': '未找到：{detail}',
+      'err.alarm_not_found': '该报警已结束或不存在',
+      'err.conflict': '当前状态不允许此操作：{detail}',
+      'err.not_allowed': '该报警现在是“{state}”，不能{action}',
+      'err.too_many_attempts': '登录失败次数过多，请 {n} 分钟后再试',
+      'err.internal': '服务器内部错误，请稍后再试',
+      'err.unavailable': '服务暂时不可用，请稍后再试',
+      'err.invalid_command': '无法执行此操作：{detail}',
+      'err.invalid_minutes': '时长不在允许范围内',
+      'err.comment_too_long': '备注最多 2000 字',
+      'err.reason_too_long': '原因最多 2000 字',
+      'err.comment_required': '请填写备注内容',
+      'err.reason_required': '请填写原因',
+      'err.building_required': '请选择楼栋',
+      'err.unknown_building': '没有设备登记在这个楼栋，请从列表中选择',
+      'err.unknown_floor': '这个楼栋没有设备在该楼层，请从列表中选择',
+      'err.config_invalid': '配置文件有错误，未重新加载：{detail}',
+      'verb.ack': '确认',
+      'verb.shelve': '搁置',
+      'verb.unshelve': '取消搁置',
+      'verb.comment': '备注',
+      'verb.clear': '恢复',
       'ok.ack': '已确认',
       'ok.shelve': '已搁置',
       'ok.unshelve': '已取消搁置',
@@ -278,14 +334,25 @@
       'role.admin': 'Admin',
 
       'conn.lost': 'Connection lost — reconnecting…',
+      'conn.stale': 'New alarms may not be shown.',
       'conn.since': 'since {t}',
       'conn.unreachable': 'Cannot reach the server; retrying',
 
-      'sound.enable': 'Click to enable sound',
+      'sound.enable': 'Enable sound',
       'sound.on': 'Sound on',
-      'sound.muted': 'Muted',
-      'sound.toggleOn': 'Click to mute',
-      'sound.toggleOff': 'Click to turn sound on',
+      'sound.muteFor': 'Mute {n} min',
+      'sound.mutedLeft': 'Muted {t}',
+      'sound.toggleOn': 'Silences unacknowledged alarms for {n} min; they sound again if still unacknowledged, a new alarm sounds at once',
+      'sound.toggleOff': 'Click to turn sound back on',
+      'sound.blocked': 'The browser is blocking the alarm sound: a new alarm will not be heard.',
+      'sound.blockedHow': 'Click anywhere on the page to allow it (needed after every reload). On the wall screen, start the browser like this and no click is needed:',
+      'sound.none': 'This browser cannot play sound: new alarms will not be heard. Use Chromium or Chrome.',
+
+      'banner.new': 'New alarm',
+      'banner.more': '{n} more unacknowledged',
+      'banner.open': 'Open',
+      'banner.dismiss': 'Dismiss',
+      'banner.when': '{t} ({ago})',
 
       'alarms.title': 'Active alarms',
       'alarms.none': 'No active alarms',
@@ -325,6 +392,7 @@
       'row.clearedAfter': 'Cleared after',
       'row.ackedBy': 'acked by {user} at {t}',
       'row.count': 'tripped {n}×',
+      'row.covers': 'also on this device: {names}',
       'row.peak': 'peak {v}',
       'row.value': 'value {v}',
       'row.group': 'Flood group',
@@ -337,6 +405,11 @@
       'row.collapse': 'Hide',
       'row.details': 'Show details',
       'row.device': 'device {d}',
+      'row.first': 'First alarm',
+      'row.firstHint': 'The alarm that started this incident: the earliest of the unacknowledged alarms of the highest severity',
+      'row.undeclared': 'Undeclared',
+      'row.undeclaredHint': 'This device is not in the configuration: its place is unknown and the message may be spoofed',
+      'row.site': 'site {s}',
 
       'action.ack': 'Ack',
       'action.shelve': 'Shelve',
@@ -367,11 +440,13 @@
       'drill.title': 'Drill / maintenance zone',
       'drill.explain': 'Alarms raised in the zone are recorded but kept in the quiet section, without sound.',
       'drill.building': 'Building',
-      'drill.floor': 'Floor (empty = whole building)',
+      'drill.floor': 'Floor',
       'drill.minutes': 'For',
       'drill.reason': 'Reason (required)',
       'drill.confirm': 'Start',
-      'drill.needBuilding': 'Enter the building',
+      'drill.needBuilding': 'Choose the building',
+      'drill.wholeBuilding': 'whole building',
+      'drill.noBuildings': 'No device has a building',
       'drill.needReason': 'Enter a reason',
       'drill.zone': 'Building {b}',
       'drill.zoneFloor': 'Building {b}, floor {f}',
@@ -403,6 +478,8 @@
       'devices.noneLow': 'No battery is low',
       'devices.lastSeen': 'last seen {t}',
       'devices.battery': 'battery {n}%',
+      'devices.undeclared': 'Undeclared devices',
+      'devices.noneUndeclared': 'No undeclared device',
 
       'buses.title': 'School buses',
       'buses.none': 'No bus data yet',
@@ -474,6 +551,7 @@
       'f.shelved': 'Shelved',
       'f.suppressed': 'Drill / maintenance',
       'f.group': 'Flood group',
+      'f.declared': 'Declared',
       'ev.raise': 'Raised',
       'ev.repeat': 'Tripped again',
       'ev.clear': 'Back to normal',
@@ -485,6 +563,40 @@
 
       'err.network': 'Cannot reach the server',
       'err.http': 'Request failed ({status})',
+      // Codes whose server text is already the best English say {detail}.
+      'err.bad_request': '{detail}',
+      'err.bad_json': '{detail}',
+      'err.bad_query': '{detail}',
+      'err.bad_alarm_id': 'Not an alarm id',
+      'err.bad_state': '{detail}',
+      'err.bad_range': 'The start must be before the end',
+      'err.bad_token_id': 'Not a token id',
+      'err.credentials_too_long': 'User name or password too long',
+      'err.unauthorized': 'Sign in first',
+      'err.login_failed': 'Wrong user name or password',
+      'err.forbidden': 'You are not allowed to do this',
+      'err.not_found': '{detail}',
+      'err.alarm_not_found': 'This alarm is over or does not exist',
+      'err.conflict': '{detail}',
+      'err.not_allowed': 'The alarm is {state} now: you cannot {action} it',
+      'err.too_many_attempts': 'Too many failed sign-ins; try again in {n} min',
+      'err.internal': 'Internal server error; try again shortly',
+      'err.unavailable': 'The service is unavailable; try again shortly',
+      'err.invalid_command': '{detail}',
+      'err.invalid_minutes': 'That duration is not allowed',
+      'err.comment_too_long': 'A comment may have at most 2000 characters',
+      'err.reason_too_long': 'A reason may have at most 2000 characters',
+      'err.comment_required': 'Write the comment first',
+      'err.reason_required': 'Give a reason',
+      'err.building_required': 'Choose the building',
+      'err.unknown_building': 'No device is in that building; choose one from the list',
+      'err.unknown_floor': 'No device of that building is on that floor; choose one from the list',
+      'err.config_invalid': 'The configuration file has problems; nothing was reloaded',
+      'verb.ack': 'acknowledge',
+      'verb.shelve': 'shelve',
+      'verb.unshelve': 'unshelve',
+      'verb.comment': 'comment on',
+      'verb.clear': 'clear',
       'ok.ack': 'Acknowledged',
       'ok.shelve': 'Shelved',
       'ok.unshelve': 'Unshelved',
@@ -500,7 +612,8 @@
   const LIST_CAP = 40; // offline / low-battery rows shown before "N more"
 
   const LANG_KEY = 'campusgw.lang';
-  const MUTE_KEY = 'campusgw.muted';
+  // Until when the sound is muted (epoch ms): a mute always ends by itself.
+  const MUTE_KEY = 'campusgw.mutedUntil';
 
   // localStorage can throw (disabled storage, some kiosk modes): never let
   // that stop the page.
@@ -700,9 +813,51 @@
   const stateLabel = (v) => t(`state.${v}`);
   const sevRank = (v) => { const i = SEVERITIES.indexOf(v); return i < 0 ? SEVERITIES.length : i; };
 
-  /** Critical first, then newest first: the order the issue asks for. */
+  /**
+   * What needs a person first: unacknowledged active alarms, then
+   * acknowledged active ones (being handled), then cleared ones still
+   * waiting for acknowledgement (over, but nobody has seen them).
+   */
+  function stateRank(a) {
+    switch (a.state) {
+      case 'unacked': return 0;
+      case 'acked': return 1;
+      case 'cleared_unacked': return 2;
+      default: return 3;
+    }
+  }
+
+  /** By state (above), then critical first, then newest first. */
   function byUrgency(a, b) {
-    return sevRank(a.severity) - sevRank(b.severity) || (ms(b.raised_at) || 0) - (ms(a.raised_at) || 0) || b.id - a.id;
+    return stateRank(a) - stateRank(b) || sevRank(a.severity) - sevRank(b.severity) ||
+      (ms(b.raised_at) || 0) - (ms(a.raised_at) || 0) || b.id - a.id;
+  }
+
+  /** The alarm's text in the page's language, the single-language text otherwise. */
+  const alarmText = (a) => a.messages?.[lang] || a.message || alarmName(a);
+  /** The rule's name in the page's language, its id otherwise. */
+  const alarmName = (a) => a.names?.[lang] || a.rule;
+
+  /**
+   * A device that is not in the configuration: its place is unknown and its
+   * messages may be spoofed. The alarm says so itself (`declared`); for an
+   * alarm without the field the device list answers. Unknown is not marked.
+   */
+  function isUndeclared(a) {
+    if (a.declared === false) return true;
+    if (a.declared !== undefined || !a.device || a.device === '*') return false;
+    const d = state.deviceIndex.get(`${a.site}/${a.device}`);
+    return !!d && d.declared === false;
+  }
+
+  /** Top-level alarms with the members of flood groups in place of the groups that list them. */
+  function flatAlarms(list) {
+    const out = [];
+    for (const a of list) {
+      if (a.is_group && Array.isArray(a.members) && a.members.length) out.push(...a.members);
+      else out.push(a);
+    }
+    return out;
   }
 
   // Severity icons: a different shape per severity, so colour is never the
@@ -743,6 +898,7 @@
     devices: [],
     deviceCounts: null,  // the server's per-kind counts (used while the list is empty)
     devicesAt: null,
+    deviceIndex: new Map(), // "site/id" -> device, for the marks on alarm rows
     buses: [],
     routes: [],
     busesAt: null,
@@ -753,6 +909,7 @@
     lastState: new Map(), // alarm id -> state at the last look (new-critical detection)
     connected: true,
     lostSince: null,
+    sessionLost: false, // signed out by the server, not by the user: sounds like a lost connection
   };
 
   const canAct = () => !!state.me && (state.me.role === 'operator' || state.me.role === 'admin');
@@ -791,11 +948,31 @@
       try { data = JSON.parse(text); } catch { data = null; }
     }
     if (!res.ok) {
-      const message = (data && typeof data.error === 'string' && data.error) || t('err.http', { status: res.status });
+      const message = errorText(data, res.status);
       if (res.status === 401 && path !== '/api/login' && path !== '/api/me' && state.me) sessionLost();
       throw new ApiError(res.status, message, data);
     }
     return data;
+  }
+
+  /**
+   * An error body in the page's language: its stable `code` translated, the
+   * server's English `error` for a code this page does not know yet.
+   */
+  function errorText(data, status) {
+    const detail = (data && typeof data.error === 'string' && data.error) || '';
+    const code = data && typeof data.code === 'string' ? data.code : '';
+    const key = `err.${code}`;
+    if (!code || (DICT[lang][key] === undefined && DICT.en[key] === undefined)) {
+      return detail || t('err.http', { status });
+    }
+    const vars = { detail: detail || code };
+    if (code === 'not_allowed') {
+      vars.action = DICT.en[`verb.${data.action}`] ? t(`verb.${data.action}`) : String(data.action || '');
+      vars.state = DICT.en[`state.${data.state}`] ? stateLabel(data.state) : String(data.state || '');
+    }
+    if (code === 'too_many_attempts') vars.n = Math.max(1, Math.ceil((Number(data.retry_after_s) || 60) / 60));
+    return t(key, vars);
   }
 
   // ---------------------------------------------------------------------
@@ -851,6 +1028,8 @@
     resetData();
     showLoginError(message || null);
     updateTitle();
+    renderBanner();
+    updateSoundNotice();
     $('login-password').value = '';
     (($('login-username').value ? $('login-password') : $('login-username'))).focus();
   }
@@ -866,6 +1045,7 @@
     state.activeLoaded = false;
     state.suppressions = [];
     state.devices = [];
+    state.deviceIndex = new Map();
     state.buses = [];
     state.routes = [];
     state.history = [];
@@ -876,6 +1056,7 @@
 
   function showApp(me) {
     state.me = me;
+    state.sessionLost = false;
     document.body.classList.remove('signed-out');
     document.body.classList.add('signed-in');
     document.body.classList.toggle('can-act', canAct());
@@ -893,6 +1074,10 @@
 
   function sessionLost() {
     showLogin(t('auth.expired'));
+    // Nobody sees alarms on the sign-in form: that sounds until someone signs in.
+    state.sessionLost = true;
+    updateSoundNotice();
+    annunciate();
   }
 
   async function onLoginSubmit(ev) {
@@ -913,7 +1098,7 @@
       showApp(me);
     } catch (err) {
       let message = err.message;
-      // The server's 429 text names the wait; add it only if it did not.
+      // The translated 429 names the wait; a server text without it gets it added.
       if (err.status === 429 && err.data && err.data.retry_after_s && !/\d/.test(message)) {
         message += t('auth.retryIn', { n: Math.ceil(err.data.retry_after_s / 60) });
       }
@@ -932,6 +1117,7 @@
       if (err.status !== 401) { toast(err.message); return; }
     }
     $('login-username').value = '';
+    state.sessionLost = false;
     showLogin();
   }
 
@@ -996,9 +1182,12 @@
     try {
       const data = await api('/api/devices');
       state.devices = Array.isArray(data && data.devices) ? data.devices : [];
+      state.deviceIndex = new Map(state.devices.map((d) => [`${d.site}/${d.id}`, d]));
       state.deviceCounts = (data && data.counts) || null;
       state.devicesAt = Date.now();
       renderDevices();
+      // The marks of alarms from undeclared devices may have changed.
+      if (state.activeLoaded) renderAlarms();
     } catch { /* retried later */ }
   }
 
@@ -1039,21 +1228,48 @@
     return el;
   }
 
+  /**
+   * 首警, the first alarm of the current incident. The incident is what is
+   * burning and not yet handled: the unacknowledged, active, unsuppressed
+   * alarms of the highest severity among them; its first alarm is the
+   * earliest raised of those (a fire's first detector is where it started).
+   * The severity keeps last week's low battery from being pinned above a
+   * fire; an old unacknowledged alarm of that severity does count: until
+   * someone acknowledges it, the incident it began is not handled. Members of
+   * flood groups count, group rows do not (they have no place of their own).
+   */
+  function firstAlarm(main) {
+    const burning = flatAlarms(main).filter((a) => !isQuiet(a) && !a.is_group && a.state === 'unacked' && a.active !== false);
+    if (!burning.length) return null;
+    const top = Math.min(...burning.map((a) => sevRank(a.severity)));
+    return burning.filter((a) => sevRank(a.severity) === top)
+      .sort((a, b) => (ms(a.raised_at) || 0) - (ms(b.raised_at) || 0) || a.id - b.id)[0];
+  }
+
   function renderAlarms() {
     const main = state.active.filter((a) => !isQuiet(a)).sort(byUrgency);
     const quiet = state.active.filter(isQuiet).sort(byUrgency);
     const seen = new Set();
 
     const rows = [];
+    // The first alarm leads the list; a member of a flood group is shown
+    // there on its own as well as inside its group.
+    const first = firstAlarm(main);
+    if (first) {
+      const key = `f:${first.id}`;
+      seen.add(key);
+      rows.push(cachedRow(key, first, ['first', isUndeclared(first)], () => alarmRow(first, { first: true, member: first.group != null })));
+    }
     for (const a of main) {
+      if (first && a.id === first.id) continue;
       const open = state.expanded.has(a.id);
       const key = `a:${a.id}`;
       seen.add(key);
-      rows.push(cachedRow(key, a, open, () => alarmRow(a, { open })));
+      rows.push(cachedRow(key, a, [open, isUndeclared(a)], () => alarmRow(a, { open })));
       if (a.is_group && open) {
         const mkey = `g:${a.id}`;
         seen.add(mkey);
-        rows.push(cachedRow(mkey, a.members || [], null, () => groupMembers(a)));
+        rows.push(cachedRow(mkey, a.members || [], (a.members || []).map(isUndeclared), () => groupMembers(a)));
       }
     }
     reconcile($('alarm-list'), rows);
@@ -1063,7 +1279,7 @@
     const quietRows = quiet.map((a) => {
       const key = `q:${a.id}`;
       seen.add(key);
-      return cachedRow(key, a, null, () => alarmRow(a, { quiet: true }));
+      return cachedRow(key, a, isUndeclared(a), () => alarmRow(a, { quiet: true }));
     });
     reconcile($('quiet-list'), quietRows);
     $('quiet-count').textContent = quiet.length ? String(quiet.length) : '';
@@ -1075,21 +1291,25 @@
     $('alarms-updated').textContent = state.activeAt ? t('alarms.updated', { t: fmtClock(new Date(state.activeAt)) }) : '';
     renderSummary(main);
     updateTitle();
+    renderBanner();
+    annunciate();
   }
 
   /** One alarm as a list row; `member` rows sit inside an opened flood group. */
-  function alarmRow(a, { open = false, quiet = false, member = false } = {}) {
+  function alarmRow(a, { open = false, quiet = false, member = false, first = false } = {}) {
     const classes = ['alarm-row', `sev-${a.severity}`, `state-${a.state}`];
     if (!a.active) classes.push('inactive');
     if (a.is_group) classes.push('is-group');
     if (quiet) classes.push('quiet-row');
-    if (member) classes.push('member-row');
+    if (member && !first) classes.push('member-row');
+    if (first) classes.push('first-alarm');
 
     const raised = ms(a.raised_at);
     const meta = [
-      h('span', { class: 'meta-place' }, h('span', { class: 'pin', 'aria-hidden': 'true' }), alarmPlace(a)),
+      ...placeParts(a),
       h('span', { class: 'kind-tag' }, kindLabel(a.kind)),
     ];
+    if (first && a.group != null) meta.push(h('span', { class: 'group-tag' }, `${t('f.group')} #${a.group}`));
     if (a.is_group) {
       meta.push(h('span', { class: 'group-tag' }, `${t('row.group')} · ${t('row.groupMembers', { n: a.count || (a.members || []).length })}`));
     } else if (a.device && a.device !== '*') {
@@ -1097,6 +1317,10 @@
     }
     meta.push(h('span', { class: 'meta-time' }, t('row.raisedAt', { t: fmtTime(raised) })));
     if (!a.is_group && a.count > 1) meta.push(h('span', { class: 'meta-count' }, t('row.count', { n: a.count })));
+    // Alarms of the same event on this device (`inhibits`): one row, their names in it.
+    if (Array.isArray(a.covers) && a.covers.length) {
+      meta.push(h('span', { class: 'meta-covers', 'data-testid': 'alarm-covers' }, t('row.covers', { names: a.covers.map(alarmName).join('、') })));
+    }
     if (typeof a.peak === 'number' && a.peak !== a.value) meta.push(h('span', null, t('row.peak', { v: fmtNum(a.peak) })));
     if (a.acked_by) meta.push(h('span', { class: 'meta-acked' }, t('row.ackedBy', { user: a.acked_by, t: fmtTime(ms(a.acked_at)) })));
     if (a.state === 'shelved') {
@@ -1109,7 +1333,8 @@
       type: 'button', class: 'row-main', 'data-testid': 'alarm-open', title: t('row.details'),
       onclick: () => openDetail(a.id),
     },
-    h('span', { class: 'row-message', 'data-testid': 'alarm-message' }, a.message || a.rule),
+    first ? h('span', { class: 'first-tag', 'data-testid': 'first-alarm-tag', title: t('row.firstHint') }, t('row.first')) : null,
+    h('span', { class: 'row-message', 'data-testid': 'alarm-message' }, alarmText(a)),
     h('span', { class: 'row-meta' }, meta));
 
     // How long: live while active; frozen at the clearing time once cleared;
@@ -1160,11 +1385,28 @@
       'data-active': a.active ? 'true' : 'false',
       'data-group': a.is_group ? 'true' : null,
       'data-member-of': member ? a.group : null,
+      'data-first': first ? 'true' : null,
+      'data-site': a.site || null,
+      'data-undeclared': isUndeclared(a) ? 'true' : null,
     },
     sevBadge(a.severity),
     main,
     h('div', { class: 'row-status' }, status),
     actions);
+  }
+
+  /**
+   * Where: the place in words, the site (a message under another school's
+   * code must not pass for ours), and 未登记 for a device not in the
+   * configuration.
+   */
+  function placeParts(a) {
+    const parts = [h('span', { class: 'meta-place' }, h('span', { class: 'pin', 'aria-hidden': 'true' }), alarmPlace(a))];
+    if (a.site) parts.push(h('span', { class: 'site-tag', 'data-testid': 'alarm-site', title: t('f.site') }, a.site));
+    if (isUndeclared(a)) {
+      parts.push(h('span', { class: 'undeclared-tag', 'data-testid': 'undeclared-tag', title: t('row.undeclaredHint') }, `⚠ ${t('row.undeclared')}`));
+    }
+    return parts;
   }
 
   /** The opened members of a flood group, as a list item after the group's row. */
@@ -1224,12 +1466,24 @@
   /** Applies alarms the server says changed (action answers, stream events). */
   function mergeAlarms(changed) {
     for (const c of changed) {
+      // Covered by another alarm of the same device: kept in that one's row.
+      const cover = c.inhibited_by != null ? state.active.find((a) => a.id === c.inhibited_by) : null;
+      if (cover) {
+        const covers = (cover.covers = cover.covers || []);
+        const i = covers.findIndex((m) => m.id === c.id);
+        if (c.state === 'cleared') { if (i >= 0) covers.splice(i, 1); }
+        else if (i >= 0) covers[i] = c;
+        else covers.push(c);
+        const at = state.active.findIndex((a) => a.id === c.id);
+        if (at >= 0) state.active.splice(at, 1);
+        continue;
+      }
       const top = state.active.findIndex((a) => a.id === c.id);
       if (top >= 0) {
         // Cleared alarms leave the list; one just folded into a flood group
         // reappears inside it with the refetch that follows every change.
         if (c.state === 'cleared' || (c.group !== null && c.group !== undefined)) state.active.splice(top, 1);
-        else state.active[top] = c.is_group && !c.members ? { ...c, members: state.active[top].members } : c;
+        else state.active[top] = { ...c, members: c.members || state.active[top].members, covers: c.covers || state.active[top].covers };
         continue;
       }
       if (c.group !== null && c.group !== undefined) {
@@ -1244,7 +1498,8 @@
       }
       if (c.state !== 'cleared') state.active.push(c.is_group && !c.members ? { ...c, members: [] } : c);
     }
-    noticeNewAlarms(changed.filter((c) => c.group === null || c.group === undefined), { silent: !state.activeLoaded });
+    // Members too: an alarm joining a flood group is announced like any new one.
+    noticeNewAlarms(changed, { silent: !state.activeLoaded });
     renderAlarms();
   }
 
@@ -1252,7 +1507,7 @@
   // Actions and their dialogs.
 
   function summaryLine(a) {
-    return `${sevLabel(a.severity)} · ${a.message || a.rule} · ${alarmPlace(a)}`;
+    return `${sevLabel(a.severity)} · ${alarmText(a)} · ${alarmPlace(a)} · ${a.site || ''}`;
   }
 
   /**
@@ -1374,13 +1629,39 @@
     }
   }
 
-  function openDrill() {
-    $('drill-building').value = '';
-    $('drill-floor').value = '';
+  let drillBuildings = []; // [{ building, floors }] from the last look
+
+  async function openDrill() {
     $('drill-minutes').value = '60';
     $('drill-reason').value = '';
+    fillDrillBuildings();
     openDialog($('drill-dialog'), null);
     $('drill-building').focus();
+    try {
+      const data = await api('/api/buildings');
+      drillBuildings = Array.isArray(data && data.buildings) ? data.buildings : [];
+      fillDrillBuildings();
+    } catch (err) {
+      setDialogError($('drill-dialog'), err.message);
+    }
+  }
+
+  function fillDrillBuildings() {
+    const select = $('drill-building');
+    const keep = select.value;
+    clear(select);
+    if (!drillBuildings.length) select.append(h('option', { value: '' }, t('drill.noBuildings')));
+    for (const b of drillBuildings) select.append(h('option', { value: b.building }, b.building));
+    if (drillBuildings.some((b) => b.building === keep)) select.value = keep;
+    fillDrillFloors();
+  }
+
+  function fillDrillFloors() {
+    const select = $('drill-floor');
+    const b = drillBuildings.find((x) => x.building === $('drill-building').value);
+    clear(select);
+    select.append(h('option', { value: '' }, t('drill.wholeBuilding')));
+    for (const f of (b && Array.isArray(b.floors) ? b.floors : [])) select.append(h('option', { value: f }, f));
   }
 
   function onDrillSubmit(ev) {
@@ -1431,14 +1712,15 @@
     const a = data.alarm;
     clear(body);
     const rows = [
-      ['f.message', a.message],
+      ['f.message', alarmText(a)],
       ['f.severity', sevBadge(a.severity, { short: false })],
       ['f.state', h('span', { class: `state-chip chip-${a.state}` }, stateLabel(a.state))],
       ['f.location', alarmPlace(a)],
       ['f.kind', kindLabel(a.kind)],
       ['f.device', a.device === '*' ? null : a.device],
-      ['f.rule', a.rule],
+      ['f.rule', alarmName(a) === a.rule ? a.rule : `${alarmName(a)} (${a.rule})`],
       ['f.site', a.site],
+      ['f.declared', isUndeclared(a) ? h('span', { class: 'undeclared-tag' }, `⚠ ${t('row.undeclared')} · ${t('row.undeclaredHint')}`) : null],
       ['f.raised', fmtDateTime(ms(a.raised_at))],
       ['f.cleared', a.cleared_at ? fmtDateTime(ms(a.cleared_at)) : null],
       ['f.acked', a.acked_by ? `${a.acked_by} · ${fmtDateTime(ms(a.acked_at))}` : null],
@@ -1514,6 +1796,13 @@
     $('battery-count').textContent = String(low.length);
     $('battery-count').classList.toggle('alert', low.length > 0);
 
+    // Devices nobody declared: a spoofed gate or a detector the installer
+    // forgot, either way the security room should know. Newest first.
+    const undeclared = devices.filter((d) => d.declared === false).sort((a, b) => (ms(b.last_seen) || 0) - (ms(a.last_seen) || 0));
+    fillDeviceList($('undeclared-list'), undeclared, (d) => deviceItem(d, 'undeclared-device'), t('devices.noneUndeclared'));
+    $('undeclared-count').textContent = String(undeclared.length);
+    $('undeclared-count').classList.toggle('alert', undeclared.length > 0);
+
     $('devices-updated').textContent = state.devicesAt ? t('alarms.updated', { t: fmtClock(new Date(state.devicesAt)) }) : '';
   }
 
@@ -1533,9 +1822,15 @@
     const seen = ms(d.last_seen);
     const place = devicePlace(d);
     const battery = isLowBattery(d) ? h('span', { class: 'battery' }, t('devices.battery', { n: Math.round(d.fields.battery_pct) })) : null;
-    return h('li', { class: `device-item${d.online ? '' : ' offline'}`, 'data-testid': testid, 'data-device-id': d.id, 'data-kind': d.kind },
+    const undeclared = d.declared === false;
+    return h('li', {
+      class: `device-item${d.online ? '' : ' offline'}${undeclared ? ' undeclared' : ''}`, 'data-testid': testid,
+      'data-device-id': d.id, 'data-kind': d.kind, 'data-site': d.site, 'data-undeclared': undeclared ? 'true' : null,
+    },
       h('span', { class: 'kind-tag', title: kindLabel(d.kind) }, kindShort(d.kind)),
-      h('span', { class: 'device-name' }, place || d.id),
+      h('span', { class: 'device-name' }, place || d.id,
+        d.site ? h('span', { class: 'site-tag', title: t('f.site') }, d.site) : null,
+        undeclared ? h('span', { class: 'undeclared-tag', 'data-testid': 'undeclared-tag', title: t('row.undeclaredHint') }, `⚠ ${t('row.undeclared')}`) : null),
       battery,
       h('span', { class: 'device-seen muted' },
         place ? h('span', { class: 'device-id' }, d.id) : null,
@@ -1550,7 +1845,10 @@
       d.online = !!ev.online;
       if (ev.last_seen !== undefined) d.last_seen = ev.last_seen;
     } else {
+      // A device never seen before: undeclared, most likely. The event has
+      // no `declared`, so the list is fetched for it (and its marks).
       state.devices.push({ id: ev.id, site: ev.site, kind: ev.kind, online: !!ev.online, last_seen: ev.last_seen || null, location: null, fields: {} });
+      later('devices-refetch', refreshDevices, 500);
     }
     const bus = ev.kind === 'bus' && state.buses.find((b) => b.id === ev.id && b.site === ev.site);
     if (bus) { bus.online = !!ev.online; bus.last_seen = ev.last_seen || bus.last_seen; later('buses', renderBuses, 300); }
@@ -1822,7 +2120,10 @@
   function fillSelects() {
     fillSelect($('history-severity'), [['', t('history.all')], ...SEVERITIES.map((v) => [v, sevLabel(v)])], '');
     fillSelect($('history-kind'), [['', t('history.all')], ...KINDS.map((v) => [v, kindLabel(v)])], '');
-    fillSelect($('history-state'), [['cleared', t('history.clearedOnly')], ['', t('history.allStates')]], 'cleared');
+    // History opens on every state: an operator looking back wants the open
+    // alarms of the range too (filtered to "cleared" it showed 1 of 12).
+    fillSelect($('history-state'), [['', t('history.allStates')], ['cleared', t('history.clearedOnly')],
+      ...['unacked', 'acked', 'cleared_unacked', 'shelved'].map((v) => [v, stateLabel(v)])], '');
     fillSelect($('shelve-minutes'), SHELVE_MINUTES.map((n) => [String(n), fmtMinutes(n)]), '30');
     fillSelect($('drill-minutes'), DRILL_MINUTES.map((n) => [String(n), fmtMinutes(n)]), '60');
   }
@@ -1861,7 +2162,7 @@
       if (kind && a.kind !== kind) return false;
       if (st && a.state !== st) return false;
       if (text) {
-        const hay = [a.message, a.location, a.device, a.rule, a.site, a.building, a.room, a.acked_by, a.shelve_reason, a.suppressed, alarmPlace(a)]
+        const hay = [a.message, ...Object.values(a.messages || {}), alarmName(a), a.location, a.device, a.rule, a.site, a.building, a.room, a.acked_by, a.shelve_reason, a.suppressed, alarmPlace(a)]
           .filter(Boolean).join(' ').toLowerCase();
         if (!hay.includes(text)) return false;
       }
@@ -1888,8 +2189,9 @@
       h('td', { class: 'nowrap' }, cleared === null ? t('common.none') : fmtDateTime(cleared)),
       h('td', { class: 'nowrap' }, raised !== null && cleared !== null ? fmtDuration(cleared - raised) : t('common.none')),
       h('td', null, kindLabel(a.kind)),
-      h('td', null, alarmPlace(a)),
-      h('td', { class: 'msg' }, a.message),
+      h('td', null, alarmPlace(a), a.site ? h('span', { class: 'site-tag' }, a.site) : null,
+        isUndeclared(a) ? h('span', { class: 'undeclared-tag' }, t('row.undeclared')) : null),
+      h('td', { class: 'msg' }, alarmText(a)),
       h('td', null, a.acked_by ? `${a.acked_by} · ${fmtTime(ms(a.acked_at))}` : t('common.none')),
       h('td', null, h('span', { class: `state-chip chip-${a.state}` }, stateLabel(a.state)))));
     }
@@ -1971,44 +2273,91 @@
   }
 
   // ---------------------------------------------------------------------
-  // Annunciation: a chime and a flashing title for a new critical alarm.
-  // Browsers keep audio locked until the user clicks or types on the page;
-  // until then a hint asks for one click. (A kiosk started with
-  // --autoplay-policy=no-user-gesture-required needs no click.)
+  // Annunciation: what makes a person look up at 3 am.
+  //
+  //  - An unacknowledged critical or high alarm (not shelved, not in a
+  //    drill) sounds, and keeps sounding, until it is acknowledged or the
+  //    sound is muted for MUTE_MINUTES; a new one ends a mute. Critical and
+  //    high have patterns of their own. A cleared alarm nobody acknowledged
+  //    still sounds: nobody has seen it.
+  //  - A lost event stream (the page no longer sees new alarms, for as long
+  //    as reconnecting fails) and an ended session sound a third pattern,
+  //    after a short grace for blips.
+  //  - A banner across the top, whatever the scroll position, names the most
+  //    urgent of those alarms until it is acknowledged or dismissed.
+  //  - Browsers keep audio locked until someone clicks or types on the page
+  //    (again after every reload); the page says so plainly. A kiosk started
+  //    with --autoplay-policy=no-user-gesture-required needs no click.
+  // window.__campusgwSound counts the patterns started (`plays`) and those
+  // the browser would not play (`blocked`), so a test can see the repeat
+  // without timing anything; it holds counts only.
 
-  const sound = { ctx: null, muted: store.get(MUTE_KEY) === '1' };
+  const MUTE_MINUTES = 5;
+  const CONN_GRACE_MS = 5000;
+  const SOUNDING = ['critical', 'high'];
+
+  // Each pattern: oscillator type, gain, notes as [Hz, start s, length s],
+  // and how often it repeats, ms.
+  const PATTERNS = {
+    // A fast falling two-tone, like an evacuation signal.
+    critical: {
+      type: 'square', gain: 0.16, every: 4000,
+      notes: [[988, 0, 0.22], [740, 0.25, 0.22], [988, 0.5, 0.22], [740, 0.75, 0.22], [988, 1.0, 0.22], [740, 1.25, 0.22]],
+    },
+    // Two long, even beeps.
+    high: { type: 'triangle', gain: 0.35, every: 8000, notes: [[784, 0, 0.45], [784, 0.7, 0.45]] },
+    // Three slow steps down: the line is dead.
+    connection: { type: 'sawtooth', gain: 0.12, every: 10000, notes: [[523, 0, 0.4], [392, 0.5, 0.4], [262, 1.0, 0.7]] },
+  };
+
+  const sound = { ctx: null, mutedUntil: Number(store.get(MUTE_KEY)) || 0, next: 0, turn: 0, playing: [] };
+  const soundHook = { plays: 0, blocked: 0, pattern: null, last: null, audio: 'none', muted: false };
+  window.__campusgwSound = soundHook;
 
   function initSound() {
     const AC = window.AudioContext || window.webkitAudioContext;
     if (AC) {
       try {
         sound.ctx = new AC();
-        sound.ctx.addEventListener('statechange', updateSoundHint);
+        sound.ctx.addEventListener('statechange', () => { updateSoundNotice(); annunciate(); });
       } catch { sound.ctx = null; }
     }
     const unlock = () => {
-      if (sound.ctx && sound.ctx.state === 'suspended') sound.ctx.resume().then(updateSoundHint, () => {});
+      if (sound.ctx && sound.ctx.state !== 'running') sound.ctx.resume().then(updateSoundNotice, () => {});
     };
     document.addEventListener('pointerdown', unlock, true);
     document.addEventListener('keydown', unlock, true);
-    updateSoundHint();
+    updateSoundNotice();
     updateMuteButton();
   }
 
   const audioReady = () => !!sound.ctx && sound.ctx.state === 'running';
+  const mutedNow = () => Date.now() < sound.mutedUntil;
 
-  function updateSoundHint() {
-    $('sound-hint').hidden = !state.me || sound.muted || !sound.ctx || audioReady();
+  /** Says plainly when the browser will not let the page make a sound, and what to do. */
+  function updateSoundNotice() {
+    const el = $('sound-banner');
+    const show = (!!state.me || state.sessionLost) && !audioReady();
+    el.hidden = !show;
+    if (!show) return;
+    $('sound-banner-what').textContent = sound.ctx ? t('sound.blocked') : t('sound.none');
+    $('sound-banner-how').textContent = sound.ctx ? t('sound.blockedHow') : '';
+    $('sound-banner-cmd').textContent = sound.ctx ? `chromium --kiosk --autoplay-policy=no-user-gesture-required ${window.location.origin}/` : '';
+    $('sound-hint').hidden = !sound.ctx;
   }
 
   function updateMuteButton() {
     const b = $('mute-toggle');
+    const muted = mutedNow();
+    const left = Math.max(0, sound.mutedUntil - Date.now());
     clear(b);
-    b.append(bellIcon(sound.muted), h('span', null, sound.muted ? t('sound.muted') : t('sound.on')));
-    b.setAttribute('aria-pressed', sound.muted ? 'true' : 'false');
-    b.setAttribute('title', sound.muted ? t('sound.toggleOff') : t('sound.toggleOn'));
-    b.classList.toggle('is-muted', sound.muted);
-    b.dataset.muted = sound.muted ? 'true' : 'false';
+    b.append(bellIcon(muted), h('span', null, muted
+      ? t('sound.mutedLeft', { t: `${Math.floor(left / 60000)}:${pad2(Math.floor(left / 1000) % 60)}` })
+      : t('sound.muteFor', { n: MUTE_MINUTES })));
+    b.setAttribute('aria-pressed', muted ? 'true' : 'false');
+    b.setAttribute('title', muted ? t('sound.toggleOff') : t('sound.toggleOn', { n: MUTE_MINUTES }));
+    b.classList.toggle('is-muted', muted);
+    b.dataset.muted = muted ? 'true' : 'false';
   }
 
   function bellIcon(muted) {
@@ -2018,25 +2367,37 @@
     return icon;
   }
 
-  function toggleMute() {
-    sound.muted = !sound.muted;
-    store.set(MUTE_KEY, sound.muted ? '1' : '0');
+  function setMutedUntil(until) {
+    sound.mutedUntil = until;
+    store.set(MUTE_KEY, String(until));
+    soundHook.muted = mutedNow();
     updateMuteButton();
-    updateSoundHint();
-    if (!sound.muted) {
-      // A soft tone confirms the speakers work (the click has unlocked audio).
-      const go = () => tone([660], 0.12, 0.12);
-      if (sound.ctx && sound.ctx.state === 'suspended') sound.ctx.resume().then(go, () => {});
-      else go();
+  }
+
+  /** Mutes for MUTE_MINUTES, or ends the mute. */
+  function toggleMute() {
+    if (mutedNow()) {
+      setMutedUntil(0);
+      sound.next = 0;
+      // Nothing to sound: a soft tone says the speakers work.
+      if (!wantedPatterns().length) tone([660], 0.12, 0.12);
+      annunciate();
+    } else {
+      setMutedUntil(Date.now() + MUTE_MINUTES * 60000);
+      silence();
     }
   }
 
   function onSoundHint() {
     if (!sound.ctx) return;
-    sound.ctx.resume().then(() => { updateSoundHint(); tone([660], 0.12, 0.12); }, () => {});
+    sound.ctx.resume().then(() => {
+      updateSoundNotice();
+      if (!wantedPatterns().length) tone([660], 0.12, 0.12);
+      annunciate();
+    }, () => {});
   }
 
-  /** Plays `freqs` one after another, each `len` seconds, at `gain`. */
+  /** Plays `freqs` one after another, each `len` seconds, at `gain`: the speaker check. */
   function tone(freqs, len, gain) {
     if (!audioReady()) return;
     const ctx = sound.ctx;
@@ -2046,7 +2407,6 @@
       const amp = ctx.createGain();
       osc.type = 'sine';
       osc.frequency.value = f;
-      // Short attack and exponential decay: a chime, not a buzzer.
       amp.gain.setValueAtTime(0.0001, at);
       amp.gain.exponentialRampToValueAtTime(gain, at + 0.015);
       amp.gain.exponentialRampToValueAtTime(0.0001, at + len);
@@ -2057,10 +2417,141 @@
     }
   }
 
-  function chimeCritical() {
-    if (sound.muted) return;
-    // Three falling two-tone pairs, about 2 s: noticeable across the room.
-    tone([988, 740, 988, 740, 988, 740], 0.32, 0.35);
+  /** Starts pattern `name`; false when the browser keeps audio locked. */
+  function play(name) {
+    if (!audioReady()) return false;
+    const p = PATTERNS[name];
+    const ctx = sound.ctx;
+    const t0 = ctx.currentTime + 0.02;
+    silence();
+    for (const [f, at, len] of p.notes) {
+      const osc = ctx.createOscillator();
+      const amp = ctx.createGain();
+      osc.type = p.type;
+      osc.frequency.value = f;
+      amp.gain.setValueAtTime(0.0001, t0 + at);
+      amp.gain.exponentialRampToValueAtTime(p.gain, t0 + at + 0.02);
+      amp.gain.setValueAtTime(p.gain, t0 + at + len * 0.7);
+      amp.gain.exponentialRampToValueAtTime(0.0001, t0 + at + len);
+      osc.connect(amp).connect(ctx.destination);
+      osc.start(t0 + at);
+      osc.stop(t0 + at + len + 0.05);
+      sound.playing.push(osc);
+    }
+    return true;
+  }
+
+  /** Stops a pattern midway (acknowledged, muted). */
+  function silence() {
+    for (const osc of sound.playing) {
+      try { osc.stop(); } catch { /* already stopped */ }
+    }
+    sound.playing = [];
+  }
+
+  /**
+   * The alarms that call for a person: unacknowledged critical or high ones,
+   * not shelved or in a drill; a flood group's members stand for it.
+   */
+  function callingAlarms() {
+    const out = [];
+    for (const a of state.active) {
+      if (isQuiet(a)) continue;
+      const list = a.is_group && Array.isArray(a.members) && a.members.length ? a.members : [a];
+      for (const m of list) if (SOUNDING.includes(m.severity) && needsAck(m) && !isQuiet(m)) out.push(m);
+    }
+    return out;
+  }
+
+  /** The patterns wanted now, most urgent first. */
+  function wantedPatterns() {
+    const out = [];
+    if (state.me) {
+      const calling = callingAlarms();
+      if (calling.some((a) => a.severity === 'critical')) out.push('critical');
+      else if (calling.length) out.push('high');
+    }
+    const lost = state.sessionLost ||
+      (!!state.me && !state.connected && state.lostSince !== null && Date.now() - state.lostSince >= CONN_GRACE_MS);
+    if (lost) out.push('connection');
+    return out;
+  }
+
+  /** Starts the next pattern when one is due: every second and whenever the alarms change. */
+  function annunciate() {
+    const wanted = wantedPatterns();
+    soundHook.pattern = wanted[0] || null;
+    soundHook.muted = mutedNow();
+    soundHook.audio = sound.ctx ? sound.ctx.state : 'none';
+    if (!wanted.length) {
+      if (sound.next) silence();
+      sound.next = 0;
+      return;
+    }
+    if (soundHook.muted || Date.now() < sound.next) return;
+    // An alarm and a dead line take turns.
+    const name = wanted[sound.turn++ % wanted.length];
+    sound.next = Date.now() + PATTERNS[name].every;
+    soundHook.last = name;
+    if (play(name)) soundHook.plays += 1;
+    else soundHook.blocked += 1;
+  }
+
+  function soundTick() {
+    if (sound.mutedUntil && !mutedNow()) setMutedUntil(0);
+    else if (sound.mutedUntil) updateMuteButton();
+    annunciate();
+  }
+
+  // The banner: alarm ids the operator closed it for. An alarm that stops
+  // calling (acknowledged) is forgotten, so its next raise shows again.
+  const dismissed = new Set();
+  let bannerSig = '';
+
+  function renderBanner() {
+    const el = $('alarm-banner');
+    const calling = state.me ? callingAlarms() : [];
+    const ids = new Set(calling.map((a) => a.id));
+    for (const id of dismissed) if (!ids.has(id)) dismissed.delete(id);
+    const shown = calling.filter((a) => !dismissed.has(a.id)).sort(byUrgency);
+    if (!shown.length) {
+      el.hidden = true;
+      el.dataset.alarmId = '';
+      bannerSig = '';
+      return;
+    }
+    const a = shown[0];
+    const raised = ms(a.raised_at);
+    el.hidden = false;
+    // Unchanged: left alone, so a screen reader does not announce it again.
+    const sig = JSON.stringify([a, shown.length, lang, canAct(), isUndeclared(a)]);
+    if (sig === bannerSig) return;
+    bannerSig = sig;
+    el.className = `alarm-banner sev-${a.severity}`;
+    el.dataset.alarmId = String(a.id);
+    el.dataset.severity = a.severity;
+    const sev = $('alarm-banner-sev');
+    clear(sev);
+    sev.append(sevBadge(a.severity, { short: false }));
+    $('alarm-banner-what').textContent = alarmText(a);
+    const where = $('alarm-banner-where');
+    clear(where);
+    where.append(...placeParts(a));
+    const when = $('alarm-banner-when');
+    clear(when);
+    when.append(fmtDateTime(raised), ' · ', h('span', { class: 'js-ago', 'data-at': raised }, fmtAgo(raised)));
+    $('alarm-banner-more').textContent = shown.length > 1 ? t('banner.more', { n: shown.length - 1 }) : '';
+    $('alarm-banner-ack').hidden = !canAct();
+  }
+
+  function bannerAlarm() {
+    const id = Number($('alarm-banner').dataset.alarmId);
+    return callingAlarms().find((a) => a.id === id) || null;
+  }
+
+  function dismissBanner() {
+    for (const a of callingAlarms()) dismissed.add(a.id);
+    renderBanner();
   }
 
   // Title flash: on while any critical alarm waits for acknowledgement.
@@ -2082,23 +2573,29 @@
   }
 
   /**
-   * Sounds for alarms that just became critical-and-unacknowledged: a new
-   * raise, or a re-raise after it had been acknowledged. Suppressed and
-   * shelved alarms stay silent; a flood group sounds once, not per member.
+   * Notices alarms that just started calling: a new raise, a member joining
+   * a flood group, a re-raise after acknowledgement. They sound at once, and
+   * end a mute (meant for the alarms that were already known).
    */
   function noticeNewAlarms(alarms, { silent = false, prune = false } = {}) {
-    let fresh = false;
+    const all = [];
     for (const a of alarms) {
+      all.push(a);
+      if (Array.isArray(a.members)) all.push(...a.members);
+    }
+    let fresh = false;
+    for (const a of all) {
       const before = state.lastState.get(a.id);
-      if (a.severity === 'critical' && a.state === 'unacked' && !a.suppressed && before !== 'unacked' && !silent) fresh = true;
+      if (!silent && SOUNDING.includes(a.severity) && a.state === 'unacked' && !isQuiet(a) && before !== 'unacked') fresh = true;
       state.lastState.set(a.id, a.state);
     }
     if (prune) {
-      const ids = new Set(alarms.map((a) => a.id));
+      const ids = new Set(all.map((a) => a.id));
       for (const id of state.lastState.keys()) if (!ids.has(id)) state.lastState.delete(id);
     }
     if (fresh) {
-      chimeCritical();
+      if (sound.mutedUntil) setMutedUntil(0);
+      sound.next = 0;
       flashOn = false;
       flashTick();
     }
@@ -2112,6 +2609,7 @@
     tick();
     setInterval(tick, 1000);
     setInterval(flashTick, 1000);
+    setInterval(soundTick, 1000);
     setInterval(updateAges, 10000);
     // A slow full refresh backs the stream up (a proxy that silently drops
     // events would otherwise leave the wall screen stale).
@@ -2140,7 +2638,8 @@
     renderDevices();
     renderBuses();
     renderHistory();
-    updateSoundHint();
+    updateSoundNotice();
+    renderBanner();
     if (!$('connection-banner').hidden) {
       $('connection-detail').textContent = t('conn.since', { t: fmtClock(new Date(state.lostSince || Date.now())) });
     }
@@ -2155,7 +2654,11 @@
     $('lang-switch').addEventListener('click', () => setLanguage(lang === 'zh' ? 'en' : 'zh'));
     $('mute-toggle').addEventListener('click', toggleMute);
     $('sound-hint').addEventListener('click', onSoundHint);
+    $('alarm-banner-open').addEventListener('click', () => { const a = bannerAlarm(); if (a) openDetail(a.id); });
+    $('alarm-banner-ack').addEventListener('click', () => { const a = bannerAlarm(); if (a) openAck(a); });
+    $('alarm-banner-dismiss').addEventListener('click', dismissBanner);
     $('drill-button').addEventListener('click', openDrill);
+    $('drill-building').addEventListener('change', fillDrillFloors);
 
     $('ack-form').addEventListener('submit', onAckSubmit);
     $('shelve-form').addEventListener('submit', onShelveSubmit);
