@@ -53,10 +53,31 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Duty alerts: check a channel.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCommand,
+    },
     /// Manage the users of the status page.
     User {
         #[command(subcommand)]
         action: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send one test message through a channel and print its answer.
+    Test {
+        /// The configuration file.
+        #[arg(long, short, env = "CAMPUSGW_CONFIG")]
+        config: PathBuf,
+        /// The channel's id in [notify.channels].
+        #[arg(long)]
+        channel: String,
+        /// A person to address it to (their phone for SMS, @-mentioned on robots).
+        #[arg(long)]
+        person: Option<String>,
     },
 }
 
@@ -92,6 +113,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Roster { config, at } => roster(&config, at.as_deref()),
+        Command::Notify {
+            action:
+                NotifyCommand::Test {
+                    config,
+                    channel,
+                    person,
+                },
+        } => notify_test(&config, &channel, person.as_deref()),
         Command::User {
             action:
                 UserCommand::Add {
@@ -341,4 +370,62 @@ fn roster(path: &std::path::Path, at: Option<&str>) -> ExitCode {
         eprintln!("{gaps} team(s) with nobody on duty at that time.");
     }
     ExitCode::SUCCESS
+}
+
+/// `campusgw notify test`: exit 0 when the channel's peer took the message.
+fn notify_test(path: &std::path::Path, channel: &str, person: Option<&str>) -> ExitCode {
+    use campus_gateway::notify::channel::Outcome;
+    let cfg = match Config::load(path) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime_value(|| async {
+        campus_gateway::notify::send_test(
+            &cfg,
+            channel,
+            person,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+    });
+    match result {
+        Some(Ok(Outcome::Delivered(answer))) => {
+            println!("{channel}: delivered. {answer}");
+            ExitCode::SUCCESS
+        }
+        Some(Ok(Outcome::Retry(answer))) => {
+            eprintln!("{channel}: not delivered, worth retrying later: {answer}");
+            ExitCode::from(1)
+        }
+        Some(Ok(Outcome::Permanent(answer))) => {
+            eprintln!("{channel}: refused (check the channel's address, key and secret): {answer}");
+            ExitCode::from(1)
+        }
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        None => ExitCode::from(1),
+    }
+}
+
+/// Runs one future on a small runtime and returns its value.
+fn runtime_value<F, Fut, T>(f: F) -> Option<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt.block_on(f())),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
 }

@@ -35,22 +35,52 @@ pub struct NotifyConfig {
 /// `[notify.channels.<id>]`: one way of telling people. Every address is
 /// configurable (an intranet relay, a test receiver); keys and secrets come
 /// from `{ env = … }` or `{ file = … }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ChannelConfig {
     /// What it is, with its own settings.
-    #[serde(flatten)]
     pub kind: ChannelKind,
     /// At most this many messages a minute (the robots' own limits by default:
     /// WeCom and DingTalk 20, Feishu 100); what waits is merged, not dropped.
     pub rate_per_minute: Option<u32>,
     /// A message not delivered within this time is given up, counted and
     /// raised as the gateway's own alarm.
-    #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
     /// Per request.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// The settings every channel has.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    rate_per_minute: Option<u32>,
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    max_age: Duration,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+impl<'de> Deserialize<'de> for ChannelConfig {
+    // serde's `flatten` cannot be combined with `deny_unknown_fields`: the
+    // table is split by hand, so a misspelt key is still an error.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut own = toml::Table::deserialize(d)?;
+        let mut common = toml::Table::new();
+        for key in ["rate_per_minute", "max_age", "timeout"] {
+            if let Some(v) = own.remove(key) {
+                common.insert(key.to_owned(), v);
+            }
+        }
+        let c = Common::deserialize(toml::Value::Table(common)).map_err(D::Error::custom)?;
+        let kind = ChannelKind::deserialize(toml::Value::Table(own)).map_err(D::Error::custom)?;
+        Ok(Self {
+            kind,
+            rate_per_minute: c.rate_per_minute,
+            max_age: c.max_age,
+            timeout: c.timeout,
+        })
+    }
 }
 
 fn default_max_age() -> Duration {
@@ -62,7 +92,7 @@ fn default_timeout() -> Duration {
 
 /// The kinds of channel (`type = …`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ChannelKind {
     /// A JSON POST to any URL, signed with `X-Campusgw-Signature` when a secret is set.
     Webhook {
@@ -186,4 +216,28 @@ pub struct ShiftConfig {
     /// Whether the shift also holds on `[alarms].holidays`.
     #[serde(default)]
     pub on_holidays: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn a_misspelt_channel_key_is_an_error() {
+        let text = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[notify.channels.robot]\ntype = \"wecom\"\nkey = { env = \"K\" }\nrate_per_minut = 10\n";
+        let err = Config::from_toml(text, Vec::new())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("rate_per_minut"), "{err}");
+        let ok = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[notify.channels.robot]\ntype = \"wecom\"\nkey = { env = \"K\" }\nrate_per_minute = 10\ntimeout = \"5s\"\n";
+        let cfg = Config::from_toml(ok, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let robot = &cfg.notify.channels["robot"];
+        assert_eq!(
+            (robot.rate_per_minute, robot.timeout.as_secs()),
+            (Some(10), 5)
+        );
+    }
 }

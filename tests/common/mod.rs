@@ -22,6 +22,8 @@
 //!   [`SerialPair`] from socat) serving the reference register maps.
 //! - [`load`]: a steady QoS 1 load and counting its points back.
 //! - [`gwproc`]: the `campusgw` binary as a child (kill -9, restart, RSS).
+//! - [`robots`]: [`robots::Robots`], a Python server standing in for the chat
+//!   robots, an SMS provider and a webhook, checking their signatures itself.
 #![allow(dead_code, unused_imports)]
 
 pub mod feed;
@@ -33,6 +35,7 @@ pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
+pub mod robots;
 pub mod tls;
 pub mod victoria;
 
