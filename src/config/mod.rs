@@ -544,13 +544,19 @@ impl DeviceConfig {
     }
 }
 
-/// Whether `s` is a valid site or device id: letters, digits, `-`, `_`.
+/// Whether `s` is a valid site, device or rule id: the ASCII set of the feed
+/// (`A-Z a-z 0-9 - _`, at most 64). ASCII only, so that a Cyrillic `е` or a
+/// fullwidth digit cannot make a look-alike of a real gate's id; the same
+/// rule for the configuration and the feed, so every declared id can arrive.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// What [`is_valid_id`] allows, for error messages.
+pub const ID_RULE: &str = "may hold only ASCII letters (A-Z, a-z), digits, - and _ (at most 64)";
 
 /// Modbus polling: defaults for every device, serial lines, named register
 /// maps and the devices themselves.
@@ -1000,6 +1006,33 @@ impl Config {
         match &d.map {
             Some(name) => self.modbus.maps.get(name).map(|m| m.registers.as_slice()),
             None => Some(&d.registers),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_id;
+
+    #[test]
+    fn ids_are_the_ascii_set_of_the_feed() {
+        for ok in ["east-1", "a3-301", "hood_2", "Yazhong", "0"] {
+            assert!(is_valid_id(ok), "{ok}");
+        }
+        for bad in [
+            "\u{435}ast-1", // Cyrillic е: looks like east-1
+            "еast-1",
+            "东门-1",         // CJK
+            "gate-\u{ff11}",  // fullwidth digit one
+            "east\u{2010}1",  // Unicode hyphen
+            "east-1\u{200b}", // zero-width space
+            "é",
+            "",
+            "a b",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_valid_id(bad), "{bad:?}");
         }
     }
 }

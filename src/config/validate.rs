@@ -129,7 +129,7 @@ impl Config {
             }
             if let Some(s) = &t.site {
                 if !is_valid_id(s) {
-                    err(&at("site"), "may hold only letters, digits, - and _".into());
+                    err(&at("site"), super::ID_RULE.into());
                 }
             }
             if !t.ts_field.is_empty() && !t.ts_field.starts_with('/') {
@@ -377,18 +377,12 @@ impl Config {
                     }
                     if let Some(id) = &d.id {
                         if !is_valid_id(id) {
-                            err(
-                                &at("id"),
-                                format!("`{id}` may hold only letters, digits, - and _"),
-                            );
+                            err(&at("id"), format!("`{id}` {}", super::ID_RULE));
                         }
                     }
                     if let Some(site) = &d.site {
                         if !is_valid_id(site) {
-                            err(
-                                &at("site"),
-                                format!("`{site}` may hold only letters, digits, - and _"),
-                            );
+                            err(&at("site"), format!("`{site}` {}", super::ID_RULE));
                         }
                         if let Some(id) = &d.id {
                             if declared.contains(&(site.as_str(), id.as_str())) {
@@ -534,10 +528,7 @@ pub(super) fn device_problems(d: &DeviceConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (key, value) in [("id", &d.id), ("site", &d.site)] {
         if !is_valid_id(value) {
-            out.push((
-                key,
-                format!("`{value}` may hold only letters, digits, - and _"),
-            ));
+            out.push((key, format!("`{value}` {}", super::ID_RULE)));
         }
     }
     if d.heartbeat.is_some_and(|h| h < Duration::from_secs(1)) {

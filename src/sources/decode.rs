@@ -27,7 +27,8 @@ pub enum Reject {
     TopicMismatch,
     /// The kind is not one of the five.
     UnknownKind,
-    /// The site or device id has characters other than letters, digits, `-`, `_`.
+    /// The site or device id has characters other than ASCII letters, digits, `-`, `_`
+    /// (a look-alike such as a Cyrillic `е` included).
     BadId,
     /// A field has the wrong type, e.g. a string where a number belongs.
     BadFieldType,
@@ -726,6 +727,22 @@ mod tests {
             ("campus/s/smoke/d", r#"[1,2]"#, Reject::NotAnObject),
             ("campus/s/lift/d", r#"{"x":1}"#, Reject::UnknownKind),
             ("campus/s/smoke/d!", r#"{"temp_c":1}"#, Reject::BadId),
+            // Look-alikes of real ids: a Cyrillic е, a CJK site, a fullwidth digit.
+            (
+                "campus/s/gate/\u{435}ast-1",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
+            (
+                "campus/雅中/gate/east-1",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
+            (
+                "campus/s/gate/east-\u{ff11}",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
             ("campus/s/smoke/d", r#"{}"#, Reject::NoFields),
             (
                 "campus/s/bus/b",
