@@ -3,6 +3,12 @@
 //! reading and online state.
 //!
 //! The router is the only writer (`admit`); the web reads snapshots.
+//!
+//! Memory: a device's latest values are at most `gateway.max_fields` names
+//! (a device that changes its field names keeps the first ones; the time
+//! series has them all), each string at most `gateway.max_string_bytes`
+//! (the decoder cuts longer ones), so the registry is bounded by
+//! `max_devices × max_fields × (max_string_bytes + ~150 B)` whatever devices send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -91,6 +97,7 @@ type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry, RandomState>, RandomStat
 pub struct Registry {
     policy: UndeclaredPolicy,
     max_devices: usize,
+    max_fields: usize,
     inner: RwLock<Sites>,
 }
 
@@ -105,6 +112,7 @@ impl Registry {
         Self {
             policy: cfg.gateway.undeclared_devices,
             max_devices: cfg.gateway.max_devices,
+            max_fields: cfg.gateway.max_fields,
             inner: RwLock::new(sites),
         }
     }
@@ -161,7 +169,7 @@ impl Registry {
         // A late (buffered) reading updates presence but not the latest values.
         if entry.last_ts_ms.is_none_or(|t| r.ts_ms >= t) {
             entry.last_ts_ms = Some(r.ts_ms);
-            merge_latest(&mut entry.latest, &r.fields);
+            merge_latest(&mut entry.latest, &r.fields, self.max_fields);
         }
         Ok(())
     }
@@ -251,7 +259,8 @@ fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
         .insert(entry.id.clone(), entry);
 }
 
-fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)]) {
+/// Updates the latest values; a new name is added while fewer than `max` are held.
+fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)], max: usize) {
     for (i, (name, value)) in fields.iter().enumerate() {
         // A device sends the same fields in the same order: try that slot first.
         let slot = if latest.get(i).is_some_and(|(n, _)| n == name) {
@@ -261,7 +270,8 @@ fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Valu
         };
         match slot {
             Some(i) => latest[i].1 = value.clone(),
-            None => latest.push((name.clone(), value.clone())),
+            None if latest.len() < max => latest.push((name.clone(), value.clone())),
+            None => {}
         }
     }
 }
@@ -441,9 +451,21 @@ retries = 2
                 .collect()
         };
         let mut latest = Vec::new();
-        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]));
-        merge_latest(&mut latest, &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]));
-        merge_latest(&mut latest, &f(&[("c", 6.0)]));
+        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]), 64);
+        merge_latest(&mut latest, &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]), 64);
+        merge_latest(&mut latest, &f(&[("c", 6.0)]), 64);
         assert_eq!(latest, f(&[("a", 5.0), ("b", 3.0), ("c", 6.0)]));
+    }
+
+    #[test]
+    fn a_device_changing_its_field_names_keeps_at_most_max_fields() {
+        let reg = registry("[gateway]\nmax_fields = 3");
+        for i in 0..10 {
+            let mut r = reading("yz", "a3-301", Kind::Smoke, i);
+            r.fields = vec![(format!("f{i}").into(), Value::F64(1.0))];
+            reg.admit(&mut r, i).expect("admit");
+        }
+        let d = &reg.devices(10)[0];
+        assert_eq!(d.fields.len(), 3, "{:?}", d.fields);
     }
 }

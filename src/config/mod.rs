@@ -91,6 +91,14 @@ pub struct GatewayConfig {
     /// Larger payloads are rejected as `payload_too_large`.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+    /// The most fields kept of one reading; further unknown fields are cut
+    /// (`too_many_fields`), the kind's own fields always kept.
+    #[serde(default = "default_max_fields")]
+    pub max_fields: usize,
+    /// The longest string value kept, in bytes; a longer one is shortened on
+    /// a character boundary (`string_truncated`), the reading kept.
+    #[serde(default = "default_max_string_bytes")]
+    pub max_string_bytes: usize,
     /// A reading older than this (by its `ts`) is rejected as `ts_out_of_range`.
     #[serde(default = "default_max_ts_past", with = "humantime_serde")]
     pub max_ts_past: Duration,
@@ -124,6 +132,8 @@ impl Default for GatewayConfig {
             undeclared_devices: default_undeclared(),
             max_devices: default_max_devices(),
             max_payload_bytes: default_max_payload_bytes(),
+            max_fields: default_max_fields(),
+            max_string_bytes: default_max_string_bytes(),
             max_ts_past: default_max_ts_past(),
             max_ts_future: default_max_ts_future(),
             queue_capacity: default_queue_capacity(),
@@ -146,6 +156,12 @@ fn default_max_devices() -> usize {
 }
 fn default_max_payload_bytes() -> usize {
     64 * 1024
+}
+fn default_max_fields() -> usize {
+    64
+}
+fn default_max_string_bytes() -> usize {
+    256
 }
 fn default_max_ts_past() -> Duration {
     Duration::from_secs(30 * 86_400)

@@ -33,6 +33,12 @@ impl Config {
         if g.max_payload_bytes < 64 {
             err("gateway.max_payload_bytes", "must be at least 64".into());
         }
+        if !(1..=1000).contains(&g.max_fields) {
+            err("gateway.max_fields", "must be 1 to 1000".into());
+        }
+        if !(16..=65_536).contains(&g.max_string_bytes) {
+            err("gateway.max_string_bytes", "must be 16 to 65536".into());
+        }
         if g.queue_capacity == 0 {
             err("gateway.queue_capacity", "must be at least 1".into());
         }
@@ -529,6 +535,24 @@ pub(super) fn device_problems(d: &DeviceConfig) -> Vec<(&'static str, String)> {
     for (key, value) in [("id", &d.id), ("site", &d.site)] {
         if !is_valid_id(value) {
             out.push((key, format!("`{value}` {}", super::ID_RULE)));
+        }
+    }
+    // They become InfluxDB tag values: line protocol cannot carry a line
+    // break, and a control character has no place on the page either.
+    for (key, value) in [
+        ("building", &d.building),
+        ("floor", &d.floor),
+        ("room", &d.room),
+        ("name", &d.name),
+    ] {
+        if let Some(v) = value {
+            if v.chars().any(char::is_control) || v.len() > 256 {
+                out.push((
+                    key,
+                    "may not hold control characters (line breaks, tabs) or exceed 256 bytes"
+                        .into(),
+                ));
+            }
         }
     }
     if d.heartbeat.is_some_and(|h| h < Duration::from_secs(1)) {

@@ -51,7 +51,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{GatewayConfig, MqttConfig};
 use crate::reading::{Ack, AckState, AckWatch, Reading, Source};
-use crate::sources::decode::{Decoder, Limits, Reject};
+use crate::sources::decode::{Cuts, Decoder, Limits, Reject};
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 
 /// The health component name of this source.
@@ -201,11 +201,7 @@ impl MqttSource {
         Ok(Self {
             cfg,
             decoders,
-            limits: Limits {
-                max_payload_bytes: gateway.max_payload_bytes,
-                max_past_ms: gateway.max_ts_past.as_millis() as i64,
-                max_future_ms: gateway.max_ts_future.as_millis() as i64,
-            },
+            limits: Limits::new(gateway),
             tx,
             metrics,
             health,
@@ -423,13 +419,32 @@ impl MqttSource {
     /// Decodes one message; `None` when it is refused (counted and logged here).
     fn decode(&self, topic: &str, payload: &[u8]) -> Option<Reading> {
         let now = super::now_ms();
-        let result = self
-            .decoders
-            .iter()
-            .find_map(|d| d.decode(topic, payload, now, &self.limits))
-            .unwrap_or(Err(Reject::TopicMismatch));
+        let mut cuts = Cuts::default();
+        // Too large is too large whatever the topic.
+        let result = if payload.len() > self.limits.max_payload_bytes {
+            Err(Reject::PayloadTooLarge)
+        } else {
+            self.decoders
+                .iter()
+                .find_map(|d| d.decode_with_cuts(topic, payload, now, &self.limits, &mut cuts))
+                .unwrap_or(Err(Reject::TopicMismatch))
+        };
         match result {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                for (cut, n) in cuts.iter() {
+                    self.metrics.cut(cut, n);
+                    if let Some(held) = self.log_limit.check(cut.as_str()) {
+                        warn!(
+                            topic = %truncate(topic, 120),
+                            reason = cut.as_str(),
+                            fields = n,
+                            held_back = held,
+                            "Fields cut from a reading; the rest is kept."
+                        );
+                    }
+                }
+                Some(r)
+            }
             Err(reason) => {
                 self.metrics.reject(reason);
                 if let Some(held) = self.log_limit.check(reason.as_str()) {
