@@ -28,6 +28,8 @@ struct Entry {
     site: Arc<str>,
     kind: Kind,
     declared: bool,
+    /// Declared in `[[modbus.devices]]`: its readings come from the poller only.
+    polled: bool,
     location: Option<Arc<Location>>,
     source: Option<Source>,
     /// Receive time of the last reading, ms: what online/offline is judged on.
@@ -144,6 +146,7 @@ impl Registry {
                     site: site.clone(),
                     kind: r.kind,
                     declared: false,
+                    polled: false,
                     location: None,
                     source: None,
                     last_seen_ms: None,
@@ -160,6 +163,11 @@ impl Registry {
         };
         if entry.kind != r.kind {
             return Err(Reject::KindMismatch);
+        }
+        // Anyone who can publish could otherwise speak for a polled hood
+        // (and raise its gas alarm): the poller is its only voice.
+        if entry.polled && r.source != Source::Modbus {
+            return Err(Reject::SourceMismatch);
         }
         r.site = entry.site.clone();
         r.device = entry.id.clone();
@@ -246,6 +254,7 @@ fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
         site: site.clone(),
         kind: d.kind,
         declared: true,
+        polled: known.polled,
         location: (loc != Location::default()).then(|| Arc::new(loc)),
         source: known.polled.then_some(Source::Modbus),
         last_seen_ms: None,
@@ -395,6 +404,36 @@ map = "m"
     }
 
     #[test]
+    fn a_polled_device_takes_no_mqtt_readings() {
+        let reg = registry(
+            r#"[modbus.maps.m]
+registers = [{ field = "gas_lel_pct", table = "input", address = 0, type = "u16" }]
+[[modbus.devices]]
+id = "hood-3"
+kind = "kitchen"
+site = "yz"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+"#,
+        );
+        let mut spoofed = reading("yz", "hood-3", Kind::Kitchen, 1000);
+        assert_eq!(reg.admit(&mut spoofed, 1000), Err(Reject::SourceMismatch));
+        let mut polled = reading("yz", "hood-3", Kind::Kitchen, 1000);
+        polled.source = Source::Modbus;
+        reg.admit(&mut polled, 1000).expect("the poller's reading");
+        let hood = reg
+            .devices(1000)
+            .into_iter()
+            .find(|d| &*d.id == "hood-3")
+            .expect("hood");
+        assert_eq!(hood.source, Some(Source::Modbus));
+        // An MQTT device declared in [[devices]] alone still takes MQTT.
+        let mut smoke = reading("yz", "a3-301", Kind::Smoke, 1000);
+        reg.admit(&mut smoke, 1000).expect("mqtt detector");
+    }
+
+    #[test]
     fn online_follows_heartbeat() {
         let reg = registry("");
         assert_eq!(
@@ -432,8 +471,9 @@ poll_interval = "2s"
 retries = 2
 "#,
         );
-        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0)
-            .expect("admit");
+        let mut polled = reading("yz", "a3-301", Kind::Smoke, 0);
+        polled.source = Source::Modbus;
+        reg.admit(&mut polled, 0).expect("admit");
         assert_eq!(reg.counts(12_000)[0].1.online, 1);
         assert_eq!(
             reg.counts(12_001)[0].1.offline,

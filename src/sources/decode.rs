@@ -56,6 +56,8 @@ pub enum Reject {
     KindMismatch,
     /// The registry is at `gateway.max_devices`.
     RegistryFull,
+    /// An MQTT message under the id of a device declared as polled (`[[modbus.devices]]`).
+    SourceMismatch,
 }
 
 /// Why a field of an accepted reading was cut. The `as_str` names are metric
@@ -142,7 +144,7 @@ fn is_invisible(c: char) -> bool {
 
 impl Reject {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 15] = [
         Reject::PayloadTooLarge,
         Reject::MalformedJson,
         Reject::NotAnObject,
@@ -157,6 +159,7 @@ impl Reject {
         Reject::UnknownDevice,
         Reject::KindMismatch,
         Reject::RegistryFull,
+        Reject::SourceMismatch,
     ];
 
     /// The metric label.
@@ -176,6 +179,7 @@ impl Reject {
             Reject::UnknownDevice => "unknown_device",
             Reject::KindMismatch => "kind_mismatch",
             Reject::RegistryFull => "registry_full",
+            Reject::SourceMismatch => "source_mismatch",
         }
     }
 }
