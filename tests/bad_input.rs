@@ -253,3 +253,59 @@ async fn a_huge_message_is_refused_and_acknowledged_and_the_alarms_behind_it_are
     );
     gw.stop().await;
 }
+
+/// 400 devices each sending a 60 KB string took the gateway from 25 to
+/// 103 MB and `/api/devices` to 24 MB: every string was kept whole as the
+/// device's latest value. Strings are now cut at `max_string_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_device_strings_are_cut_and_the_device_list_stays_small() {
+    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-strings-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        broker.url(),
+        std::process::id(),
+    ));
+    let gw = gateway::start(cfg).await;
+    gateway::wait_subscribed(&gw).await;
+
+    const DEVICES: usize = 400;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let long = "注".repeat(20_000); // 60 KB of 3-byte characters
+    for i in 0..DEVICES {
+        let payload = format!(r#"{{"door_open":false,"note":"{long}"}}"#);
+        publisher
+            .publish(
+                &feed::topic("yazhong", "gate", &format!("g-{i}")),
+                payload,
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    publisher.flush().await;
+    eventually("every device seen", || async {
+        gw.registry.len() == DEVICES
+    })
+    .await;
+    eventually("every string counted as cut", || async {
+        metric(
+            &gw,
+            "campusgw_fields_cut_total{reason=\"string_truncated\"}",
+        )
+        .await
+            == DEVICES as f64
+    })
+    .await;
+
+    let devices = gw.registry.devices(common::now_ms());
+    for d in &devices {
+        let note = d.fields["note"].as_str().expect("the note, cut");
+        assert_eq!(note.len(), 255, "256 bytes fall inside a character");
+        assert!(long.starts_with(note));
+    }
+    // What /api/devices serialises: ~0.2 MB instead of 24 MB.
+    let json = serde_json::to_vec(&devices).expect("json");
+    assert!(json.len() < 400 * 1024, "{} bytes", json.len());
+    gw.stop().await;
+}
