@@ -177,7 +177,7 @@ impl Registry {
         // A late (buffered) reading updates presence but not the latest values.
         if entry.last_ts_ms.is_none_or(|t| r.ts_ms >= t) {
             entry.last_ts_ms = Some(r.ts_ms);
-            merge_latest(&mut entry.latest, &r.fields, self.max_fields);
+            merge_latest(&mut entry.latest, &r.fields, self.max_fields, r.kind);
         }
         Ok(())
     }
@@ -268,8 +268,14 @@ fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
         .insert(entry.id.clone(), entry);
 }
 
-/// Updates the latest values; a new name is added while fewer than `max` are held.
-fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)], max: usize) {
+/// Updates the latest values; a new name is added while fewer than `max` are
+/// held, a name of the kind's own always (the page shows those).
+fn merge_latest(
+    latest: &mut Vec<(FieldName, Value)>,
+    fields: &[(FieldName, Value)],
+    max: usize,
+    kind: Kind,
+) {
     for (i, (name, value)) in fields.iter().enumerate() {
         // A device sends the same fields in the same order: try that slot first.
         let slot = if latest.get(i).is_some_and(|(n, _)| n == name) {
@@ -279,7 +285,9 @@ fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Valu
         };
         match slot {
             Some(i) => latest[i].1 = value.clone(),
-            None if latest.len() < max => latest.push((name.clone(), value.clone())),
+            None if latest.len() < max || kind.field_type(name).is_some() => {
+                latest.push((name.clone(), value.clone()))
+            }
             None => {}
         }
     }
@@ -491,9 +499,14 @@ retries = 2
                 .collect()
         };
         let mut latest = Vec::new();
-        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]), 64);
-        merge_latest(&mut latest, &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]), 64);
-        merge_latest(&mut latest, &f(&[("c", 6.0)]), 64);
+        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]), 64, Kind::Smoke);
+        merge_latest(
+            &mut latest,
+            &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]),
+            64,
+            Kind::Smoke,
+        );
+        merge_latest(&mut latest, &f(&[("c", 6.0)]), 64, Kind::Smoke);
         assert_eq!(latest, f(&[("a", 5.0), ("b", 3.0), ("c", 6.0)]));
     }
 
@@ -507,5 +520,13 @@ retries = 2
         }
         let d = &reg.devices(10)[0];
         assert_eq!(d.fields.len(), 3, "{:?}", d.fields);
+        // The kind's own fields still find their place.
+        let mut r = reading("yz", "a3-301", Kind::Smoke, 11);
+        r.fields = vec![("battery_pct".into(), Value::F64(80.0))];
+        reg.admit(&mut r, 11).expect("admit");
+        assert_eq!(
+            reg.devices(11)[0].fields["battery_pct"],
+            serde_json::json!(80.0)
+        );
     }
 }
