@@ -7,8 +7,9 @@
 //! Memory: a device's latest values are at most `gateway.max_fields` names
 //! (a device that changes its field names keeps the first ones; the time
 //! series has them all), each string at most `gateway.max_string_bytes`
-//! (the decoder cuts longer ones), so the registry is bounded by
-//! `max_devices × max_fields × (max_string_bytes + ~150 B)` whatever devices send.
+//! (the decoder cuts longer ones), so the registry is bounded by about
+//! `max_devices × max_fields × (max_string_bytes + ~100 B)` whatever devices
+//! send (the rule engine holds a second copy of the same bound).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
