@@ -396,7 +396,8 @@ impl Out<'_> {
                 match tokio::task::spawn_blocking(move || influx::request_body(&owned, gzip)).await
                 {
                     Ok(b) => b,
-                    Err(_) => return bisect::Attempt::GaveUp,
+                    // The blocking pool is going away: compress here rather than stop writing.
+                    Err(_) => influx::request_body(part, gzip),
                 }
             };
             self.write_with_retries(body, n).await

@@ -420,6 +420,7 @@ impl Decoder {
             kind,
             limits,
             cuts: Cuts::default(),
+            unknown: 0,
         };
         let ts_ms = match &self.streaming_ts_key {
             Some(ts_key) => self.fields_streaming(ts_key, payload, now_ms, &mut out)?,
@@ -701,6 +702,8 @@ struct Out<'l> {
     kind: Kind,
     limits: &'l Limits,
     cuts: Cuts,
+    /// Fields outside the kind's schema pushed so far.
+    unknown: usize,
 }
 
 impl Out<'_> {
@@ -721,6 +724,13 @@ impl Out<'_> {
                     self.cuts.add(cut, 1);
                     return Ok(());
                 }
+                // Never more are kept (`keep_at_most`): no need to hold them
+                // meanwhile, whatever number a payload has.
+                if self.unknown >= self.limits.max_fields {
+                    self.cuts.add(Cut::TooManyFields, 1);
+                    return Ok(());
+                }
+                self.unknown += 1;
                 let value = match v {
                     Scalar::Bool(b) => Value::Bool(*b),
                     Scalar::Str(_) => self.typed(v, FieldType::Str)?,
