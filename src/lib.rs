@@ -28,7 +28,8 @@
 //!   `AlarmView`, the one outside shape of an alarm. `rules` depends on `alarms`, never back.
 //! - `registry`  — declared and seen devices, their places, last readings, online state.
 //! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
-//!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries.
+//!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries;
+//!   `bisect` finds the lines of a refused batch the database refuses, so only they are dropped.
 //! - `web/`      — axum: `/healthz`, `/metrics`, the status page and its API, sign-in (`auth`), the event stream (`stream`).
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
@@ -41,7 +42,7 @@
 //! # Invariants
 //!
 //! - `reading`, `sources::decode`, `sources::modbus::map`, `sink::line_protocol`,
-//!   `rules::{condition, calendar, engine}` and `alarms::{change, lifecycle}` do no I/O and never spawn.
+//!   `sink::bisect`, `rules::{condition, calendar, engine}` and `alarms::{change, lifecycle}` do no I/O and never spawn.
 //! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol
 //!   and the spool's format; only `web/` knows response shapes (and `alarms::AlarmView`,
 //!   the one outside shape of an alarm, shared by the API, the stream and MQTT).

@@ -3,6 +3,13 @@
 //! reading and online state.
 //!
 //! The router is the only writer (`admit`); the web reads snapshots.
+//!
+//! Memory: a device's latest values are at most `gateway.max_fields` names
+//! (a device that changes its field names keeps the first ones; the time
+//! series has them all), each string at most `gateway.max_string_bytes`
+//! (the decoder cuts longer ones), so the registry is bounded by about
+//! `max_devices × max_fields × (max_string_bytes + ~100 B)` whatever devices
+//! send (the rule engine holds a second copy of the same bound).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -22,6 +29,8 @@ struct Entry {
     site: Arc<str>,
     kind: Kind,
     declared: bool,
+    /// Declared in `[[modbus.devices]]`: its readings come from the poller only.
+    polled: bool,
     location: Option<Arc<Location>>,
     source: Option<Source>,
     /// Receive time of the last reading, ms: what online/offline is judged on.
@@ -91,6 +100,7 @@ type Sites = HashMap<Arc<str>, HashMap<Arc<str>, Entry, RandomState>, RandomStat
 pub struct Registry {
     policy: UndeclaredPolicy,
     max_devices: usize,
+    max_fields: usize,
     inner: RwLock<Sites>,
 }
 
@@ -105,6 +115,7 @@ impl Registry {
         Self {
             policy: cfg.gateway.undeclared_devices,
             max_devices: cfg.gateway.max_devices,
+            max_fields: cfg.gateway.max_fields,
             inner: RwLock::new(sites),
         }
     }
@@ -136,6 +147,7 @@ impl Registry {
                     site: site.clone(),
                     kind: r.kind,
                     declared: false,
+                    polled: false,
                     location: None,
                     source: None,
                     last_seen_ms: None,
@@ -153,6 +165,11 @@ impl Registry {
         if entry.kind != r.kind {
             return Err(Reject::KindMismatch);
         }
+        // Anyone who can publish could otherwise speak for a polled hood
+        // (and raise its gas alarm): the poller is its only voice.
+        if entry.polled && r.source != Source::Modbus {
+            return Err(Reject::SourceMismatch);
+        }
         r.site = entry.site.clone();
         r.device = entry.id.clone();
         r.location = entry.location.clone();
@@ -161,7 +178,7 @@ impl Registry {
         // A late (buffered) reading updates presence but not the latest values.
         if entry.last_ts_ms.is_none_or(|t| r.ts_ms >= t) {
             entry.last_ts_ms = Some(r.ts_ms);
-            merge_latest(&mut entry.latest, &r.fields);
+            merge_latest(&mut entry.latest, &r.fields, self.max_fields, r.kind);
         }
         Ok(())
     }
@@ -256,6 +273,7 @@ fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
         site: site.clone(),
         kind: d.kind,
         declared: true,
+        polled: known.polled,
         location: (loc != Location::default()).then(|| Arc::new(loc)),
         source: known.polled.then_some(Source::Modbus),
         last_seen_ms: None,
@@ -269,7 +287,14 @@ fn insert_declared(sites: &mut Sites, known: &KnownDevice<'_>) {
         .insert(entry.id.clone(), entry);
 }
 
-fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Value)]) {
+/// Updates the latest values; a new name is added while fewer than `max` are
+/// held, a name of the kind's own always (the page shows those).
+fn merge_latest(
+    latest: &mut Vec<(FieldName, Value)>,
+    fields: &[(FieldName, Value)],
+    max: usize,
+    kind: Kind,
+) {
     for (i, (name, value)) in fields.iter().enumerate() {
         // A device sends the same fields in the same order: try that slot first.
         let slot = if latest.get(i).is_some_and(|(n, _)| n == name) {
@@ -279,7 +304,10 @@ fn merge_latest(latest: &mut Vec<(FieldName, Value)>, fields: &[(FieldName, Valu
         };
         match slot {
             Some(i) => latest[i].1 = value.clone(),
-            None => latest.push((name.clone(), value.clone())),
+            None if latest.len() < max || kind.field_type(name).is_some() => {
+                latest.push((name.clone(), value.clone()))
+            }
+            None => {}
         }
     }
 }
@@ -403,6 +431,36 @@ map = "m"
     }
 
     #[test]
+    fn a_polled_device_takes_no_mqtt_readings() {
+        let reg = registry(
+            r#"[modbus.maps.m]
+registers = [{ field = "gas_lel_pct", table = "input", address = 0, type = "u16" }]
+[[modbus.devices]]
+id = "hood-3"
+kind = "kitchen"
+site = "yz"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+"#,
+        );
+        let mut spoofed = reading("yz", "hood-3", Kind::Kitchen, 1000);
+        assert_eq!(reg.admit(&mut spoofed, 1000), Err(Reject::SourceMismatch));
+        let mut polled = reading("yz", "hood-3", Kind::Kitchen, 1000);
+        polled.source = Source::Modbus;
+        reg.admit(&mut polled, 1000).expect("the poller's reading");
+        let hood = reg
+            .devices(1000)
+            .into_iter()
+            .find(|d| &*d.id == "hood-3")
+            .expect("hood");
+        assert_eq!(hood.source, Some(Source::Modbus));
+        // An MQTT device declared in [[devices]] alone still takes MQTT.
+        let mut smoke = reading("yz", "a3-301", Kind::Smoke, 1000);
+        reg.admit(&mut smoke, 1000).expect("mqtt detector");
+    }
+
+    #[test]
     fn online_follows_heartbeat() {
         let reg = registry("");
         assert_eq!(
@@ -440,8 +498,9 @@ poll_interval = "2s"
 retries = 2
 "#,
         );
-        reg.admit(&mut reading("yz", "a3-301", Kind::Smoke, 0), 0)
-            .expect("admit");
+        let mut polled = reading("yz", "a3-301", Kind::Smoke, 0);
+        polled.source = Source::Modbus;
+        reg.admit(&mut polled, 0).expect("admit");
         assert_eq!(reg.counts(12_000)[0].1.online, 1);
         assert_eq!(
             reg.counts(12_001)[0].1.offline,
@@ -459,9 +518,34 @@ retries = 2
                 .collect()
         };
         let mut latest = Vec::new();
-        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]));
-        merge_latest(&mut latest, &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]));
-        merge_latest(&mut latest, &f(&[("c", 6.0)]));
+        merge_latest(&mut latest, &f(&[("a", 1.0), ("b", 2.0)]), 64, Kind::Smoke);
+        merge_latest(
+            &mut latest,
+            &f(&[("b", 3.0), ("c", 4.0), ("a", 5.0)]),
+            64,
+            Kind::Smoke,
+        );
+        merge_latest(&mut latest, &f(&[("c", 6.0)]), 64, Kind::Smoke);
         assert_eq!(latest, f(&[("a", 5.0), ("b", 3.0), ("c", 6.0)]));
+    }
+
+    #[test]
+    fn a_device_changing_its_field_names_keeps_at_most_max_fields() {
+        let reg = registry("[gateway]\nmax_fields = 3");
+        for i in 0..10 {
+            let mut r = reading("yz", "a3-301", Kind::Smoke, i);
+            r.fields = vec![(format!("f{i}").into(), Value::F64(1.0))];
+            reg.admit(&mut r, i).expect("admit");
+        }
+        let d = &reg.devices(10)[0];
+        assert_eq!(d.fields.len(), 3, "{:?}", d.fields);
+        // The kind's own fields still find their place.
+        let mut r = reading("yz", "a3-301", Kind::Smoke, 11);
+        r.fields = vec![("battery_pct".into(), Value::F64(80.0))];
+        reg.admit(&mut r, 11).expect("admit");
+        assert_eq!(
+            reg.devices(11)[0].fields["battery_pct"],
+            serde_json::json!(80.0)
+        );
     }
 }

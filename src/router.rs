@@ -75,3 +75,67 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reading::{Source, Value};
+    use crate::sources::decode::Reject;
+
+    #[tokio::test]
+    async fn an_mqtt_reading_for_a_polled_device_is_refused_and_counted() {
+        let cfg = Config::from_toml(
+            r#"[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[modbus.maps.m]
+registers = [{ field = "gas_lel_pct", table = "input", address = 0, type = "u16" }]
+[[modbus.devices]]
+id = "hood-3"
+kind = "kitchen"
+site = "yz"
+transport = "tcp"
+address = "10.0.0.1"
+map = "m"
+"#,
+            Vec::new(),
+        )
+        .expect("config")
+        .config;
+        let registry = Arc::new(Registry::new(&cfg, &cfg.known_devices()));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(4);
+        let (sink, mut sink_rx) = mpsc::channel(4);
+        let (rules, mut rules_rx) = mpsc::channel(4);
+        let (buses, _) = broadcast::channel(4);
+        let router = tokio::spawn(run(
+            rx,
+            Outputs { sink, rules, buses },
+            registry,
+            metrics.clone(),
+        ));
+        let reading = |source| {
+            Reading::new(
+                Arc::from("yz"),
+                Arc::from("hood-3"),
+                Kind::Kitchen,
+                now_ms(),
+                vec![("gas_lel_pct".into(), Value::F64(40.0))],
+                source,
+            )
+        };
+        tx.send(reading(Source::Mqtt)).await.expect("router");
+        tx.send(reading(Source::Modbus)).await.expect("router");
+        drop(tx);
+        router.await.expect("router ends");
+        assert_eq!(metrics.rejected(Reject::SourceMismatch), 1);
+        let passed = sink_rx.recv().await.expect("the poller's reading");
+        assert_eq!(passed.source, Source::Modbus);
+        assert!(sink_rx.recv().await.is_none(), "the MQTT one went nowhere");
+        assert_eq!(
+            rules_rx.recv().await.map(|r| r.source),
+            Some(Source::Modbus)
+        );
+        assert!(rules_rx.recv().await.is_none());
+    }
+}

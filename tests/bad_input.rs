@@ -145,3 +145,167 @@ site = "yazhong"
     assert_eq!(status, 200, "{body}");
     gw.stop().await;
 }
+
+/// A QoS 1 message over the MQTT client's old packet limit (16 MiB) broke the
+/// connection before it could be acknowledged; the persistent session sent
+/// it again on every reconnect, and no alarm behind it was ever raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_message_is_refused_and_acknowledged_and_the_alarms_behind_it_are_raised() {
+    use campus_gateway::reading::Kind;
+    use rumqttc::{AsyncClient, Event, Packet};
+
+    // mosquitto's default: no message size limit.
+    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-poison-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{}",
+        dir.path().display(),
+        broker.url(),
+        std::process::id(),
+        gateway::smoke_rule("Smoke at {device}"),
+    );
+    for d in ["d1", "d2", "d3"] {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"{d}\"\nkind = \"smoke\"\nsite = \"yazhong\"\n"
+        ));
+    }
+    let gw = gateway::start(gateway::config(&text)).await;
+    gateway::wait_subscribed(&gw).await;
+
+    // 17 MB, published by a client that may send it; wait for the broker's
+    // PUBACK so that it is queued for the gateway before the alarms.
+    let mut options = common::MqttClientConfig::new(&broker.url())
+        .client_id("poison-publisher")
+        .mqtt_options();
+    options.set_max_packet_size(64 * 1024, 32 * 1024 * 1024);
+    let (client, mut events) = AsyncClient::new(options, 4);
+    let mut huge = br#"{"alarm":true,"pad":""#.to_vec();
+    huge.resize(17 * 1000 * 1000, b'x');
+    huge.extend_from_slice(b"\"}");
+    client
+        .publish(
+            feed::topic("yazhong", "smoke", "d1"),
+            QoS::AtLeastOnce,
+            false,
+            huge,
+        )
+        .await
+        .expect("queued");
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("publishing the huge message: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the broker took the huge message");
+
+    let publisher = Publisher::connect(&broker.url()).await;
+    for (seq, d) in ["d1", "d2", "d3"].into_iter().enumerate() {
+        let mut p = feed::payload("smoke", common::now_ms(), seq as u64);
+        p["alarm"] = serde_json::json!(true);
+        publisher
+            .publish(
+                &feed::topic("yazhong", "smoke", d),
+                p.to_string(),
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    publisher.flush().await;
+
+    eventually(
+        "three smoke alarms raised behind the huge message",
+        || async {
+            gw.rules
+                .open
+                .read()
+                .expect("snapshot")
+                .iter()
+                .filter(|a| a.rule == "smoke-alarm")
+                .count()
+                == 3
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &gw,
+            "campusgw_messages_rejected_total{reason=\"payload_too_large\"}"
+        )
+        .await,
+        1.0,
+        "refused once: acknowledged, not sent again"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            &format!(
+                "campusgw_readings_total{{kind=\"{}\"}}",
+                Kind::Smoke.as_str()
+            )
+        )
+        .await,
+        3.0
+    );
+    gw.stop().await;
+}
+
+/// 400 devices each sending a 60 KB string took the gateway from 25 to
+/// 103 MB and `/api/devices` to 24 MB: every string was kept whole as the
+/// device's latest value. Strings are now cut at `max_string_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_device_strings_are_cut_and_the_device_list_stays_small() {
+    let broker = Mosquitto::builder().max_queued_messages(0).start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-strings-{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        broker.url(),
+        std::process::id(),
+    ));
+    let gw = gateway::start(cfg).await;
+    gateway::wait_subscribed(&gw).await;
+
+    const DEVICES: usize = 400;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let long = "注".repeat(20_000); // 60 KB of 3-byte characters
+    for i in 0..DEVICES {
+        let payload = format!(r#"{{"door_open":false,"note":"{long}"}}"#);
+        publisher
+            .publish(
+                &feed::topic("yazhong", "gate", &format!("g-{i}")),
+                payload,
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    publisher.flush().await;
+    eventually("every device seen", || async {
+        gw.registry.len() == DEVICES
+    })
+    .await;
+    eventually("every string counted as cut", || async {
+        metric(
+            &gw,
+            "campusgw_fields_cut_total{reason=\"string_truncated\"}",
+        )
+        .await
+            == DEVICES as f64
+    })
+    .await;
+
+    let devices = gw.registry.devices(common::now_ms());
+    for d in &devices {
+        let note = d.fields["note"].as_str().expect("the note, cut");
+        assert_eq!(note.len(), 255, "256 bytes fall inside a character");
+        assert!(long.starts_with(note));
+    }
+    // What /api/devices serialises: ~0.2 MB instead of 24 MB.
+    let json = serde_json::to_vec(&devices).expect("json");
+    assert!(json.len() < 400 * 1024, "{} bytes", json.len());
+    gw.stop().await;
+}

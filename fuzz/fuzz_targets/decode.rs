@@ -39,10 +39,13 @@ fuzz_target!(|data: &[u8]| {
         max_payload_bytes: 64 * 1024,
         max_past_ms: 30 * 86_400_000,
         max_future_ms: 300_000,
+        max_fields: 64,
+        max_string_bytes: 256,
     };
     for d in decoders() {
         if let Some(Ok(r)) = d.decode(topic, payload, NOW, &limits) {
             assert!(!r.fields.is_empty());
+            assert!(r.fields.len() <= limits.max_fields.max(8));
             for (_, v) in &r.fields {
                 if let Value::F64(f) = v {
                     assert!(f.is_finite());

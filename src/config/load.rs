@@ -571,6 +571,20 @@ timeout = "3s"
     }
 
     #[test]
+    fn a_look_alike_device_id_is_refused_with_the_rule() {
+        // `еast-1` with a Cyrillic е: the feed refuses it as `bad_id`, so
+        // the configuration must too, or the device could never report.
+        let text =
+            format!("{MINIMAL}[[devices]]\nid = \"\u{435}ast-1\"\nkind = \"gate\"\nsite = \"s\"\n");
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|x| x.contains("devices[0].id") && x.contains("ASCII letters")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../config/campus.example.toml");
         let l = load(text).unwrap_or_else(|e| panic!("example config: {e}"));

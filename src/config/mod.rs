@@ -96,6 +96,14 @@ pub struct GatewayConfig {
     /// Larger payloads are rejected as `payload_too_large`.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+    /// The most fields kept of one reading; further unknown fields are cut
+    /// (`too_many_fields`), the kind's own fields always kept.
+    #[serde(default = "default_max_fields")]
+    pub max_fields: usize,
+    /// The longest string value kept, in bytes; a longer one is shortened on
+    /// a character boundary (`string_truncated`), the reading kept.
+    #[serde(default = "default_max_string_bytes")]
+    pub max_string_bytes: usize,
     /// A reading older than this (by its `ts`) is rejected as `ts_out_of_range`.
     #[serde(default = "default_max_ts_past", with = "humantime_serde")]
     pub max_ts_past: Duration,
@@ -129,6 +137,8 @@ impl Default for GatewayConfig {
             undeclared_devices: default_undeclared(),
             max_devices: default_max_devices(),
             max_payload_bytes: default_max_payload_bytes(),
+            max_fields: default_max_fields(),
+            max_string_bytes: default_max_string_bytes(),
             max_ts_past: default_max_ts_past(),
             max_ts_future: default_max_ts_future(),
             queue_capacity: default_queue_capacity(),
@@ -151,6 +161,12 @@ fn default_max_devices() -> usize {
 }
 fn default_max_payload_bytes() -> usize {
     64 * 1024
+}
+fn default_max_fields() -> usize {
+    64
+}
+fn default_max_string_bytes() -> usize {
+    256
 }
 fn default_max_ts_past() -> Duration {
     Duration::from_secs(30 * 86_400)
@@ -549,13 +565,19 @@ impl DeviceConfig {
     }
 }
 
-/// Whether `s` is a valid site or device id: letters, digits, `-`, `_`.
+/// Whether `s` is a valid site, device or rule id: the ASCII set of the feed
+/// (`A-Z a-z 0-9 - _`, at most 64). ASCII only, so that a Cyrillic `е` or a
+/// fullwidth digit cannot make a look-alike of a real gate's id; the same
+/// rule for the configuration and the feed, so every declared id can arrive.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// What [`is_valid_id`] allows, for error messages.
+pub const ID_RULE: &str = "may hold only ASCII letters (A-Z, a-z), digits, - and _ (at most 64)";
 
 /// Modbus polling: defaults for every device, serial lines, named register
 /// maps and the devices themselves.
@@ -1005,6 +1027,33 @@ impl Config {
         match &d.map {
             Some(name) => self.modbus.maps.get(name).map(|m| m.registers.as_slice()),
             None => Some(&d.registers),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_id;
+
+    #[test]
+    fn ids_are_the_ascii_set_of_the_feed() {
+        for ok in ["east-1", "a3-301", "hood_2", "Yazhong", "0"] {
+            assert!(is_valid_id(ok), "{ok}");
+        }
+        for bad in [
+            "\u{435}ast-1", // Cyrillic е: looks like east-1
+            "еast-1",
+            "东门-1",         // CJK
+            "gate-\u{ff11}",  // fullwidth digit one
+            "east\u{2010}1",  // Unicode hyphen
+            "east-1\u{200b}", // zero-width space
+            "é",
+            "",
+            "a b",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_valid_id(bad), "{bad:?}");
         }
     }
 }

@@ -33,6 +33,12 @@ impl Config {
         if g.max_payload_bytes < 64 {
             err("gateway.max_payload_bytes", "must be at least 64".into());
         }
+        if !(1..=1000).contains(&g.max_fields) {
+            err("gateway.max_fields", "must be 1 to 1000".into());
+        }
+        if !(16..=65_536).contains(&g.max_string_bytes) {
+            err("gateway.max_string_bytes", "must be 16 to 65536".into());
+        }
         if g.queue_capacity == 0 {
             err("gateway.queue_capacity", "must be at least 1".into());
         }
@@ -129,7 +135,7 @@ impl Config {
             }
             if let Some(s) = &t.site {
                 if !is_valid_id(s) {
-                    err(&at("site"), "may hold only letters, digits, - and _".into());
+                    err(&at("site"), super::ID_RULE.into());
                 }
             }
             if !t.ts_field.is_empty() && !t.ts_field.starts_with('/') {
@@ -381,18 +387,12 @@ impl Config {
                     }
                     if let Some(id) = &d.id {
                         if !is_valid_id(id) {
-                            err(
-                                &at("id"),
-                                format!("`{id}` may hold only letters, digits, - and _"),
-                            );
+                            err(&at("id"), format!("`{id}` {}", super::ID_RULE));
                         }
                     }
                     if let Some(site) = &d.site {
                         if !is_valid_id(site) {
-                            err(
-                                &at("site"),
-                                format!("`{site}` may hold only letters, digits, - and _"),
-                            );
+                            err(&at("site"), format!("`{site}` {}", super::ID_RULE));
                         }
                         if let Some(id) = &d.id {
                             if declared.contains(&(site.as_str(), id.as_str())) {
@@ -538,10 +538,25 @@ pub(super) fn device_problems(d: &DeviceConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (key, value) in [("id", &d.id), ("site", &d.site)] {
         if !is_valid_id(value) {
-            out.push((
-                key,
-                format!("`{value}` may hold only letters, digits, - and _"),
-            ));
+            out.push((key, format!("`{value}` {}", super::ID_RULE)));
+        }
+    }
+    // They become InfluxDB tag values: line protocol cannot carry a line
+    // break, and a control character has no place on the page either.
+    for (key, value) in [
+        ("building", &d.building),
+        ("floor", &d.floor),
+        ("room", &d.room),
+        ("name", &d.name),
+    ] {
+        if let Some(v) = value {
+            if v.chars().any(char::is_control) || v.len() > 256 {
+                out.push((
+                    key,
+                    "may not hold control characters (line breaks, tabs) or exceed 256 bytes"
+                        .into(),
+                ));
+            }
         }
     }
     if d.heartbeat.is_some_and(|h| h < Duration::from_secs(1)) {

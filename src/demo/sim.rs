@@ -279,6 +279,8 @@ mod tests {
             max_payload_bytes: 65_536,
             max_past_ms: 1000,
             max_future_ms: 1000,
+            max_fields: 64,
+            max_string_bytes: 256,
         };
         for kind in Kind::ALL {
             for seq in [0, 1, 999] {

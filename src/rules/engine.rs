@@ -29,6 +29,11 @@ type DeviceKey = (Arc<str>, Arc<str>);
 /// Site, device and kind of the gateway's own alarms.
 pub const SYSTEM: &str = "gateway";
 
+/// The most field names other than its kind's own kept of one device's
+/// latest values (the default `gateway.max_fields`; each reading is already
+/// cut to `max_fields` by the decoder).
+const MAX_UNKNOWN_FIELDS: usize = 64;
+
 #[derive(Debug, Clone)]
 struct Device {
     kind: Kind,
@@ -178,9 +183,13 @@ impl Engine {
         dev.readings = dev.readings.saturating_add(1);
         dev.location = r.location.clone();
         for (n, v) in &r.fields {
-            match dev.fields.iter_mut().find(|(x, _)| x == n) {
-                Some((_, old)) => *old = v.clone(),
-                None => dev.fields.push((n.clone(), v.clone())),
+            if let Some((_, old)) = dev.fields.iter_mut().find(|(x, _)| x == n) {
+                *old = v.clone();
+            // A device that keeps inventing field names must not grow this
+            // without bound: its kind's own fields always, at most
+            // MAX_UNKNOWN_FIELDS others.
+            } else if r.kind.field_type(n).is_some() || dev.fields.len() < MAX_UNKNOWN_FIELDS {
+                dev.fields.push((n.clone(), v.clone()));
             }
         }
         let mut edges = Vec::new();
@@ -1012,6 +1021,23 @@ condition = { type = "offline", after = "60s" }
             .iter()
             .map(|c| (c.alarm.id, c.event.action.clone(), c.alarm.state))
             .collect()
+    }
+
+    #[test]
+    fn a_device_inventing_field_names_keeps_a_bounded_latest() {
+        let mut e = engine(FIRE, 1);
+        for i in 0..500 {
+            let mut r = smoke("s0", &[], "A");
+            r.fields = vec![(format!("x{i}").into(), Value::F64(1.0))];
+            e.on_reading(&r, T0);
+        }
+        e.on_reading(&smoke("s0", &[("alarm", Value::Bool(true))], "A"), T0);
+        let dev = &e.devices[&(Arc::from("yz"), Arc::from("s0"))];
+        assert!(dev.fields.len() <= MAX_UNKNOWN_FIELDS + Kind::Smoke.schema().len());
+        assert!(
+            dev.fields.iter().any(|(n, _)| n == "alarm"),
+            "the kind's own field kept"
+        );
     }
 
     #[test]

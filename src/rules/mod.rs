@@ -188,10 +188,7 @@ impl RuleSet {
         for (i, r) in cfg.rules.iter().enumerate() {
             let at = |k: &str| format!("rules[{i}].{k}");
             if !crate::config::is_valid_id(&r.id) {
-                errors.push((
-                    at("id"),
-                    format!("`{}` may hold only letters, digits, - and _", r.id),
-                ));
+                errors.push((at("id"), format!("`{}` {}", r.id, crate::config::ID_RULE)));
             }
             if !seen.insert(r.id.as_str()) {
                 errors.push((at("id"), format!("rule `{}` is defined twice", r.id)));

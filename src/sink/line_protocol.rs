@@ -117,7 +117,10 @@ pub fn escape_key(s: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
-            '\n' | '\r' => out.push(' '),
+            // Line protocol cannot carry a line break in a name at all; an
+            // escaped space keeps the line whole. (The decoder and the
+            // configuration refuse such names: this is the last defence.)
+            '\n' | '\r' => out.push_str("\\ "),
             c => out.push(c),
         }
     }
@@ -160,6 +163,13 @@ mod tests {
             line(&r),
             "smoke,building=A\\ 3,device=a3-301,floor=3,site=yazhong temp_c=24.0,alarm=false,note=\"say \\\"hi\\\"\\\\ \",n=-3i 1764380000123\n"
         );
+    }
+
+    #[test]
+    fn a_line_break_in_a_name_cannot_break_the_line() {
+        let mut s = String::new();
+        escape_key("bad\nname", &mut s);
+        assert_eq!(s, "bad\\ name");
     }
 
     #[test]

@@ -18,13 +18,16 @@
 //!   `batch_size` points from the spool (or fewer once the oldest has waited
 //!   `flush_interval`), writes them in order with retries, and commits them.
 //!   A backlog after an outage is replayed oldest first while new data keeps
-//!   being spooled behind it.
+//!   being spooled behind it. A batch the database refuses (400) is split
+//!   until only the refused lines are left (`bisect`); those are dropped and
+//!   counted, the rest stored.
 //!
 //! Memory stays bounded whatever the load: one chunk being filled, one
 //! being appended, one batch being written. A database slower than the input
 //! grows the spool on disk (bounded by `gateway.spool_max_mb`), not RAM;
 //! `campusgw_spool_points` shows the backlog.
 
+pub mod bisect;
 pub mod influx;
 pub mod line_protocol;
 pub mod spool;
@@ -42,7 +45,8 @@ use crate::alarms::Change;
 use crate::config::InfluxConfig;
 use crate::reading::{Ack, Reading};
 use crate::telemetry::metrics::WriteErrorKind;
-use crate::telemetry::{Health, Metrics, Status};
+use crate::telemetry::{Health, LogLimiter, Metrics, Status};
+use influx::WriteError;
 pub use influx::{InfluxWriter, SinkError};
 pub use spool::{Appender, Spool, SpoolConfig, SpoolError};
 
@@ -277,6 +281,7 @@ async fn write_loop(
 ) {
     let max_points = cfg.batch_size as u64;
     let mut cursor_failing = false;
+    let log_limit = LogLimiter::new(Duration::from_secs(10));
     loop {
         loop {
             let (unread, oldest) = spool.unread();
@@ -303,7 +308,7 @@ async fn write_loop(
         let batch = match tokio::task::spawn_blocking(move || {
             reader
                 .read_batch(max_points)
-                .map(|b| b.map(|b| (influx::request_body(&b.lines, gzip), b.points, b.end)))
+                .map(|b| b.map(|b| (influx::request_body(&b.lines, gzip), b)))
         })
         .await
         {
@@ -321,12 +326,18 @@ async fn write_loop(
                 return;
             }
         };
-        let (body, points, end) = batch;
-        if !write_batch(
-            &cfg, &writer, body, points, &spool, &metrics, &health, &give_up,
-        )
-        .await
-        {
+        let (body, batch) = batch;
+        let (points, end) = (batch.points, batch.end);
+        let out = Out {
+            cfg: &cfg,
+            writer: &writer,
+            spool: &spool,
+            metrics: &metrics,
+            health: &health,
+            give_up: &give_up,
+            log_limit: &log_limit,
+        };
+        if !out.write_batch(&batch.lines, body, points).await {
             info!(
                 points = spool.backlog_points(),
                 "Points not yet in InfluxDB stay in the spool; they are written at the next start."
@@ -354,72 +365,125 @@ async fn sleep_until(t: Option<std::time::Instant>) {
     }
 }
 
-/// Writes one batch with retries; true once InfluxDB has it (or refused it
-/// for good), false when giving up (shutdown).
-#[allow(clippy::too_many_arguments)]
-async fn write_batch(
-    cfg: &InfluxConfig,
-    writer: &InfluxWriter,
-    body: Bytes,
-    points: u64,
-    spool: &Spool,
-    metrics: &Metrics,
-    health: &Health,
-    give_up: &CancellationToken,
-) -> bool {
-    let mut delay = cfg.retry_min;
-    loop {
-        let started = Instant::now();
-        let result = tokio::select! {
-            r = writer.write(body.clone()) => r,
-            () = give_up.cancelled() => return false,
+/// What writing one batch works with.
+struct Out<'a> {
+    cfg: &'a InfluxConfig,
+    writer: &'a InfluxWriter,
+    spool: &'a Spool,
+    metrics: &'a Metrics,
+    health: &'a Health,
+    give_up: &'a CancellationToken,
+    log_limit: &'a LogLimiter,
+}
+
+impl Out<'_> {
+    /// Writes one batch (`body` is `lines` as sent); true once InfluxDB has
+    /// it, all but the lines it refuses for good, false when giving up (shutdown).
+    async fn write_batch(&self, lines: &[u8], body: Bytes, points: u64) -> bool {
+        let first = match self.write_with_retries(body, points).await {
+            bisect::Attempt::Stored => return true,
+            bisect::Attempt::GaveUp => return false,
+            bisect::Attempt::Refused(e) => e,
         };
-        match result {
-            Ok(()) => {
-                metrics
-                    .write_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.points_written.inc_by(points);
-                metrics.batches_written.inc();
-                if health.set(COMPONENT, Status::Ok, Some(writer.target.clone())) {
-                    info!(target = %writer.target, "InfluxDB accepts writes.");
+        let gzip = self.writer.gzip();
+        let refused = bisect::bisect(lines, |part| async move {
+            let n = bisect::line_count(part) as u64;
+            let body = if part.len() < 64 * 1024 {
+                influx::request_body(part, gzip)
+            } else {
+                // Compressing a large part takes milliseconds: off the async workers.
+                let owned = part.to_vec();
+                match tokio::task::spawn_blocking(move || influx::request_body(&owned, gzip)).await
+                {
+                    Ok(b) => b,
+                    // The blocking pool is going away: compress here rather than stop writing.
+                    Err(_) => influx::request_body(part, gzip),
                 }
-                return true;
-            }
-            Err(e) => {
-                metrics.write_error(e.kind);
-                let changed = health.set(COMPONENT, Status::Down, Some(e.detail.clone()));
-                match e.kind {
-                    WriteErrorKind::Rejected => {
-                        // Retrying the same bytes would be refused again.
-                        metrics.drop_points("rejected", points);
-                        error!(points, error = %e, "InfluxDB refused a batch; it is dropped.");
-                        return true;
+            };
+            self.write_with_retries(body, n).await
+        })
+        .await;
+        let Some(refused) = refused else {
+            return false;
+        };
+        let dropped = refused.len() as u64;
+        self.metrics.drop_points("rejected", dropped);
+        if let Some(held) = self.log_limit.check("rejected") {
+            let (line, e) = refused
+                .first()
+                .map(|(l, e)| (String::from_utf8_lossy(l), e.detail.as_str()))
+                .unwrap_or_default();
+            error!(
+                dropped,
+                points,
+                first_line = %line.chars().take(200).collect::<String>(),
+                error = %e,
+                batch_error = %first.detail,
+                held_back = held,
+                "InfluxDB refused some points of a batch; only those are dropped, the others are stored."
+            );
+        }
+        true
+    }
+
+    /// Writes one body with retries for everything but a refusal.
+    async fn write_with_retries(&self, body: Bytes, points: u64) -> bisect::Attempt<WriteError> {
+        let (cfg, writer, spool, metrics, health, give_up) = (
+            self.cfg,
+            self.writer,
+            self.spool,
+            self.metrics,
+            self.health,
+            self.give_up,
+        );
+        let mut delay = cfg.retry_min;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = writer.write(body.clone()) => r,
+                () = give_up.cancelled() => return bisect::Attempt::GaveUp,
+            };
+            match result {
+                Ok(()) => {
+                    metrics
+                        .write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.points_written.inc_by(points);
+                    metrics.batches_written.inc();
+                    if health.set(COMPONENT, Status::Ok, Some(writer.target.clone())) {
+                        info!(target = %writer.target, "InfluxDB accepts writes.");
                     }
-                    WriteErrorKind::Config => {
+                    return bisect::Attempt::Stored;
+                }
+                Err(e) => {
+                    metrics.write_error(e.kind);
+                    // Retrying the same bytes would be refused again: the
+                    // caller splits them. The database itself is up.
+                    if e.kind == WriteErrorKind::Rejected {
+                        return bisect::Attempt::Refused(e);
+                    }
+                    let changed = health.set(COMPONENT, Status::Down, Some(e.detail.clone()));
+                    if e.kind == WriteErrorKind::Config {
                         if changed {
                             error!(error = %e, "InfluxDB refuses our writes; fix the configuration. Retrying slowly.");
                         }
                         // Not a retry loop: one probe per retry_max until someone fixes it.
                         delay = cfg.retry_max;
+                    } else if changed {
+                        warn!(error = %e, backlog = spool.backlog_points(), "InfluxDB write failed; spooling and retrying with backoff.");
                     }
-                    WriteErrorKind::Network | WriteErrorKind::Server => {
-                        if changed {
-                            warn!(error = %e, backlog = spool.backlog_points(), "InfluxDB write failed; spooling and retrying with backoff.");
-                        }
+                    if spool.is_closed() {
+                        // Shutting down: the spool keeps it, no need to wait.
+                        return bisect::Attempt::GaveUp;
                     }
+                    tokio::select! {
+                        () = tokio::time::sleep(jitter(delay)) => {}
+                        () = give_up.cancelled() => return bisect::Attempt::GaveUp,
+                        // Shutting down: the spool keeps it, no need to wait.
+                        () = spool.wait_closed() => return bisect::Attempt::GaveUp,
+                    }
+                    delay = (delay * 2).min(cfg.retry_max);
                 }
-                if spool.is_closed() {
-                    // Shutting down: the spool keeps it, no need to wait.
-                    return false;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(jitter(delay)) => {}
-                    () = give_up.cancelled() => return false,
-                    // Shutting down: the spool keeps it, no need to wait.
-                    () = spool.wait_closed() => return false,
-                }
-                delay = (delay * 2).min(cfg.retry_max);
             }
         }
     }

@@ -3,6 +3,16 @@
 //! No I/O and no clock: the receive time is passed in. Every way a message can
 //! be refused has a `Reject` reason, which is the label of the
 //! `campusgw_messages_rejected_total` counter.
+//!
+//! A field the time series cannot carry is cut from a reading that is kept
+//! (an alarm in the same message must still be raised): a name with a
+//! control character, empty or longer than 64 bytes (`bad_field_name`), a
+//! name that is a tag or InfluxDB's own (`reserved_field`), fields past
+//! `gateway.max_fields` (`too_many_fields`); a string past
+//! `gateway.max_string_bytes` is shortened on a character boundary
+//! (`string_truncated`). Each is a [`Cut`], counted by the caller in
+//! `campusgw_fields_cut_total`. These bounds are what keep a device's latest
+//! values, held by the registry, small.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,7 +37,8 @@ pub enum Reject {
     TopicMismatch,
     /// The kind is not one of the five.
     UnknownKind,
-    /// The site or device id has characters other than letters, digits, `-`, `_`.
+    /// The site or device id has characters other than ASCII letters, digits, `-`, `_`
+    /// (a look-alike such as a Cyrillic `е` included).
     BadId,
     /// A field has the wrong type, e.g. a string where a number belongs.
     BadFieldType,
@@ -45,11 +56,95 @@ pub enum Reject {
     KindMismatch,
     /// The registry is at `gateway.max_devices`.
     RegistryFull,
+    /// An MQTT message under the id of a device declared as polled (`[[modbus.devices]]`).
+    SourceMismatch,
+}
+
+/// Why a field of an accepted reading was cut. The `as_str` names are metric
+/// labels of `campusgw_fields_cut_total`: keep them stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The name is empty, over 64 bytes, or holds a control or invisible character.
+    BadFieldName,
+    /// The name is a tag (`site`, `device`, `building`, `floor`, `room`), `time`,
+    /// or starts with `_` (InfluxDB's own): it would shadow or break the series.
+    ReservedField,
+    /// Past `gateway.max_fields` fields (the kind's own fields are always kept).
+    TooManyFields,
+    /// A string longer than `gateway.max_string_bytes`, shortened.
+    StringTruncated,
+}
+
+impl Cut {
+    /// Every reason, for pre-registering metrics.
+    pub const ALL: [Cut; 4] = [
+        Cut::BadFieldName,
+        Cut::ReservedField,
+        Cut::TooManyFields,
+        Cut::StringTruncated,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cut::BadFieldName => "bad_field_name",
+            Cut::ReservedField => "reserved_field",
+            Cut::TooManyFields => "too_many_fields",
+            Cut::StringTruncated => "string_truncated",
+        }
+    }
+}
+
+/// How many fields of one reading were cut, per reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cuts([u32; 4]);
+
+impl Cuts {
+    fn add(&mut self, cut: Cut, n: u32) {
+        self.0[cut as usize] += n;
+    }
+
+    /// The reasons with a count, for the metrics.
+    pub fn iter(&self) -> impl Iterator<Item = (Cut, u32)> + '_ {
+        Cut::ALL.into_iter().zip(self.0).filter(|(_, n)| *n > 0)
+    }
+
+    /// How many fields were cut for `cut`.
+    pub fn get(&self, cut: Cut) -> u32 {
+        self.0[cut as usize]
+    }
+}
+
+/// The longest field name kept.
+pub const MAX_FIELD_NAME_BYTES: usize = 64;
+
+/// Field names a device may not use: the tags of every point (a field of the
+/// same name shadows the tag in InfluxQL, so a device could hide or pose as
+/// another's series) and InfluxDB's `time`. Names starting with `_` are
+/// InfluxDB's too.
+const RESERVED_FIELDS: [&str; 6] = ["building", "device", "floor", "room", "site", "time"];
+
+/// Why an unknown field's name cannot be kept, if it cannot.
+fn field_name_cut(name: &str) -> Option<Cut> {
+    if name.is_empty() || name.len() > MAX_FIELD_NAME_BYTES || name.chars().any(is_invisible) {
+        Some(Cut::BadFieldName)
+    } else if name.starts_with('_') || RESERVED_FIELDS.contains(&name) {
+        Some(Cut::ReservedField)
+    } else {
+        None
+    }
+}
+
+/// Control characters (line protocol cannot carry `\n` or `\r` in a name at
+/// all), and the invisible ones that make a name look like another.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 impl Reject {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 15] = [
         Reject::PayloadTooLarge,
         Reject::MalformedJson,
         Reject::NotAnObject,
@@ -64,6 +159,7 @@ impl Reject {
         Reject::UnknownDevice,
         Reject::KindMismatch,
         Reject::RegistryFull,
+        Reject::SourceMismatch,
     ];
 
     /// The metric label.
@@ -83,6 +179,7 @@ impl Reject {
             Reject::UnknownDevice => "unknown_device",
             Reject::KindMismatch => "kind_mismatch",
             Reject::RegistryFull => "registry_full",
+            Reject::SourceMismatch => "source_mismatch",
         }
     }
 }
@@ -205,6 +302,23 @@ pub struct Limits {
     pub max_past_ms: i64,
     /// Furthest future timestamp, relative to now, ms.
     pub max_future_ms: i64,
+    /// Most fields kept of one reading.
+    pub max_fields: usize,
+    /// Longest string value kept, in bytes.
+    pub max_string_bytes: usize,
+}
+
+impl Limits {
+    /// The limits of `[gateway]`.
+    pub fn new(g: &crate::config::GatewayConfig) -> Self {
+        Self {
+            max_payload_bytes: g.max_payload_bytes,
+            max_past_ms: g.max_ts_past.as_millis() as i64,
+            max_future_ms: g.max_ts_future.as_millis() as i64,
+            max_fields: g.max_fields,
+            max_string_bytes: g.max_string_bytes,
+        }
+    }
 }
 
 /// How messages of one subscription become readings.
@@ -259,8 +373,20 @@ impl Decoder {
         now_ms: i64,
         limits: &Limits,
     ) -> Option<Result<Reading, Reject>> {
+        self.decode_with_cuts(topic, payload, now_ms, limits, &mut Cuts::default())
+    }
+
+    /// [`Self::decode`], adding to `cuts` the fields cut from the reading.
+    pub fn decode_with_cuts(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+        limits: &Limits,
+        cuts: &mut Cuts,
+    ) -> Option<Result<Reading, Reject>> {
         let caps = self.pattern.matches(topic)?;
-        Some(self.decode_matched(caps, payload, now_ms, limits))
+        Some(self.decode_matched(caps, payload, now_ms, limits, cuts))
     }
 
     fn decode_matched(
@@ -269,6 +395,7 @@ impl Decoder {
         payload: &[u8],
         now_ms: i64,
         limits: &Limits,
+        cuts: &mut Cuts,
     ) -> Result<Reading, Reject> {
         if payload.len() > limits.max_payload_bytes {
             return Err(Reject::PayloadTooLarge);
@@ -288,10 +415,27 @@ impl Decoder {
             .filter(|d| crate::config::is_valid_id(d))
             .ok_or(Reject::BadId)?;
 
-        let (ts_ms, fields) = match &self.streaming_ts_key {
-            Some(ts_key) => self.fields_streaming(ts_key, kind, payload, now_ms, limits)?,
-            None => self.fields_from_tree(kind, payload, now_ms, limits)?,
+        let mut out = Out {
+            fields: Vec::new(),
+            kind,
+            limits,
+            cuts: Cuts::default(),
+            unknown: 0,
         };
+        let ts_ms = match &self.streaming_ts_key {
+            Some(ts_key) => self.fields_streaming(ts_key, payload, now_ms, &mut out)?,
+            None => self.fields_from_tree(payload, now_ms, &mut out)?,
+        };
+        let Out {
+            mut fields,
+            cuts: mut cut,
+            ..
+        } = out;
+        keep_at_most(&mut fields, kind, limits.max_fields, &mut cut);
+        // Counted only for a reading that is kept.
+        for (c, n) in cut.iter() {
+            cuts.add(c, n);
+        }
         if fields.is_empty() {
             return Err(Reject::NoFields);
         }
@@ -313,11 +457,10 @@ impl Decoder {
     fn fields_streaming(
         &self,
         ts_key: &str,
-        kind: Kind,
         payload: &[u8],
         now_ms: i64,
-        limits: &Limits,
-    ) -> Result<(i64, Fields), Reject> {
+        out: &mut Out<'_>,
+    ) -> Result<i64, Reject> {
         let mut de = serde_json::Deserializer::from_slice(payload);
         let top = TopLevel { ts_key }
             .deserialize(&mut de)
@@ -326,38 +469,37 @@ impl Decoder {
         let Some((ts, mut entries)) = top else {
             return Err(Reject::NotAnObject);
         };
-        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, limits)?;
+        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, out.limits)?;
         // Reversed, then a stable sort: the first of equal keys is the last in the document.
         entries.reverse();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|later, kept| later.0 == kept.0);
-        let mut fields = Vec::with_capacity(entries.len());
+        out.fields.reserve(entries.len().min(out.limits.max_fields));
         for (name, v) in &entries {
-            push_field(&mut fields, kind, name, v)?;
+            out.push(name, v)?;
         }
-        Ok((ts_ms, fields))
+        Ok(ts_ms)
     }
 
     /// Any layout: the payload as a `Value` tree, fields picked by JSON pointer.
     fn fields_from_tree(
         &self,
-        kind: Kind,
         payload: &[u8],
         now_ms: i64,
-        limits: &Limits,
-    ) -> Result<(i64, Fields), Reject> {
+        out: &mut Out<'_>,
+    ) -> Result<i64, Reject> {
         let json: Json = serde_json::from_slice(payload).map_err(|_| Reject::MalformedJson)?;
         let Json::Object(obj) = &json else {
             return Err(Reject::NotAnObject);
         };
         let ts = json.pointer(&self.ts_pointer).map(Scalar::of);
-        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, limits)?;
+        let ts_ms = self.checked_ts(ts.as_ref(), now_ms, out.limits)?;
 
-        let mut fields = Vec::with_capacity(obj.len());
+        out.fields.reserve(obj.len().min(out.limits.max_fields));
         for (name, m) in &self.fields {
             if let Some(v) = json.pointer(&m.pointer) {
                 let v = scaled(Scalar::of(v), m)?;
-                push_field(&mut fields, kind, name, &v)?;
+                out.push(name, &v)?;
             }
         }
         if self.keep_unmapped {
@@ -366,10 +508,10 @@ impl Decoder {
                 if name == ts_key || self.fields.iter().any(|(n, _)| n == name) {
                     continue;
                 }
-                push_field(&mut fields, kind, name, &Scalar::of(v))?;
+                out.push(name, &Scalar::of(v))?;
             }
         }
-        Ok((ts_ms, fields))
+        Ok(ts_ms)
     }
 
     /// The reading's time: the payload's, or the receive time when it has none.
@@ -554,35 +696,106 @@ fn scaled<'a>(v: Scalar<'a>, m: &FieldMapping) -> Result<Scalar<'a>, Reject> {
         .ok_or(Reject::NonFinite)
 }
 
-/// Adds one field, checked against the kind's schema. Nulls are skipped:
-/// a device saying "no value" is not an error.
-fn push_field(out: &mut Fields, kind: Kind, name: &str, v: &Scalar<'_>) -> Result<(), Reject> {
-    if *v == Scalar::Null {
-        return Ok(());
-    }
-    let (name, value): (Cow<'static, str>, Value) = match kind.field_type(name) {
-        Some((known, ty)) => (Cow::Borrowed(known), typed(v, ty)?),
-        None => {
-            if name.is_empty() || name.len() > 64 {
-                return Err(Reject::BadFieldType);
-            }
-            let value = match v {
-                Scalar::Bool(b) => Value::Bool(*b),
-                Scalar::Num(_) => typed(v, FieldType::F64)?,
-                Scalar::Str(s) => Value::Str(s.as_ref().into()),
+/// The fields of one reading as they are decoded, and what was cut from them.
+struct Out<'l> {
+    fields: Fields,
+    kind: Kind,
+    limits: &'l Limits,
+    cuts: Cuts,
+    /// Fields outside the kind's schema pushed so far.
+    unknown: usize,
+}
+
+impl Out<'_> {
+    /// Adds one field, checked against the kind's schema. Nulls are skipped:
+    /// a device saying "no value" is not an error.
+    fn push(&mut self, name: &str, v: &Scalar<'_>) -> Result<(), Reject> {
+        if *v == Scalar::Null {
+            return Ok(());
+        }
+        let (name, value): (Cow<'static, str>, Value) = match self.kind.field_type(name) {
+            Some((known, ty)) => (Cow::Borrowed(known), self.typed(v, ty)?),
+            None => {
                 // Nested objects and arrays of unknown fields have no place in a time series.
-                _ => return Ok(()),
-            };
-            (Cow::Owned(name.to_owned()), value)
+                if *v == Scalar::Nested {
+                    return Ok(());
+                }
+                if let Some(cut) = field_name_cut(name) {
+                    self.cuts.add(cut, 1);
+                    return Ok(());
+                }
+                // Never more are kept (`keep_at_most`): no need to hold them
+                // meanwhile, whatever number a payload has.
+                if self.unknown >= self.limits.max_fields {
+                    self.cuts.add(Cut::TooManyFields, 1);
+                    return Ok(());
+                }
+                self.unknown += 1;
+                let value = match v {
+                    Scalar::Bool(b) => Value::Bool(*b),
+                    Scalar::Str(_) => self.typed(v, FieldType::Str)?,
+                    _ => self.typed(v, FieldType::F64)?,
+                };
+                (Cow::Owned(name.to_owned()), value)
+            }
+        };
+        if let Value::F64(f) = value {
+            if !f.is_finite() {
+                return Err(Reject::NonFinite);
+            }
         }
-    };
-    if let Value::F64(f) = value {
-        if !f.is_finite() {
-            return Err(Reject::NonFinite);
-        }
+        self.fields.push((name, value));
+        Ok(())
     }
-    out.push((name, value));
-    Ok(())
+
+    /// [`typed`], a string shortened to `max_string_bytes`.
+    fn typed(&mut self, v: &Scalar<'_>, ty: FieldType) -> Result<Value, Reject> {
+        if let (FieldType::Str, Scalar::Str(s)) = (ty, v) {
+            let kept = cut_to(s, self.limits.max_string_bytes);
+            if kept.len() < s.len() {
+                self.cuts.add(Cut::StringTruncated, 1);
+            }
+            return Ok(Value::Str(kept.into()));
+        }
+        typed(v, ty)
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Cuts unknown fields past `max` (the last ones in order), keeping every
+/// field of the kind's schema: those are what the rules read.
+fn keep_at_most(fields: &mut Fields, kind: Kind, max: usize, cuts: &mut Cuts) {
+    if fields.len() <= max {
+        return;
+    }
+    let known = fields
+        .iter()
+        .filter(|(n, _)| kind.field_type(n).is_some())
+        .count();
+    let mut unknown_room = max.saturating_sub(known);
+    let before = fields.len();
+    fields.retain(|(n, _)| {
+        if kind.field_type(n).is_some() {
+            return true;
+        }
+        if unknown_room > 0 {
+            unknown_room -= 1;
+            return true;
+        }
+        false
+    });
+    cuts.add(Cut::TooManyFields, (before - fields.len()) as u32);
 }
 
 fn typed(v: &Scalar<'_>, ty: FieldType) -> Result<Value, Reject> {
@@ -611,6 +824,8 @@ mod tests {
         max_payload_bytes: 65_536,
         max_past_ms: 30 * 86_400_000,
         max_future_ms: 300_000,
+        max_fields: 64,
+        max_string_bytes: 256,
     };
 
     fn decoder(toml_topic: &str) -> Decoder {
@@ -726,6 +941,22 @@ mod tests {
             ("campus/s/smoke/d", r#"[1,2]"#, Reject::NotAnObject),
             ("campus/s/lift/d", r#"{"x":1}"#, Reject::UnknownKind),
             ("campus/s/smoke/d!", r#"{"temp_c":1}"#, Reject::BadId),
+            // Look-alikes of real ids: a Cyrillic е, a CJK site, a fullwidth digit.
+            (
+                "campus/s/gate/\u{435}ast-1",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
+            (
+                "campus/雅中/gate/east-1",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
+            (
+                "campus/s/gate/east-\u{ff11}",
+                r#"{"door_open":true}"#,
+                Reject::BadId,
+            ),
             ("campus/s/smoke/d", r#"{}"#, Reject::NoFields),
             (
                 "campus/s/bus/b",
@@ -751,6 +982,100 @@ mod tests {
             check("campus/s/smoke/d", &big),
             Err(Reject::PayloadTooLarge)
         );
+    }
+
+    /// Decodes with the tests' limits, returning the reading and what was cut.
+    fn check_cuts(topic: &str, payload: &str, limits: &Limits) -> (Reading, Cuts) {
+        let mut cuts = Cuts::default();
+        let r = decoder("")
+            .decode_with_cuts(topic, payload.as_bytes(), NOW, limits, &mut cuts)
+            .expect("topic matches")
+            .unwrap_or_else(|e| panic!("{payload}: {e:?}"));
+        (r, cuts)
+    }
+
+    fn names(r: &Reading) -> Vec<&str> {
+        r.fields.iter().map(|(n, _)| &**n).collect()
+    }
+
+    #[test]
+    fn field_names_line_protocol_cannot_carry_are_cut_and_the_alarm_kept() {
+        let long = "n".repeat(65);
+        let payload = format!(
+            r#"{{"alarm":true,"bad\nname":1,"cr\r":2,"tab\tx":3,"":4,"{long}":5,"esc\u001b[31m":6,"zw\u200bx":7,"ok":8}}"#
+        );
+        for d in [
+            decoder(""),
+            Decoder {
+                streaming_ts_key: None,
+                ..decoder("")
+            },
+        ] {
+            let mut cuts = Cuts::default();
+            let r = d
+                .decode_with_cuts(
+                    "campus/s/smoke/d",
+                    payload.as_bytes(),
+                    NOW,
+                    &LIMITS,
+                    &mut cuts,
+                )
+                .expect("matches")
+                .expect("the reading is kept");
+            assert_eq!(names(&r), ["alarm", "ok"]);
+            assert_eq!(cuts.get(Cut::BadFieldName), 7, "{cuts:?}");
+        }
+    }
+
+    #[test]
+    fn fields_named_like_tags_are_cut() {
+        let (r, cuts) = check_cuts(
+            "campus/s/gate/east-1",
+            r#"{"event":"forced_open","device":"west-9","site":"other","building":"B","floor":"1","room":"2","time":5,"_measurement":"x","_field":"y","sitex":1}"#,
+            &LIMITS,
+        );
+        assert_eq!(names(&r), ["event", "sitex"]);
+        assert_eq!(cuts.get(Cut::ReservedField), 8, "{cuts:?}");
+        assert_eq!(&*r.device, "east-1", "the topic names the device");
+    }
+
+    #[test]
+    fn long_strings_are_shortened_on_a_character_boundary() {
+        let limits = Limits {
+            max_string_bytes: 16,
+            ..LIMITS
+        };
+        // 3 bytes a character: 16 bytes fall inside the sixth.
+        let (r, cuts) = check_cuts(
+            "campus/s/gate/g",
+            r#"{"door_open":true,"card_id":"东门东门东门东门","note":"short","memo":"0123456789abcdefXYZ"}"#,
+            &limits,
+        );
+        assert_eq!(r.field("card_id"), Some(&Value::Str("东门东门东".into())));
+        assert_eq!(r.field("note"), Some(&Value::Str("short".into())));
+        assert_eq!(
+            r.field("memo"),
+            Some(&Value::Str("0123456789abcdef".into()))
+        );
+        assert_eq!(cuts.get(Cut::StringTruncated), 2);
+    }
+
+    #[test]
+    fn fields_past_max_fields_are_cut_the_kinds_own_kept() {
+        let limits = Limits {
+            max_fields: 4,
+            ..LIMITS
+        };
+        // Sorted by name the unknown `a…` come before `alarm` and `temp_c`.
+        let extra: Vec<String> = (0..10).map(|i| format!(r#""a{i}":{i}"#)).collect();
+        let payload = format!(r#"{{"temp_c":30,"alarm":true,{}}}"#, extra.join(","));
+        let (r, cuts) = check_cuts("campus/s/smoke/d", &payload, &limits);
+        assert_eq!(names(&r), ["a0", "a1", "alarm", "temp_c"]);
+        assert_eq!(cuts.get(Cut::TooManyFields), 8);
+        // Within the bound nothing is cut.
+        let (r, cuts) = check_cuts("campus/s/smoke/d", r#"{"alarm":true,"x":1}"#, &limits);
+        assert_eq!(r.fields.len(), 2);
+        assert_eq!(cuts, Cuts::default());
     }
 
     #[test]

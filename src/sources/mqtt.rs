@@ -30,6 +30,22 @@
 //! room in the pipeline; acknowledgements keep flowing meanwhile, since they
 //! do not need the event loop to be polled.
 //!
+//! # No message stops the feed
+//!
+//! rumqttc drops the connection on a packet over its incoming limit, before
+//! reading it, so it cannot be acknowledged: with a persistent session the
+//! broker sends it again on every reconnect and nothing behind it ever
+//! arrives. So the limit is the protocol's own maximum ([`MAX_PACKET_BYTES`]):
+//! every message can be read, and one over `gateway.max_payload_bytes` is
+//! refused (`payload_too_large`) and acknowledged like any refused message.
+//! (rumqttc reports an oversize without the packet id, so refusing it
+//! unread is not possible.) The cost is transient memory: the packet is
+//! buffered whole before it is refused, up to 256 MiB in the worst case, and
+//! the read buffer keeps that capacity until the connection ends. The
+//! broker-side `message_size_limit` matched to `max_payload_bytes`
+//! (`deploy/mosquitto-gateway.conf`) keeps such messages from being
+//! delivered at all; this is the defence for a broker that is not set so.
+//!
 //! Shutdown: on cancel the source stops taking messages (those that arrive
 //! later are left unacknowledged for the broker to send again), drops its
 //! sender so the pipeline drains into the spool, and keeps the connection
@@ -51,7 +67,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{GatewayConfig, MqttConfig};
 use crate::reading::{Ack, AckState, AckWatch, Reading, Source};
-use crate::sources::decode::{Decoder, Limits, Reject};
+use crate::sources::decode::{Cuts, Decoder, Limits, Reject};
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 
 /// The health component name of this source.
@@ -67,6 +83,11 @@ pub const UNACKED_MAX: usize = 8192;
 /// Capacity of rumqttc's request channel: subscriptions and the final
 /// DISCONNECT only (PUBACKs are written directly, see the module doc).
 const REQUEST_CAPACITY: usize = 16;
+
+/// The largest packet MQTT 3.1.1 can express (its remaining length, 2^28 - 1
+/// bytes): the incoming limit, so no message is too large to be read and
+/// acknowledged (see the module doc).
+pub const MAX_PACKET_BYTES: usize = 268_435_455;
 
 /// How long a PUBACK flush may wait for a broker that does not read.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -128,9 +149,10 @@ pub fn options(cfg: &MqttConfig, id_suffix: &str) -> Result<MqttOptions, SourceE
     let mut o = MqttOptions::new(format!("{}{id_suffix}", cfg.client_id), host, port);
     o.set_clean_session(cfg.clean_session)
         .set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)))
-        // Large enough that an oversized payload reaches our own limit and is
-        // counted, instead of failing the connection in a redelivery loop.
-        .set_max_packet_size(16 * 1024 * 1024, 64 * 1024)
+        // Any packet at all: an oversized payload reaches our own limit and
+        // is refused and acknowledged, instead of failing the connection in a
+        // redelivery loop (see the module doc).
+        .set_max_packet_size(MAX_PACKET_BYTES, 64 * 1024)
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_manual_acks(true);
     if let Some(user) = &cfg.username {
@@ -201,11 +223,7 @@ impl MqttSource {
         Ok(Self {
             cfg,
             decoders,
-            limits: Limits {
-                max_payload_bytes: gateway.max_payload_bytes,
-                max_past_ms: gateway.max_ts_past.as_millis() as i64,
-                max_future_ms: gateway.max_ts_future.as_millis() as i64,
-            },
+            limits: Limits::new(gateway),
             tx,
             metrics,
             health,
@@ -423,13 +441,32 @@ impl MqttSource {
     /// Decodes one message; `None` when it is refused (counted and logged here).
     fn decode(&self, topic: &str, payload: &[u8]) -> Option<Reading> {
         let now = super::now_ms();
-        let result = self
-            .decoders
-            .iter()
-            .find_map(|d| d.decode(topic, payload, now, &self.limits))
-            .unwrap_or(Err(Reject::TopicMismatch));
+        let mut cuts = Cuts::default();
+        // Too large is too large whatever the topic.
+        let result = if payload.len() > self.limits.max_payload_bytes {
+            Err(Reject::PayloadTooLarge)
+        } else {
+            self.decoders
+                .iter()
+                .find_map(|d| d.decode_with_cuts(topic, payload, now, &self.limits, &mut cuts))
+                .unwrap_or(Err(Reject::TopicMismatch))
+        };
         match result {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                for (cut, n) in cuts.iter() {
+                    self.metrics.cut(cut, n);
+                    if let Some(held) = self.log_limit.check(cut.as_str()) {
+                        warn!(
+                            topic = %truncate(topic, 120),
+                            reason = cut.as_str(),
+                            fields = n,
+                            held_back = held,
+                            "Fields cut from a reading; the rest is kept."
+                        );
+                    }
+                }
+                Some(r)
+            }
             Err(reason) => {
                 self.metrics.reject(reason);
                 if let Some(held) = self.log_limit.check(reason.as_str()) {

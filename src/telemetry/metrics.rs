@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::reading::{Kind, Source};
-use crate::sources::decode::Reject;
+use crate::sources::decode::{Cut, Reject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -144,6 +144,7 @@ pub struct Metrics {
     registry: Registry,
     messages_in: Family<SourceLabel, Counter>,
     rejected: Family<ReasonLabel, Counter>,
+    fields_cut: Family<ReasonLabel, Counter>,
     readings: Family<KindLabel, Counter>,
     write_errors: Family<ReasonLabel, Counter>,
     points_dropped: Family<ReasonLabel, Counter>,
@@ -199,6 +200,7 @@ impl Metrics {
         let m = Self {
             messages_in: Family::default(),
             rejected: Family::default(),
+            fields_cut: Family::default(),
             readings: Family::default(),
             write_errors: Family::default(),
             points_dropped: Family::default(),
@@ -237,6 +239,11 @@ impl Metrics {
             "messages_rejected",
             "Messages refused, by reason",
             m.rejected.clone(),
+        );
+        r.register(
+            "fields_cut",
+            "Fields cut from accepted readings (or strings shortened), by reason",
+            m.fields_cut.clone(),
         );
         r.register("readings", "Readings accepted, by kind", m.readings.clone());
         r.register(
@@ -360,6 +367,11 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        for cut in Cut::ALL {
+            let _ = m.fields_cut.get_or_create(&ReasonLabel {
+                reason: cut.as_str(),
+            });
+        }
         for reason in ["spool_full", "spool_corrupt", "rejected"] {
             let _ = m.points_dropped.get_or_create(&ReasonLabel { reason });
         }
@@ -402,6 +414,24 @@ impl Metrics {
         self.rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
+            })
+            .get()
+    }
+
+    /// Counts `n` fields cut from an accepted reading.
+    pub fn cut(&self, cut: Cut, n: u32) {
+        self.fields_cut
+            .get_or_create(&ReasonLabel {
+                reason: cut.as_str(),
+            })
+            .inc_by(u64::from(n));
+    }
+
+    /// How many fields were cut for `cut`.
+    pub fn cuts(&self, cut: Cut) -> u64 {
+        self.fields_cut
+            .get_or_create(&ReasonLabel {
+                reason: cut.as_str(),
             })
             .get()
     }
