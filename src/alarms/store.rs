@@ -350,6 +350,45 @@ impl AlarmStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// Ledger entries after `after` (their row id, the durable cursor of the
+    /// duty notifier), oldest first, at most `limit`.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, alarm_id, at, action, from_state, to_state, user, comment, value, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    Event {
+                        alarm_id: r.get(1)?,
+                        at: r.get(2)?,
+                        action: r.get(3)?,
+                        from: r
+                            .get::<_, Option<String>>(4)?
+                            .as_deref()
+                            .and_then(State::parse),
+                        to: State::parse(&r.get::<_, String>(5)?).unwrap_or(State::Cleared),
+                        user: r.get(6)?,
+                        comment: r.get(7)?,
+                        value: r.get(8)?,
+                        detail: detail_from_json(r.get::<_, Option<String>>(9)?.as_deref()),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest ledger entry's row id (0 when empty).
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// Replaces the stored zone suppressions.
     pub fn save_suppressions(&mut self, list: &[Suppression]) -> Result<(), StoreError> {
         let path = self.path.clone();

@@ -30,6 +30,71 @@ pub struct NotifyConfig {
     /// Where messages go, by id.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Escalation policies by id.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Which alarms go to which policy; the first that matches wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The status page's address as the people's phones reach it
+    /// (`https://safety.school.example`): messages link to the alarm.
+    pub public_url: Option<String>,
+    /// How long a new alarm waits before its first message, so that a flood
+    /// folded into one group is one message (Alertmanager's `group_wait`).
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
+}
+
+fn default_group_wait() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// `[notify.policies.<id>]`: whom to tell, when, through what, until someone
+/// acknowledges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// In order of `after`.
+    pub steps: Vec<StepConfig>,
+    /// After the last step, tell its people again this often while the alarm
+    /// is unacknowledged.
+    #[serde(default, with = "humantime_serde::option")]
+    pub repeat: Option<Duration>,
+    /// Tell everyone who was told that the alarm is over.
+    #[serde(default)]
+    pub notify_on_clear: bool,
+}
+
+/// One step of a policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// How long after the alarm was raised (unacknowledged).
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// `on_duty:<team>`, `lead:<team>`, `team:<team>`, `person:<id>`.
+    pub notify: Vec<String>,
+    /// Channel ids.
+    pub channels: Vec<String>,
+}
+
+/// `[[notify.routes]]`: empty lists match everything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Severities.
+    #[serde(default)]
+    pub severities: Vec<crate::alarms::Severity>,
+    /// Device kinds (`gateway` for the gateway's own alarms).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Rule ids.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// A building.
+    pub building: Option<String>,
+    /// The policy.
+    pub policy: String,
 }
 
 /// `[notify.channels.<id>]`: one way of telling people. Every address is

@@ -252,6 +252,11 @@ impl Config {
                 err(&path, message);
             }
         }
+        if let Err(problems) = crate::notify::policy::Plan::new(self) {
+            for (path, message) in problems {
+                err(&path, message);
+            }
+        }
 
         let inline_modbus = self
             .modbus

@@ -5,7 +5,10 @@
 //! durable outbox build on them.
 
 pub mod channel;
+pub mod outbox;
+pub mod policy;
 pub mod roster;
+pub mod task;
 
 use crate::config::Config;
 use channel::{Channel, Message, Outcome};

@@ -52,6 +52,12 @@ struct ModbusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    channel: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModbusFailureLabel {
     device: String,
     reason: &'static str,
@@ -185,6 +191,9 @@ pub struct Metrics {
     pub mqtt_connection_errors: Counter,
     /// Subscriptions the broker refused.
     pub mqtt_subscribe_failures: Counter,
+    notifications: Family<NotificationLabel, Counter>,
+    /// Notifications waiting in the outbox (pending or being retried).
+    pub outbox_depth: Gauge,
 }
 
 impl Default for Metrics {
@@ -227,6 +236,8 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             mqtt_subscribe_failures: Counter::default(),
+            notifications: Family::default(),
+            outbox_depth: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -336,6 +347,16 @@ impl Metrics {
             "alarm_latency_seconds",
             "From the arrival of a reading to the alarm change it caused being stored and announced",
             m.alarm_latency_seconds.clone(),
+        );
+        r.register(
+            "notifications",
+            "Duty notifications by channel and result (sent, retried, failed, skipped)",
+            m.notifications.clone(),
+        );
+        r.register(
+            "notify_outbox_depth",
+            "Notifications waiting in the outbox",
+            m.outbox_depth.clone(),
         );
         r.register(
             "modbus_polls",
@@ -496,6 +517,26 @@ impl Metrics {
                 state,
             })
             .set(n);
+    }
+
+    /// Counts one notification's result on a channel.
+    pub fn notification(&self, channel: &str, result: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabel {
+                channel: channel.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// The count of a channel's results.
+    pub fn notifications(&self, channel: &str, result: &'static str) -> u64 {
+        self.notifications
+            .get_or_create(&NotificationLabel {
+                channel: channel.to_owned(),
+                result,
+            })
+            .get()
     }
 
     /// The metric handles of a Modbus device; creates its series (at zero) on first use.
