@@ -138,3 +138,428 @@ fn a_wrong_secret_is_refused_and_said_so() {
     assert_eq!(code, 2);
     assert!(stderr.contains("no channel `nope`"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// The notifier on a controllable clock: alarms written to a real alarm store,
+// messages checked at the receiver.
+
+mod escalation {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use campus_gateway::alarms::store::AlarmStore;
+    use campus_gateway::alarms::{Action, Alarm, Change, Command, Event, Severity, Text};
+    use campus_gateway::config::Config;
+    use campus_gateway::notify::task::Notifier;
+    use campus_gateway::rules::task::CommandRequest;
+    use campus_gateway::telemetry::{Health, Metrics, Status};
+    use tokio::sync::mpsc;
+
+    use super::common::robots::{self, Robots};
+
+    /// 2026-12-02 10:00 in Beijing.
+    const T0: i64 = 1_796_176_800_000;
+    const MINUTE: i64 = 60_000;
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        store: AlarmStore,
+        clock: Arc<AtomicI64>,
+        robots: Robots,
+        cfg: Config,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        commands: mpsc::Receiver<CommandRequest>,
+        commands_tx: mpsc::Sender<CommandRequest>,
+    }
+
+    fn setup(extra: &str) -> Setup {
+        let robots = Robots::start();
+        let base = robots.url();
+        let text = format!(
+            r#"[mqtt]
+url = "mqtt://127.0.0.1:1"
+[notify]
+group_wait = "3s"
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+phone = "13800000001"
+[[notify.people]]
+id = "wang"
+name = "王处长"
+phone = "13800000003"
+[notify.teams.security]
+members = ["zhang"]
+lead = "wang"
+[[notify.shifts]]
+team = "security"
+people = ["zhang"]
+[notify.channels.hook]
+type = "webhook"
+url = "{base}/webhook"
+secret = "{secret}"
+[notify.channels.ding]
+type = "dingtalk"
+url = "{base}/dingtalk/robot/send"
+access_token = "t"
+secret = "SECwrong"
+[notify.policies.fire]
+steps = [
+  {{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }},
+  {{ after = "5m", notify = ["lead:security"], channels = ["hook"] }},
+]
+notify_on_clear = true
+[[notify.routes]]
+severities = ["critical"]
+policy = "fire"
+{extra}"#,
+            secret = robots::WEBHOOK_SECRET,
+        );
+        let cfg = Config::from_toml(&text, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = AlarmStore::open(&dir.path().join("alarms.db")).expect("store");
+        let (commands_tx, commands) = mpsc::channel(16);
+        Setup {
+            dir,
+            store,
+            clock: Arc::new(AtomicI64::new(T0)),
+            robots,
+            cfg,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            commands,
+            commands_tx,
+        }
+    }
+
+    impl Setup {
+        fn notifier(&self) -> Notifier {
+            let clock = self.clock.clone();
+            Notifier::new(
+                &self.cfg,
+                self.dir.path(),
+                self.commands_tx.clone(),
+                self.metrics.clone(),
+                self.health.clone(),
+                Arc::new(move || clock.load(Ordering::SeqCst)),
+            )
+            .expect("notifier")
+            .expect("routes configured")
+        }
+
+        fn at(&self, t: i64) {
+            self.clock.store(t, Ordering::SeqCst);
+        }
+
+        /// A raised alarm, written as the rules task writes it.
+        fn raise(
+            &mut self,
+            id: i64,
+            severity: Severity,
+            at: i64,
+            edit: impl FnOnce(&mut Alarm),
+        ) -> Alarm {
+            let mut a = Alarm::raised(
+                id,
+                "smoke-alarm",
+                severity,
+                Text::two("烟感报警：A3 / 3 / 301", "Smoke at A3"),
+                Some(4.2),
+                at,
+            );
+            a.name = Text::two("烟感报警", "Smoke detector alarm");
+            a.device = format!("d{id}");
+            a.kind = "smoke".into();
+            a.site = "yazhong".into();
+            edit(&mut a);
+            self.write(&a, "raise", at);
+            a
+        }
+
+        fn write(&mut self, a: &Alarm, action: &str, at: i64) {
+            let change = Change {
+                alarm: a.clone(),
+                event: Event {
+                    alarm_id: a.id,
+                    at,
+                    action: action.into(),
+                    from: None,
+                    to: a.state,
+                    user: None,
+                    comment: None,
+                    value: a.value,
+                    detail: Vec::new(),
+                },
+            };
+            self.store.apply(&[change]).expect("apply");
+        }
+
+        fn act(&mut self, a: &mut Alarm, action: Action, name: &str, at: i64) {
+            a.apply(&action, at).expect("allowed");
+            self.write(a, name, at);
+        }
+
+        /// Requests that reached the webhook and were accepted.
+        fn delivered(&self, path: &str) -> Vec<serde_json::Value> {
+            self.robots
+                .requests()
+                .into_iter()
+                .filter(|r| r["path"] == path && r["verified"] == true)
+                .collect()
+        }
+    }
+
+    async fn round(n: &mut Notifier) {
+        n.round().await.expect("round");
+    }
+
+    #[tokio::test]
+    async fn steps_fire_at_their_minute_and_an_ack_stops_the_chain() {
+        let mut s = setup("");
+        let mut n = s.notifier();
+        let fire = s.raise(1, Severity::Critical, T0, |_| {});
+        let mut other = s.raise(2, Severity::Critical, T0, |_| {});
+        round(&mut n).await;
+        assert!(
+            s.delivered("/webhook").is_empty(),
+            "the first waits group_wait"
+        );
+        s.at(T0 + 3_000);
+        round(&mut n).await;
+        let first = s.delivered("/webhook");
+        assert_eq!(first.len(), 2, "{first:#?}");
+        let text = first[0]["json"]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("烟感报警")
+                && text.contains("位置：")
+                && text.contains("2026-12-02 10:00:00"),
+            "{text}"
+        );
+        assert!(first[0]["json"]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("【紧急】")));
+
+        // Alarm 2 is acknowledged a minute later: its chain stops.
+        s.act(
+            &mut other,
+            Action::Ack {
+                by: "op".into(),
+                comment: None,
+            },
+            "ack",
+            T0 + MINUTE,
+        );
+        s.at(T0 + 5 * MINUTE - 1);
+        round(&mut n).await;
+        assert_eq!(
+            s.delivered("/webhook").len(),
+            2,
+            "not before the fifth minute"
+        );
+        s.at(T0 + 5 * MINUTE);
+        round(&mut n).await;
+        let all = s.delivered("/webhook");
+        assert_eq!(
+            all.len(),
+            3,
+            "the lead, for the unacknowledged alarm only: {all:#?}"
+        );
+        let keys: Vec<&str> = all
+            .iter()
+            .filter_map(|r| r["headers"]["idempotency-key"].as_str())
+            .collect();
+        assert!(
+            keys[2].contains(&format!("alarm:{}:step:1", fire.id)),
+            "{keys:?}"
+        );
+        s.at(T0 + 60 * MINUTE);
+        round(&mut n).await;
+        assert_eq!(
+            s.delivered("/webhook").len(),
+            3,
+            "no repeat configured: the chain is over"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_one_message_a_drill_and_a_shelf_none_and_a_clear_is_resolved() {
+        let mut s = setup("");
+        let mut n = s.notifier();
+        // Twelve detectors, folded into group 100 within the group wait.
+        let mut members = Vec::new();
+        for i in 1..=12 {
+            members.push(s.raise(i, Severity::Critical, T0, |_| {}));
+        }
+        let mut group = s.raise(100, Severity::Critical, T0 + 500, |g| {
+            g.is_group = true;
+            g.device = "*".into();
+            g.count = 12;
+            g.message = Text::two("12 个烟感报警（12 个仍在报警）", "12 × Smoke (12 active)");
+        });
+        for m in &mut members {
+            m.group = Some(100);
+            s.write(m, "group", T0 + 500);
+        }
+        // In a drill, and shelved before its first message.
+        s.raise(200, Severity::Critical, T0, |a| {
+            a.suppressed = Some("fire drill".into())
+        });
+        let mut shelved = s.raise(201, Severity::Critical, T0, |_| {});
+        s.act(
+            &mut shelved,
+            Action::Shelve {
+                by: "op".into(),
+                until: T0 + 60 * MINUTE,
+                reason: "detector cleaning".into(),
+            },
+            "shelve",
+            T0 + 1_000,
+        );
+        s.at(T0 + 4_000);
+        round(&mut n).await;
+        let got = s.delivered("/webhook");
+        assert_eq!(
+            got.len(),
+            1,
+            "one message for the flood, none for the drill or the shelf: {got:#?}"
+        );
+        assert!(
+            got[0]["json"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("12 个烟感报警")),
+            "{got:#?}"
+        );
+
+        // The group clears: a resolved message to whoever was told.
+        s.act(&mut group, Action::Clear, "clear", T0 + 2 * MINUTE);
+        s.at(T0 + 2 * MINUTE);
+        round(&mut n).await;
+        let got = s.delivered("/webhook");
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[1]["json"]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("已恢复")),
+            "{got:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receiver_down_gets_each_message_once_when_it_returns() {
+        let mut s = setup("");
+        let mut n = s.notifier();
+        s.robots.answer_with(Some(503));
+        s.raise(1, Severity::Critical, T0, |_| {});
+        let mut t = T0 + 3_000;
+        // Two minutes down, tried again and again.
+        while t < T0 + 2 * MINUTE {
+            s.at(t);
+            round(&mut n).await;
+            t += 5_000;
+        }
+        assert!(s.robots.requests().len() >= 2, "it was retried");
+        assert!(s.delivered("/webhook").is_empty());
+        s.robots.answer_with(None);
+        while t < T0 + 10 * MINUTE {
+            s.at(t);
+            round(&mut n).await;
+            t += 5_000;
+        }
+        let got = s.delivered("/webhook");
+        // The first step once; the lead's step (at 5 min) once.
+        assert_eq!(got.len(), 2, "{got:#?}");
+        // Every attempt of a message carried the same key: a receiver can
+        // tell a retry from a new message.
+        let requests = s.robots.requests();
+        let keys: std::collections::BTreeSet<String> = requests
+            .iter()
+            .filter_map(|r| r["headers"]["idempotency-key"].as_str().map(str::to_owned))
+            .collect();
+        assert!(requests.len() > 2, "{requests:#?}");
+        assert_eq!(keys.len(), 2, "one key per message: {keys:?}");
+        assert!(s.metrics.notifications("hook", "retried") >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_is_shown_and_not_retried() {
+        let mut s = setup(
+            "[notify.policies.ding]\nsteps = [{ after = \"0s\", notify = [\"person:zhang\"], channels = [\"ding\"] }]\n[[notify.routes]]\nseverities = [\"high\"]\npolicy = \"ding\"\n",
+        );
+        let mut n = s.notifier();
+        s.raise(1, Severity::High, T0, |_| {});
+        for i in 0..20 {
+            s.at(T0 + 3_000 + i * 30_000);
+            round(&mut n).await;
+        }
+        let tries = s.robots.requests();
+        assert_eq!(
+            tries.len(),
+            1,
+            "a bad signature is not retried in a loop: {tries:#?}"
+        );
+        assert_eq!(s.health.status("notify/ding"), Some(Status::Down));
+        assert_eq!(s.metrics.notifications("ding", "failed"), 1);
+        let (cmd, _) = s.commands.try_recv().expect("the notify-failed alarm");
+        assert!(
+            matches!(cmd, Command::System { ref rule, active: true, .. } if rule == "notify-failed"),
+            "{cmd:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_neither_loses_nor_repeats_a_pending_step() {
+        let mut s = setup("");
+        {
+            let mut n = s.notifier();
+            s.raise(1, Severity::Critical, T0, |_| {});
+            s.at(T0 + 3_000);
+            round(&mut n).await;
+        }
+        assert_eq!(s.delivered("/webhook").len(), 1);
+        // A new notifier on the same store (the gateway restarted).
+        let mut n = s.notifier();
+        s.at(T0 + 4_000);
+        round(&mut n).await;
+        assert_eq!(
+            s.delivered("/webhook").len(),
+            1,
+            "the first step is not sent again"
+        );
+        s.at(T0 + 5 * MINUTE);
+        round(&mut n).await;
+        round(&mut n).await;
+        assert_eq!(
+            s.delivered("/webhook").len(),
+            2,
+            "the lead's step fires once, at its time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_robot_gets_one_merged_message() {
+        let mut s = setup("");
+        s.cfg
+            .notify
+            .channels
+            .get_mut("hook")
+            .expect("hook")
+            .rate_per_minute = Some(1);
+        let mut n = s.notifier();
+        for i in 1..=5 {
+            s.raise(i, Severity::Critical, T0, |_| {});
+        }
+        s.at(T0 + 3_000);
+        round(&mut n).await;
+        let got = s.delivered("/webhook");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0]["json"]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("5 条报警")),
+            "{got:#?}"
+        );
+    }
+}

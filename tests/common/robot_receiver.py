@@ -22,6 +22,7 @@ p.add_argument("--dingtalk-secret", default="")
 p.add_argument("--feishu-secret", default="")
 p.add_argument("--webhook-secret", default="")
 p.add_argument("--wecom-key", default="")
+p.add_argument("--mode", default="")
 args = p.parse_args()
 lock = threading.Lock()
 
@@ -58,7 +59,17 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             doc = None
         verified = False
-        if url.path.startswith("/dingtalk/"):
+        mode = {}
+        if args.mode:
+            try:
+                with open(args.mode, encoding="utf-8") as f:
+                    mode = json.load(f)
+            except (OSError, ValueError):
+                mode = {}
+        if mode.get("status"):
+            # Told to be down (a 503 from a proxy, a robot's outage).
+            status, reply = int(mode["status"]), {"error": "down"}
+        elif url.path.startswith("/dingtalk/"):
             ts, s = q("timestamp"), q("sign")
             want = base64.b64encode(sign(args.dingtalk_secret.encode(), f"{ts}\n{args.dingtalk_secret}".encode())).decode()
             verified = hmac.compare_digest(s, want) and q("access_token") != ""

@@ -20,6 +20,7 @@ pub const WECOM_KEY: &str = "wecom-test-key";
 pub struct Robots {
     process: ServerProcess,
     log: PathBuf,
+    mode: PathBuf,
     pub port: u16,
 }
 
@@ -30,6 +31,7 @@ impl Robots {
         let script = process.dir().join("robot_receiver.py");
         std::fs::write(&script, SCRIPT).expect("write robot_receiver.py");
         let log = process.dir().join("requests.jsonl");
+        let mode = process.dir().join("mode.json");
         let port = free_port();
         process.spawn(&[
             "-u".into(),
@@ -44,6 +46,8 @@ impl Robots {
             WEBHOOK_SECRET.into(),
             "--wecom-key".into(),
             WECOM_KEY.into(),
+            "--mode".into(),
+            mode.display().to_string(),
         ]);
         let deadline = std::time::Instant::now() + START_DEADLINE;
         while !tcp_accepts(port) {
@@ -54,7 +58,22 @@ impl Robots {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Self { process, log, port }
+        Self {
+            process,
+            log,
+            mode,
+            port,
+        }
+    }
+
+    /// Every later request is answered with this HTTP status (a peer that is
+    /// down); `None`: normal again.
+    pub fn answer_with(&self, status: Option<u16>) {
+        let text = match status {
+            Some(s) => format!("{{\"status\": {s}}}"),
+            None => "{}".to_owned(),
+        };
+        std::fs::write(&self.mode, text).expect("write mode.json");
     }
 
     pub fn url(&self) -> String {
