@@ -476,3 +476,167 @@ async fn user_add_then_sign_in_over_tls() {
     );
     gw.stop().await;
 }
+
+/// `campusgw user add <name> --role <role> --password-stdin --data-dir <data>`.
+fn user_add(
+    data: &std::path::Path,
+    name: &str,
+    role: &str,
+    password: &str,
+) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("campusgw user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    child.wait_with_output().expect("wait for user add")
+}
+
+/// Signs in on the page at `port`: (client, session cookie, CSRF token).
+async fn sign_in(port: u16, user: &str, password: &str) -> (reqwest::Client, String, String) {
+    let client = common::http_client();
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/api/login"))
+        .json(&serde_json::json!({ "username": user, "password": password }))
+        .send()
+        .await
+        .expect("sign-in request");
+    assert_eq!(resp.status(), 200, "{user} signs in");
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned();
+    let body: serde_json::Value = resp.json().await.expect("login body");
+    let csrf = body["csrf"].as_str().expect("csrf").to_owned();
+    (client, cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_endpoint_replaces_the_rules_and_refuses_a_broken_file() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let base = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
+        data.display(),
+        broker.url()
+    );
+    let smoke_rule = common::gateway::smoke_rule("smoke");
+    let gate_rule = "[[rules]]\nid = \"gate-forced\"\nseverity = \"high\"\nkinds = [\"gate\"]\nmessage = \"forced\"\ncondition = { type = \"equals\", field = \"event\", value = \"forced_open\" }\n";
+    let path = dir.path().join("campus.toml");
+    std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");
+    let gw = Running::start(&path, dir.path().join("gw.log"));
+    common::eventually("the gateway subscribed", || async {
+        common::http_sync(port, "GET", "/healthz", None, None)
+            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+    })
+    .await;
+    // An admin added while the daemon runs.
+    let out = user_add(&data, "admin1", "admin", "admin1-password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (client, cookie, csrf) = sign_in(port, "admin1", "admin1-password").await;
+    let reload = || {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/admin/reload"))
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .send()
+    };
+    let mut alarms = common::Subscriber::connect(&broker.url(), "campusgw/+/alarm/#").await;
+    let publisher = common::Publisher::connect(&broker.url()).await;
+
+    // The smoke rule is replaced by the gate rule.
+    std::fs::write(&path, format!("{base}{gate_rule}")).expect("write");
+    let resp = reload().await.expect("reload request");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    assert!(body.contains("\"rules\":1"), "{body}");
+
+    // A broken file: 422 with every problem, and the gate rule still runs.
+    std::fs::write(
+        &path,
+        format!("{base}[[rules]]\nid = \"x\"\nseverity = \"high\"\nkinds = [\"smoke\"]\nmesage = \"m\"\ncondition = {{ type = \"equals\", field = \"alarm\", value = true }}\n"),
+    )
+    .expect("write");
+    let resp = reload().await.expect("reload request");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    assert_eq!(status, 422, "{body}");
+    let problems = body["problems"].to_string();
+    assert!(problems.contains("rules[0].mesage"), "{body}");
+    // Without the CSRF token the reload is refused.
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/api/admin/reload"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("reload request");
+    assert_eq!(resp.status(), 403);
+
+    let mut p = common::feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = serde_json::json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    let mut g = common::feed::payload("gate", common::now_ms(), 2);
+    g["event"] = serde_json::json!("forced_open");
+    publisher
+        .publish(
+            "campus/yazhong/gate/east-1",
+            g.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    // The smoke message, published first, raised nothing: the first alarm is the gate's.
+    let msg = alarms.recv().await;
+    assert_eq!(
+        msg.topic,
+        "campusgw/yazhong/alarm/east-1/gate-forced",
+        "{}",
+        gw.log()
+    );
+    let audit = client
+        .get(format!("http://127.0.0.1:{port}/api/audit"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("audit")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        audit.contains("reload_refused") && audit.contains("\"reload\""),
+        "{audit}"
+    );
+}

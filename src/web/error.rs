@@ -28,6 +28,14 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 422: a file (or body) with these problems, each with its key path.
+    #[error("{message}")]
+    Invalid {
+        /// One line on what was refused.
+        message: String,
+        /// Every problem.
+        problems: Vec<String>,
+    },
     /// 409: the state does not allow it.
     #[error("{0}")]
     Conflict(String),
@@ -53,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "Request failed.");
@@ -63,6 +72,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.to_string() });
         if let ApiError::TooManyAttempts { minutes } = &self {
             body["retry_after_s"] = json!(minutes * 60);
+        }
+        if let ApiError::Invalid { problems, .. } = &self {
+            body["problems"] = json!(problems);
         }
         (status, Json(body)).into_response()
     }
