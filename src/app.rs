@@ -199,9 +199,16 @@ impl Gateway {
         if !modbus.is_empty() {
             modbus.spawn(&tracker, &sources_stop);
         }
+        let mqtt_health = health.clone();
         tracker.spawn_on(
             async move {
                 if let Err(e) = mqtt.run(sources_stop).await {
+                    // The core source is gone: /healthz says so (503), with why.
+                    mqtt_health.set(
+                        crate::sources::mqtt::COMPONENT,
+                        crate::telemetry::Status::Down,
+                        Some(format!("not running: {e}")),
+                    );
                     error!(error = %e, "The MQTT source stopped.");
                 }
             },

@@ -77,6 +77,10 @@ enum UserCommand {
     },
 }
 
+/// `run`'s exit code for a configuration it cannot use (sysexits' EX_CONFIG);
+/// deploy/campusgw.service does not restart on it.
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     campus_gateway::memory::tune();
     let cli = Cli::parse();
@@ -97,8 +101,14 @@ fn main() -> ExitCode {
             let loaded = match Config::load(&config) {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
+                    // A broken file does not mend itself: the unit does not
+                    // restart on this code (RestartPreventExitStatus).
+                    tracing::error!(
+                        problems = e.problems.len(),
+                        "The configuration has problems; not starting."
+                    );
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
                 }
             };
             for w in &loaded.warnings {
@@ -167,7 +177,7 @@ fn user_add(
 ) -> ExitCode {
     let dir = match (data_dir, config) {
         (Some(d), _) => d,
-        (None, Some(c)) => match Config::load(&c) {
+        (None, Some(c)) => match Config::load_skipping_secrets(&c) {
             Ok(l) => l.config.gateway.data_dir,
             Err(e) => {
                 eprint!("{e}");

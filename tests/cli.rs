@@ -12,10 +12,16 @@ use common::{free_port, Mosquitto, Victoria};
 const BIN: &str = env!("CARGO_BIN_EXE_campusgw");
 
 fn check(path: &std::path::Path) -> (i32, String, String) {
+    check_with(path, &[])
+}
+
+/// `campusgw check` with these environment variables set.
+fn check_with(path: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(["check", "--config"])
         .arg(path)
         .env_remove("CAMPUSGW__INFLUX__URL")
+        .envs(env.iter().copied())
         .output()
         .expect("run campusgw check");
     (
@@ -28,9 +34,71 @@ fn check(path: &std::path::Path) -> (i32, String, String) {
 #[test]
 fn check_accepts_the_example_configuration() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/campus.example.toml");
-    let (code, stdout, stderr) = check(&path);
+    // The secrets it names, as deploy/campusgw.env would set them.
+    let (code, stdout, stderr) = check_with(
+        &path,
+        &[
+            ("CAMPUSGW_MQTT_PASSWORD", "mqtt-secret"),
+            ("CAMPUSGW_INFLUX_TOKEN", "influx-secret"),
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
+}
+
+#[test]
+fn check_and_run_refuse_a_secret_that_is_not_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("campus.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"gw\"\npassword = {{ env = \"CAMPUSGW_TEST_NO_SUCH_SECRET\" }}\n[influx]\nurl = \"http://127.0.0.1:1\"\norg = \"o\"\nbucket = \"b\"\ntoken = {{ file = \"{}\" }}\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("no-such-token").display()
+        ),
+    )
+    .expect("write config");
+    let expect = |stderr: &str| {
+        for (key, what, line) in [
+            (
+                "mqtt.password",
+                "CAMPUSGW_TEST_NO_SUCH_SECRET is not set",
+                "line 6",
+            ),
+            ("influx.token", "no-such-token", "line 11"),
+        ] {
+            let hit = stderr.lines().find(|l| l.contains(key));
+            assert!(
+                hit.is_some_and(|l| l.contains(what) && l.contains(line)),
+                "{key}: {what} at {line} in:\n{stderr}"
+            );
+        }
+    };
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    expect(&stderr);
+    // An empty value (the shipped campusgw.env's) is no better.
+    let (code, _, stderr) = check_with(&path, &[("CAMPUSGW_TEST_NO_SUCH_SECRET", "")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("CAMPUSGW_TEST_NO_SUCH_SECRET is empty"),
+        "{stderr}"
+    );
+
+    // `run` refuses to start with the same problems and EX_CONFIG, which
+    // the unit does not restart on.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("CAMPUSGW_TEST_NO_SUCH_SECRET")
+        .output()
+        .expect("campusgw run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    expect(&stderr);
+    let unit = include_str!("../deploy/campusgw.service");
+    assert!(unit.contains("RestartPreventExitStatus=78"), "{unit}");
 }
 
 #[test]

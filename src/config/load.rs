@@ -75,8 +75,19 @@ pub struct Loaded {
 }
 
 impl Config {
-    /// Loads `path` with the process environment's overrides.
+    /// Loads `path` with the process environment's overrides, and reads
+    /// every secret and key file it names (a missing one is a problem).
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        Self::load_file(path, true)
+    }
+
+    /// `load` without reading the secrets: for commands that need only
+    /// `gateway.data_dir` (`user add`), run by someone who may not have them.
+    pub fn load_skipping_secrets(path: &Path) -> Result<Loaded, ConfigError> {
+        Self::load_file(path, false)
+    }
+
+    fn load_file(path: &Path, secrets: bool) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_owned()),
             problems: vec![Problem {
@@ -85,26 +96,29 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }],
         })?;
-        Self::parse(&text, std::env::vars(), path.parent()).map_err(|mut e| {
+        Self::parse(&text, std::env::vars(), path.parent(), secrets).map_err(|mut e| {
             e.file = Some(path.to_owned());
             e
         })
     }
 
     /// Parses TOML text, applies `CAMPUSGW__…` overrides from `env`, validates.
-    /// A relative `devices_file` is read from the working directory.
+    /// A relative `devices_file` is read from the working directory. Secrets
+    /// are not read (`load` reads them, as `run` will).
     pub fn from_toml(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Loaded, ConfigError> {
-        Self::parse(text, env, None)
+        Self::parse(text, env, None, false)
     }
 
-    /// `from_toml`, with a relative `devices_file` read from `dir` (the configuration file's).
+    /// `from_toml`, with a relative `devices_file` read from `dir` (the
+    /// configuration file's), and with `secrets` the secrets and key files read.
     fn parse(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
         dir: Option<&Path>,
+        secrets: bool,
     ) -> Result<Loaded, ConfigError> {
         let fail = |problems| ConfigError {
             file: None,
@@ -152,6 +166,9 @@ impl Config {
             mut errors,
             warnings,
         } = config.validate();
+        if secrets {
+            errors.extend(config.secret_problems());
+        }
         errors.splice(
             0..0,
             file_problems

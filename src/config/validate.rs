@@ -267,6 +267,47 @@ impl Config {
 }
 
 impl Config {
+    /// Every secret and key file the gateway will read at start, read now:
+    /// an unset `{ env = … }` or an unreadable `{ file = … }` is an error of
+    /// `check` (and `run` refuses to start) instead of a source that never
+    /// comes up. Reads the process environment and the files, so it is
+    /// part of `Config::load`, not of `validate`.
+    pub fn secret_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let secrets = [
+            ("mqtt.password", &self.mqtt.password),
+            ("influx.token", &self.influx.token),
+            ("influx.password", &self.influx.password),
+        ];
+        for (key, secret) in secrets {
+            if let Some(Err(message)) = secret.as_ref().map(Secret::resolve) {
+                out.push((key.to_owned(), message));
+            }
+        }
+        let mut files = Vec::new();
+        if let Some(t) = &self.mqtt.tls {
+            files.push(("mqtt.tls.ca_file", Some(&t.ca_file)));
+            files.push(("mqtt.tls.client_cert_file", t.client_cert_file.as_ref()));
+            files.push(("mqtt.tls.client_key_file", t.client_key_file.as_ref()));
+        }
+        if let Some(t) = &self.web.tls {
+            files.push(("web.tls.cert_file", Some(&t.cert_file)));
+            files.push(("web.tls.key_file", Some(&t.key_file)));
+        }
+        for (key, file) in files {
+            if let Some(Err(e)) = file.map(std::fs::File::open) {
+                out.push((
+                    key.to_owned(),
+                    format!(
+                        "cannot read {}: {e}",
+                        file.map_or_else(String::new, |f| f.display().to_string())
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
     /// The `[modbus]` section: timings, lines, maps, and each device's
     /// identity, endpoint and registers. `declared` holds (site, id) of `[[devices]]`.
     fn validate_modbus(
