@@ -444,6 +444,7 @@ pub async fn reload_rules(path: &Path, rules: &RulesHandle) -> Result<usize, Rel
                 message,
             })
             .collect(),
+        note: None,
     })?;
     let n = set.rules.len();
     rules

@@ -143,6 +143,73 @@ fn check_names_every_problem_with_key_path_and_line() {
     assert!(stderr.contains("cannot read the file"), "{stderr}");
 }
 
+#[test]
+fn check_names_five_mistakes_in_five_sections_in_one_run_with_suggestions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("campus.toml");
+    std::fs::write(
+        &path,
+        r#"[gateway]
+data_dri = "/var/lib/campusgw"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+keep_alive = "0s"
+
+[influx]
+flush_interval = "5 parsecs"
+
+[web]
+lisen = "127.0.0.1:8080"
+
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+
+[[devices]]
+id = "a3-302"
+kind = "smoke"
+site = "yazhong"
+heartbeat = 90
+
+[[modbus.devices]]
+id = "cab-1"
+kind = "labcap"
+site = "yazhong"
+transport = "tcp"
+address = "127.0.0.1:5020"
+map = "ref-chem-cabinet"
+"#,
+    )
+    .expect("write config");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for (key, says, line) in [
+        ("gateway.data_dri", "did you mean `data_dir`?", "line 2"),
+        ("mqtt.keep_alive", "must be above zero", "line 6"),
+        (
+            "influx.flush_interval",
+            r#"expected a duration such as "30s", "5m" or "1h 30m""#,
+            "line 9",
+        ),
+        ("web.lisen", "did you mean `listen`?", "line 12"),
+        ("devices[1].heartbeat", "such as \"30s\"", "line 23"),
+        (
+            "modbus.devices[0].kind",
+            "did you mean `labcab`?",
+            "line 27",
+        ),
+    ] {
+        let hit = stderr.lines().find(|l| l.contains(key));
+        assert!(
+            hit.is_some_and(|l| l.contains(says) && l.contains(line)),
+            "{key}: {says} at {line} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("has 6 problem(s)"), "{stderr}");
+}
+
 /// Runs `campusgw run` until `done(stderr so far)` or 60 s; returns the stderr.
 fn run_until(
     config: &std::path::Path,
@@ -650,7 +717,7 @@ async fn the_reload_endpoint_replaces_the_rules_and_refuses_a_broken_file() {
     // A broken file: 422 with every problem, and the gate rule still runs.
     std::fs::write(
         &path,
-        format!("{base}[[rules]]\nid = \"x\"\nseverity = \"high\"\nkinds = [\"smoke\"]\nmesage = \"m\"\ncondition = {{ type = \"equals\", field = \"alarm\", value = true }}\n"),
+        format!("{base}[[rules]]\nid = \"x\"\nseverity = \"urgent\"\nkinds = [\"smoke\"]\nmesage = \"m\"\ncondition = {{ type = \"equals\", field = \"alarm\", value = true }}\n"),
     )
     .expect("write");
     let resp = reload().await.expect("reload request");
@@ -659,6 +726,7 @@ async fn the_reload_endpoint_replaces_the_rules_and_refuses_a_broken_file() {
     assert_eq!(status, 422, "{body}");
     let problems = body["problems"].to_string();
     assert!(problems.contains("rules[0].mesage"), "{body}");
+    assert!(problems.contains("rules[0].severity"), "{body}");
     // Without the CSRF token the reload is refused.
     let resp = client
         .post(format!("http://127.0.0.1:{port}/api/admin/reload"))

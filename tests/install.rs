@@ -32,7 +32,9 @@ async fn an_mqtt_source_that_cannot_start_makes_healthz_503_with_mqtt_down() {
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["status"], "down", "{body}");
     assert_eq!(v["components"]["mqtt"]["status"], "down", "{body}");
-    let detail = v["components"]["mqtt"]["detail"].as_str().unwrap_or_default();
+    let detail = v["components"]["mqtt"]["detail"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         detail.contains("CAMPUSGW_TEST_SECRET_NOBODY_SET"),
         "the reason is shown: {body}"

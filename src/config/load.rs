@@ -46,6 +46,8 @@ pub struct ConfigError {
     pub file: Option<PathBuf>,
     /// All problems found.
     pub problems: Vec<Problem>,
+    /// What was not checked yet, if anything.
+    pub note: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -60,6 +62,9 @@ impl fmt::Display for ConfigError {
         }
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
+        }
+        if let Some(note) = &self.note {
+            writeln!(f, "({note})")?;
         }
         Ok(())
     }
@@ -95,6 +100,7 @@ impl Config {
                 origin: None,
                 message: format!("cannot read the file: {e}"),
             }],
+            note: None,
         })?;
         Self::parse(&text, std::env::vars(), path.parent(), secrets).map_err(|mut e| {
             e.file = Some(path.to_owned());
@@ -123,15 +129,20 @@ impl Config {
         let fail = |problems| ConfigError {
             file: None,
             problems,
+            note: None,
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            fail(vec![Problem {
-                path: String::new(),
-                origin: e.span().map(|s| format!("line {}", line_of(text, s.start))),
-                message: format!("TOML syntax: {}", e.message().trim()),
-            }])
-        })?;
-        let overrides = apply_env(&mut table, env).map_err(fail)?;
+        let parse_table = || -> Result<toml::Table, ConfigError> {
+            toml::from_str(text).map_err(|e| {
+                fail(vec![Problem {
+                    path: String::new(),
+                    origin: e.span().map(|s| format!("line {}", line_of(text, s.start))),
+                    message: format!("TOML syntax: {}", e.message().trim()),
+                }])
+            })
+        };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut table = parse_table()?;
+        let (overrides, env_problems) = apply_env(&mut table, env.iter().cloned());
         // The span-keeping parse costs several times the file's size in memory
         // (10,000 devices: tens of MB), so it is made only to place a problem.
         let doc = std::cell::OnceCell::new();
@@ -139,21 +150,54 @@ impl Config {
             let doc = doc.get_or_init(|| text.parse::<toml_edit::ImDocument<String>>().ok());
             doc.as_ref().and_then(|d| locate(d, text, &overrides, path))
         };
-
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.inner().to_string();
-                // An unknown key's own position is more useful than its parent's.
-                let key_path = unknown_field(&message)
-                    .map(|k| join_path(&path, k))
-                    .unwrap_or_else(|| path.clone());
-                fail(vec![Problem {
-                    origin: locate(&key_path).or_else(|| locate(&path)),
-                    path: if path == "." { String::new() } else { path },
+        let with_origin = |ps: Vec<(String, String)>| {
+            ps.into_iter()
+                .map(|(path, message)| Problem {
+                    origin: locate(&path),
+                    path,
                     message,
-                }])
-            })?;
+                })
+                .collect::<Vec<_>>()
+        };
+
+        // The whole file at once (no copy of it kept); only when that fails
+        // is it parsed again and checked piece by piece, for every error.
+        let mut type_errors = Vec::new();
+        let mut bad_sections = std::collections::BTreeSet::new();
+        let config: Option<Config> = match toml::Value::Table(table).try_into() {
+            Ok(c) => Some(c),
+            Err(whole) => {
+                let mut table = parse_table()?;
+                let _ = apply_env(&mut table, env);
+                let found = super::collect::check(&mut table);
+                type_errors = found.problems;
+                bad_sections = found.bad_sections;
+                let repaired = found
+                    .repaired
+                    .then(|| toml::Value::Table(table).try_into::<Config>());
+                match repaired {
+                    Some(Ok(c)) => Some(c),
+                    // Never left unsaid: serde's own word when the pieces passed.
+                    Some(Err(e)) if type_errors.is_empty() => {
+                        type_errors.push((String::new(), e.message().trim().to_owned()));
+                        None
+                    }
+                    None if type_errors.is_empty() => {
+                        type_errors.push((String::new(), whole.message().trim().to_owned()));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let mut problems = env_problems;
+        problems.extend(with_origin(type_errors));
+        let Some(mut config) = config else {
+            let mut e = fail(sorted(problems));
+            e.note =
+                Some("the checks of values against each other run once these are fixed".into());
+            return Err(e);
+        };
 
         let mut file_problems = Vec::new();
         if let Some(file) = &config.devices_file {
@@ -175,18 +219,16 @@ impl Config {
                 .into_iter()
                 .map(|m| ("devices_file".to_owned(), m)),
         );
-        let with_origin = |ps: Vec<(String, String)>| {
-            ps.into_iter()
-                .map(|(path, message)| Problem {
-                    origin: locate(&path),
-                    path,
-                    message,
-                })
-                .collect::<Vec<_>>()
+        // A section that had type errors was repaired by taking keys out: what
+        // the semantic checks say of it follows from that, not from the file.
+        let section = |path: &str| {
+            let end = path.find(['.', '[']).unwrap_or(path.len());
+            bad_sections.contains(&path[..end])
         };
-        let errors = with_origin(errors);
-        if !errors.is_empty() {
-            return Err(fail(errors));
+        errors.retain(|(path, _)| !section(path));
+        problems.extend(with_origin(errors));
+        if !problems.is_empty() {
+            return Err(fail(sorted(problems)));
         }
         Ok(Loaded {
             config,
@@ -195,25 +237,25 @@ impl Config {
     }
 }
 
+/// Problems in the order of the file (those set by the environment last).
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    let line = |p: &Problem| {
+        p.origin
+            .as_deref()
+            .and_then(|o| o.strip_prefix("line "))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    };
+    problems.sort_by_key(line);
+    problems
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
-}
-
-fn join_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() || parent == "." {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
 }
 
 /// Finds the line of a dotted key path (`a.b[2].c`) in the file, or the
@@ -267,11 +309,12 @@ fn locate(
 
 /// Merges `CAMPUSGW__SECTION__KEY=value` into the table. A value that parses
 /// as a TOML value (number, bool, array) takes that type, else it is a string.
-/// Returns variable → key path, so problems can name the variable.
+/// Returns variable → key path, so problems can name the variable, and the
+/// variables that could not be applied.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<BTreeMap<String, String>, Vec<Problem>> {
+) -> (BTreeMap<String, String>, Vec<Problem>) {
     let mut applied = BTreeMap::new();
     let mut problems = Vec::new();
     for (var, raw) in env {
@@ -298,11 +341,7 @@ fn apply_env(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(applied)
-    } else {
-        Err(problems)
-    }
+    (applied, problems)
 }
 
 /// Sets `keys` (a path) to `value`, creating sections; `Err(key)` when a
@@ -478,6 +517,44 @@ timeout = "3s"
         assert!(warned.contains(&"gateway.spool_fsync"), "{warned:?}");
         assert!(warned.contains(&"influx.max_pending_batches"), "{warned:?}");
         assert_eq!(l.config.gateway.spool_max_mb, 1024);
+    }
+
+    #[test]
+    fn a_required_key_that_is_wrong_stops_only_the_checks_that_depend_on_it() {
+        // `kind` is wrong and needed: the device cannot be repaired, so the
+        // cross-checks wait (a note says so), but every type error is named.
+        let text = format!("{MINIMAL}keep_alive = \"0s\"\n[gateway]\nqos = 1\n[[devices]]\nid = \"a\"\nkind = \"smok\"\nsite = \"s\"\n[influx]\nbatch_size = \"x\"\n");
+        let e = load(&text).expect_err("broken");
+        let p: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("gateway.qos: unknown field") && p[0].contains("line 5"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("devices[0].kind") && p[1].contains("did you mean `smoke`?"),
+            "{p:?}"
+        );
+        assert!(p[2].starts_with("influx.batch_size"), "{p:?}");
+        assert!(e.note.is_some());
+        // With the device mended, the zero keep-alive is named with the rest.
+        let e = load(&text.replace("smok", "smoke")).expect_err("broken");
+        let p: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("mqtt.keep_alive") && x.contains("line 3")),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(e.note.is_none());
+        // An environment variable's mistake names the variable.
+        let env = vec![("CAMPUSGW__INFLUX__TIMEOUT".to_owned(), "10".to_owned())];
+        let e = Config::from_toml(MINIMAL, env).expect_err("a number is no duration");
+        assert!(
+            e.to_string().contains("influx.timeout")
+                && e.to_string().contains("CAMPUSGW__INFLUX__TIMEOUT"),
+            "{e}"
+        );
     }
 
     #[test]

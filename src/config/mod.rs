@@ -2,9 +2,11 @@
 //! (`deny_unknown_fields`, a doc line per key, defaults as functions).
 //!
 //! `load` reads the file with its `CAMPUSGW__…` environment overrides and
-//! maps every problem to its key path and line; `validate` collects every
+//! maps every problem to its key path and line (`collect` finds every type
+//! and unknown-key error, with "did you mean"); `validate` collects every
 //! semantic problem at once, never stopping at the first.
 
+mod collect;
 mod devices_file;
 mod load;
 mod rules;

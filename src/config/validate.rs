@@ -48,6 +48,15 @@ impl Config {
                 "must be at most 1s: every acknowledgement waits for it".into(),
             );
         }
+        for (key, d) in [
+            ("gateway.max_ts_past", g.max_ts_past),
+            ("gateway.max_ts_future", g.max_ts_future),
+            ("gateway.shutdown_timeout", g.shutdown_timeout),
+        ] {
+            if d.is_zero() {
+                err(key, "must be above zero".into());
+            }
+        }
         if !g.spool_fsync {
             warns.push((
                 "gateway.spool_fsync".into(),
@@ -87,6 +96,14 @@ impl Config {
         }
         if m.password.is_some() && m.username.is_none() {
             err("mqtt.password", "is set without mqtt.username".into());
+        }
+        if m.keep_alive.is_zero() {
+            // MQTT reads 0 as "no keep-alive" (a dead link unnoticed); the source
+            // would quietly use 5s instead, which is not what the file says.
+            err(
+                "mqtt.keep_alive",
+                "must be above zero (5s at least; 30s is usual)".into(),
+            );
         }
         if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
             err(
@@ -232,6 +249,9 @@ impl Config {
                 "alarms.flood_threshold",
                 "must be 0 (off) or at least 2".into(),
             );
+        }
+        if a.flood_threshold > 0 && a.flood_window.is_zero() {
+            err("alarms.flood_window", "must be above zero".into());
         }
         if a.mqtt_topic.contains(['+', '#']) {
             err("alarms.mqtt_topic", "may not contain MQTT wildcards".into());
