@@ -75,12 +75,9 @@ impl Gateway {
     /// from, which the admin API reloads rules from.
     pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
         install_crypto_provider();
-        std::fs::create_dir_all(&cfg.gateway.data_dir).with_context(|| {
-            format!(
-                "cannot create gateway.data_dir {}",
-                cfg.gateway.data_dir.display()
-            )
-        })?;
+        // Held until the shutdown below is over: one gateway per data directory.
+        let dir_lock = crate::data_dir::lock(&cfg.gateway.data_dir, "run")
+            .context("gateway.data_dir cannot be used")?;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         // Both the registry and the rules engine start from them.
@@ -294,6 +291,7 @@ impl Gateway {
                 error!("Some tasks did not stop in time.");
             }
             alarm_thread.stop();
+            drop(dir_lock);
             info!("Stopped.");
         });
 

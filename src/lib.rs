@@ -16,6 +16,7 @@
 //!
 //! - `reading`   — `Reading`, the one normalized type; the five kinds and their fields;
 //!   `Ack`, the acknowledgement token a reading of a QoS 1 message carries.
+//! - `data_dir`  — `gateway.data_dir`: one gateway per directory (a lock file), files owned by its owner.
 //! - `config`    — the TOML file, `CAMPUSGW__…` overrides, secrets, validation with key paths and lines.
 //! - `sources/`  — tasks that own a connection and send `Reading`s: `mqtt` (manual, in-order acknowledgements; `decode` is pure);
 //!   `modbus` (one task per TCP device, one per serial line; `modbus::map` is pure:
@@ -69,6 +70,7 @@
 pub mod alarms;
 pub mod app;
 pub mod config;
+pub mod data_dir;
 pub mod demo;
 pub mod memory;
 pub mod reading;

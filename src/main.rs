@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use campus_gateway::config::Config;
 use campus_gateway::telemetry::{init_logging, LogFormat};
 use campus_gateway::web::{AuthStore, Role};
-use campus_gateway::{app, demo};
+use campus_gateway::{app, data_dir, demo};
 
 /// Campus Gateway: school safety sensors in, alarms and time series out.
 #[derive(Debug, Parser)]
@@ -213,14 +213,20 @@ fn user_add(
             }
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("campusgw: cannot create {}: {e}", dir.display());
+    // No lock: the running gateway and this share the user store through SQLite.
+    if let Err(e) = data_dir::prepare(&dir) {
+        eprintln!("campusgw: {e}");
         return ExitCode::FAILURE;
     }
+    // The store is closed (its -wal and -shm gone or settled) before its files change hands.
     let result = AuthStore::open(&dir).and_then(|s| {
         s.set_user(name, role, &password)?;
         s.audit("cli", "set_user", name, role.as_str(), "local")
     });
+    if let Err(e) = data_dir::adopt(&dir) {
+        eprintln!("campusgw: {e}");
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => {
             println!(
