@@ -31,6 +31,10 @@ enum Command {
         /// Port of the embedded MQTT broker (0: any free port).
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// Keep the demo's users, alarms and spool here (default: a fresh
+        /// private directory, removed when the demo stops).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the gateway: the production daemon.
     Run {
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
         Command::Demo {
             web_port,
             mqtt_port,
+            data_dir,
         } => {
             init_logging(cli.log_format);
             runtime(|| async move {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
                         web_port,
                         mqtt_port,
                     },
+                    data_dir,
                     shutdown,
                 )
                 .await

@@ -275,3 +275,81 @@ async fn a_second_run_on_the_same_data_dir_refuses_to_start() {
         "the first one runs on"
     );
 }
+
+/// `campusgw demo` on `web`, with any free MQTT port; returns it once it
+/// printed its sign-in line, with that password and its data directory.
+fn demo(web: u16) -> (Child, String, std::path::PathBuf) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(BIN)
+        .args(["demo", "--web-port", &web.to_string(), "--mqtt-port", "0"])
+        .env_remove("CAMPUSGW__INFLUX__URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("campusgw demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let child = Child(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut password, mut data) = (None, None);
+    while password.is_none() || data.is_none() {
+        let line = rx
+            .recv_timeout(common::DEADLINE)
+            .expect("the demo prints its sign-in and its data directory");
+        if let Some((_, pw)) = line.split_once("sign in as operator / ") {
+            password = Some(pw.trim().to_owned());
+        }
+        if let Some(rest) = line.trim().strip_prefix("Data:") {
+            data = rest.split_whitespace().next().map(std::path::PathBuf::from);
+        }
+    }
+    (
+        child,
+        password.unwrap_or_default(),
+        data.unwrap_or_default(),
+    )
+}
+
+async fn sign_in(port: u16, password: &str) -> u16 {
+    common::http_client()
+        .post(format!("http://127.0.0.1:{port}/api/login"))
+        .json(&serde_json::json!({ "username": "operator", "password": password }))
+        .send()
+        .await
+        .expect("sign-in")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demos_side_by_side_each_sign_in_with_their_own_password() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (web_a, web_b) = (common::free_port(), common::free_port());
+    let (a, password_a, data_a) = demo(web_a);
+    let (b, password_b, data_b) = demo(web_b);
+    assert_ne!(data_a, data_b, "each demo has its own directory");
+    for d in [&data_a, &data_b] {
+        let mode = std::fs::metadata(d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{} is private", d.display());
+    }
+    // The second demo did not reset the first one's operator.
+    assert_eq!(sign_in(web_a, &password_a).await, 200);
+    assert_eq!(sign_in(web_b, &password_b).await, 200);
+    assert_eq!(sign_in(web_a, &password_b).await, 401);
+    // A fresh directory goes with its demo.
+    drop(a);
+    drop(b);
+    assert!(!data_a.exists() && !data_b.exists(), "removed at exit");
+}
