@@ -683,6 +683,22 @@ timeout = "3s"
     }
 
     #[test]
+    fn the_examples_of_the_device_reference_are_accepted() {
+        let doc = include_str!("../../docs/devices.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 4, "{}", blocks.len());
+        for b in blocks {
+            if let Err(e) = load(&format!("{MINIMAL}{b}")) {
+                panic!("docs/devices.md example:\n{b}\n{e}");
+            }
+        }
+    }
+
+    #[test]
     fn modbus_problems_name_their_key_and_line() {
         let text = format!(
             r#"{MINIMAL}
