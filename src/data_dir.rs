@@ -113,6 +113,17 @@ pub fn prepare(dir: &Path) -> Result<(), DataDirError> {
 /// directory of `dir` (two levels: the stores and the spool's segments) that
 /// root owns to the directory's owner. Nothing otherwise.
 pub fn adopt(dir: &Path) -> Result<(), DataDirError> {
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+    #[cfg(unix)]
+    adopt_unix(dir)
+}
+
+#[cfg(unix)]
+fn adopt_unix(dir: &Path) -> Result<(), DataDirError> {
     let Some(uid) = foreign_owner(dir)? else {
         return Ok(());
     };
@@ -123,6 +134,7 @@ pub fn adopt(dir: &Path) -> Result<(), DataDirError> {
     give(dir, uid, gid, 2)
 }
 
+#[cfg(unix)]
 fn give(dir: &Path, uid: u32, gid: u32, depth: u8) -> Result<(), DataDirError> {
     use std::os::unix::fs::MetadataExt as _;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -145,12 +157,20 @@ fn give(dir: &Path, uid: u32, gid: u32, depth: u8) -> Result<(), DataDirError> {
 
 /// The owner of `dir` when this process is root and the owner is not.
 fn foreign_owner(dir: &Path) -> Result<Option<u32>, DataDirError> {
-    use std::os::unix::fs::MetadataExt as _;
     if !is_root() {
         return Ok(None);
     }
-    let uid = std::fs::metadata(dir).map_err(io(dir))?.uid();
-    Ok((uid != 0).then_some(uid))
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata(dir).map_err(io(dir))?.uid();
+        Ok((uid != 0).then_some(uid))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(None)
+    }
 }
 
 fn is_root() -> bool {
