@@ -237,7 +237,12 @@ impl Config {
     }
 }
 
-/// Problems in the order of the file (those set by the environment last).
+/// Most problems listed: a file generated wrong can have one per line, and
+/// the list goes into a log line and an HTTP answer.
+const MAX_PROBLEMS: usize = 200;
+
+/// Problems in the order of the file (those set by the environment last),
+/// at most `MAX_PROBLEMS` of them and a last one saying how many more.
 fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
     let line = |p: &Problem| {
         p.origin
@@ -247,6 +252,15 @@ fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
             .unwrap_or(usize::MAX)
     };
     problems.sort_by_key(line);
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(Problem {
+            path: String::new(),
+            origin: None,
+            message: format!("… and {more} more problems, shown once these are fixed"),
+        });
+    }
     problems
 }
 
@@ -555,6 +569,19 @@ timeout = "3s"
                 && e.to_string().contains("CAMPUSGW__INFLUX__TIMEOUT"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_wrong_on_every_line_lists_a_bounded_number_of_problems() {
+        let mut text = MINIMAL.to_owned();
+        for i in 0..300 {
+            text.push_str(&format!(
+                "[[devices]]\nid = \"d{i}\"\nkind = \"smoke\"\nsite = \"s\"\nroom = {i}\n"
+            ));
+        }
+        let e = load(&text).expect_err("300 bad rooms");
+        assert_eq!(e.problems.len(), MAX_PROBLEMS + 1);
+        assert!(e.problems[MAX_PROBLEMS].message.contains("100 more"), "{e}");
     }
 
     #[test]
