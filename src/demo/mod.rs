@@ -175,10 +175,16 @@ pub async fn run(
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
         Some(url) => println!("  InfluxDB: {url}"),
-        None => println!(
-            "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
-            data_dir.display()
-        ),
+        // A fresh directory goes at exit, and its spool with it.
+        None => match &dir {
+            DataDir::Fresh(_) => println!(
+                "  InfluxDB: none configured; readings are not stored (set CAMPUSGW__INFLUX__URL; with --data-dir the spool is kept for a later run)"
+            ),
+            DataDir::Kept(_) => println!(
+                "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
+                data_dir.display()
+            ),
+        },
     }
     match &dir {
         DataDir::Fresh(_) => println!(
