@@ -18,7 +18,7 @@
 //! sends it again.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::alarms::store::AlarmStore;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::registry::Registry;
 use crate::rules::engine::{Engine, Flood};
 use crate::rules::task::{RulesHandle, RulesTask};
@@ -75,12 +75,9 @@ impl Gateway {
     /// from, which the admin API reloads rules from.
     pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
         install_crypto_provider();
-        std::fs::create_dir_all(&cfg.gateway.data_dir).with_context(|| {
-            format!(
-                "cannot create gateway.data_dir {}",
-                cfg.gateway.data_dir.display()
-            )
-        })?;
+        // Held until the shutdown below is over: one gateway per data directory.
+        let dir_lock = crate::data_dir::lock(&cfg.gateway.data_dir, "run")
+            .context("gateway.data_dir cannot be used")?;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         // Both the registry and the rules engine start from them.
@@ -201,9 +198,16 @@ impl Gateway {
         if !modbus.is_empty() {
             modbus.spawn(&tracker, &sources_stop);
         }
+        let mqtt_health = health.clone();
         tracker.spawn_on(
             async move {
                 if let Err(e) = mqtt.run(sources_stop).await {
+                    // The core source is gone: /healthz says so (503), with why.
+                    mqtt_health.set(
+                        crate::sources::mqtt::COMPONENT,
+                        crate::telemetry::Status::Down,
+                        Some(format!("not running: {e}")),
+                    );
                     error!(error = %e, "The MQTT source stopped.");
                 }
             },
@@ -289,6 +293,7 @@ impl Gateway {
                 error!("Some tasks did not stop in time.");
             }
             alarm_thread.stop();
+            drop(dir_lock);
             info!("Stopped.");
         });
 
@@ -304,22 +309,10 @@ impl Gateway {
         })
     }
 
-    /// Replaces the alarm rules with those of `cfg` (already validated).
-    pub async fn reload_rules(&self, cfg: &Config) -> anyhow::Result<()> {
-        let set = RuleSet::compile(cfg).map_err(|p| {
-            anyhow::anyhow!(
-                "{}",
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
-        self.rules
-            .reload
-            .send(set)
-            .await
-            .map_err(|_| anyhow::anyhow!("the rules task has stopped"))
+    /// Replaces the alarm rules with those of the configuration file it
+    /// was started from (see [`reload_rules`]).
+    pub async fn reload_rules(&self, path: &Path) -> Result<usize, ReloadError> {
+        reload_rules(path, &self.rules).await
     }
 
     /// A token that stops the gateway when cancelled.
@@ -396,7 +389,7 @@ pub async fn run(
     path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let gw = Gateway::start(cfg).await?;
+    let gw = Gateway::start_from(cfg, path.clone()).await?;
     let token = gw.shutdown_token();
     let mut hup = hangups();
     loop {
@@ -408,18 +401,58 @@ pub async fn run(
             () = token.cancelled() => break,
             Some(()) = hup.recv() => {
                 let Some(p) = &path else { continue };
-                match Config::load(p) {
-                    Ok(loaded) => match gw.reload_rules(&loaded.config).await {
-                        Ok(()) => info!(file = %p.display(), "Rules reloaded on SIGHUP."),
-                        Err(e) => error!(error = %e, "Rules not reloaded."),
-                    },
-                    Err(e) => error!(problems = %e, "The configuration file has problems; the running rules stay."),
+                match gw.reload_rules(p).await {
+                    Ok(n) => info!(file = %p.display(), rules = n, "Rules reloaded on SIGHUP."),
+                    Err(e) => error!(file = %p.display(), problems = %e, "Rules not reloaded; the running rules stay."),
                 }
             }
         }
     }
     gw.wait().await;
     Ok(())
+}
+
+/// Why the rules were not reloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file has problems (every one listed); the running rules stay.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// The rules task is not running (the gateway is stopping).
+    #[error("the alarm engine is not running")]
+    Stopped,
+}
+
+/// The one way the alarm rules are reloaded, for SIGHUP and for
+/// `POST /api/admin/reload`: the whole file is loaded and checked as `check`
+/// does (so a file `run` would refuse is refused here too), then its rules
+/// replace the running ones. Returns how many rules run now.
+pub async fn reload_rules(path: &Path, rules: &RulesHandle) -> Result<usize, ReloadError> {
+    let file = path.to_owned();
+    // Reading and parsing a large file must not hold up a runtime worker.
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+        .await
+        .map_err(|_| ReloadError::Stopped)??;
+    // `load` compiled the rules already as part of validation.
+    let set = RuleSet::compile(&loaded.config).map_err(|p| ConfigError {
+        file: Some(path.to_owned()),
+        problems: p
+            .into_iter()
+            .map(|(path, message)| crate::config::Problem {
+                path,
+                origin: None,
+                message,
+            })
+            .collect(),
+        note: None,
+    })?;
+    let n = set.rules.len();
+    rules
+        .reload
+        .send(set)
+        .await
+        .map_err(|_| ReloadError::Stopped)?;
+    Ok(n)
 }
 
 /// SIGHUPs as a stream (none where there are no signals).

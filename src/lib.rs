@@ -16,7 +16,9 @@
 //!
 //! - `reading`   — `Reading`, the one normalized type; the five kinds and their fields;
 //!   `Ack`, the acknowledgement token a reading of a QoS 1 message carries.
-//! - `config`    — the TOML file, `CAMPUSGW__…` overrides, secrets, validation with key paths and lines.
+//! - `data_dir`  — `gateway.data_dir`: one gateway per directory (a lock file), files owned by its owner.
+//! - `config`    — the TOML file, `CAMPUSGW__…` overrides, secrets, validation with key paths and lines
+//!   (every type, unknown-key and semantic problem of a file in one run: `config::collect`).
 //! - `sources/`  — tasks that own a connection and send `Reading`s: `mqtt` (manual, in-order acknowledgements; `decode` is pure);
 //!   `modbus` (one task per TCP device, one per serial line; `modbus::map` is pure:
 //!   register maps → coalesced read requests → fields; `modbus::transport` is the wire).
@@ -75,6 +77,7 @@
 pub mod alarms;
 pub mod app;
 pub mod config;
+pub mod data_dir;
 pub mod demo;
 pub mod memory;
 pub mod notify;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use campus_gateway::config::Config;
 use campus_gateway::telemetry::{init_logging, LogFormat};
 use campus_gateway::web::{AuthStore, Role};
-use campus_gateway::{app, demo};
+use campus_gateway::{app, data_dir, demo};
 
 /// Campus Gateway: school safety sensors in, alarms and time series out.
 #[derive(Debug, Parser)]
@@ -31,6 +31,10 @@ enum Command {
         /// Port of the embedded MQTT broker (0: any free port).
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// Keep the demo's users, alarms and spool here (default: a fresh
+        /// private directory, removed when the demo stops).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the gateway: the production daemon.
     Run {
@@ -107,6 +111,10 @@ enum UserCommand {
     },
 }
 
+/// `run`'s exit code for a configuration it cannot use (sysexits' EX_CONFIG);
+/// deploy/campusgw.service does not restart on it.
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     campus_gateway::memory::tune();
     let cli = Cli::parse();
@@ -136,8 +144,14 @@ fn main() -> ExitCode {
             let loaded = match Config::load(&config) {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
+                    // A broken file does not mend itself: the unit does not
+                    // restart on this code (RestartPreventExitStatus).
+                    tracing::error!(
+                        problems = e.problems.len(),
+                        "The configuration has problems; not starting."
+                    );
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
                 }
             };
             for w in &loaded.warnings {
@@ -151,6 +165,7 @@ fn main() -> ExitCode {
         Command::Demo {
             web_port,
             mqtt_port,
+            data_dir,
         } => {
             init_logging(cli.log_format);
             runtime(|| async move {
@@ -160,6 +175,7 @@ fn main() -> ExitCode {
                         web_port,
                         mqtt_port,
                     },
+                    data_dir,
                     shutdown,
                 )
                 .await
@@ -206,7 +222,7 @@ fn user_add(
 ) -> ExitCode {
     let dir = match (data_dir, config) {
         (Some(d), _) => d,
-        (None, Some(c)) => match Config::load(&c) {
+        (None, Some(c)) => match Config::load_skipping_secrets(&c) {
             Ok(l) => l.config.gateway.data_dir,
             Err(e) => {
                 eprint!("{e}");
@@ -242,14 +258,20 @@ fn user_add(
             }
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("campusgw: cannot create {}: {e}", dir.display());
+    // No lock: the running gateway and this share the user store through SQLite.
+    if let Err(e) = data_dir::prepare(&dir) {
+        eprintln!("campusgw: {e}");
         return ExitCode::FAILURE;
     }
+    // The store is closed (its -wal and -shm gone or settled) before its files change hands.
     let result = AuthStore::open(&dir).and_then(|s| {
         s.set_user(name, role, &password)?;
         s.audit("cli", "set_user", name, role.as_str(), "local")
     });
+    if let Err(e) = data_dir::adopt(&dir) {
+        eprintln!("campusgw: {e}");
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => {
             println!(
@@ -292,7 +314,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// `campusgw roster`: who is on duty per team at a local time.
 fn roster(path: &std::path::Path, at: Option<&str>) -> ExitCode {
     use campus_gateway::notify::roster::{DutySource, Roster};
-    let cfg = match Config::load(path) {
+    // Who is on duty needs no secret.
+    let cfg = match Config::load_skipping_secrets(path) {
         Ok(l) => l.config,
         Err(e) => {
             eprintln!("{e}");

@@ -12,10 +12,16 @@ use common::{free_port, Mosquitto, Victoria};
 const BIN: &str = env!("CARGO_BIN_EXE_campusgw");
 
 fn check(path: &std::path::Path) -> (i32, String, String) {
+    check_with(path, &[])
+}
+
+/// `campusgw check` with these environment variables set.
+fn check_with(path: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(["check", "--config"])
         .arg(path)
         .env_remove("CAMPUSGW__INFLUX__URL")
+        .envs(env.iter().copied())
         .output()
         .expect("run campusgw check");
     (
@@ -28,9 +34,71 @@ fn check(path: &std::path::Path) -> (i32, String, String) {
 #[test]
 fn check_accepts_the_example_configuration() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/campus.example.toml");
-    let (code, stdout, stderr) = check(&path);
+    // The secrets it names, as deploy/campusgw.env would set them.
+    let (code, stdout, stderr) = check_with(
+        &path,
+        &[
+            ("CAMPUSGW_MQTT_PASSWORD", "mqtt-secret"),
+            ("CAMPUSGW_INFLUX_TOKEN", "influx-secret"),
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
+}
+
+#[test]
+fn check_and_run_refuse_a_secret_that_is_not_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("campus.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"gw\"\npassword = {{ env = \"CAMPUSGW_TEST_NO_SUCH_SECRET\" }}\n[influx]\nurl = \"http://127.0.0.1:1\"\norg = \"o\"\nbucket = \"b\"\ntoken = {{ file = \"{}\" }}\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("no-such-token").display()
+        ),
+    )
+    .expect("write config");
+    let expect = |stderr: &str| {
+        for (key, what, line) in [
+            (
+                "mqtt.password",
+                "CAMPUSGW_TEST_NO_SUCH_SECRET is not set",
+                "line 6",
+            ),
+            ("influx.token", "no-such-token", "line 11"),
+        ] {
+            let hit = stderr.lines().find(|l| l.contains(key));
+            assert!(
+                hit.is_some_and(|l| l.contains(what) && l.contains(line)),
+                "{key}: {what} at {line} in:\n{stderr}"
+            );
+        }
+    };
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    expect(&stderr);
+    // An empty value (the shipped campusgw.env's) is no better.
+    let (code, _, stderr) = check_with(&path, &[("CAMPUSGW_TEST_NO_SUCH_SECRET", "")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("CAMPUSGW_TEST_NO_SUCH_SECRET is empty"),
+        "{stderr}"
+    );
+
+    // `run` refuses to start with the same problems and EX_CONFIG, which
+    // the unit does not restart on.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("CAMPUSGW_TEST_NO_SUCH_SECRET")
+        .output()
+        .expect("campusgw run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    expect(&stderr);
+    let unit = include_str!("../deploy/campusgw.service");
+    assert!(unit.contains("RestartPreventExitStatus=78"), "{unit}");
 }
 
 #[test]
@@ -73,6 +141,73 @@ fn check_names_every_problem_with_key_path_and_line() {
     let (code, _, stderr) = check(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read the file"), "{stderr}");
+}
+
+#[test]
+fn check_names_five_mistakes_in_five_sections_in_one_run_with_suggestions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("campus.toml");
+    std::fs::write(
+        &path,
+        r#"[gateway]
+data_dri = "/var/lib/campusgw"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+keep_alive = "0s"
+
+[influx]
+flush_interval = "5 parsecs"
+
+[web]
+lisen = "127.0.0.1:8080"
+
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+
+[[devices]]
+id = "a3-302"
+kind = "smoke"
+site = "yazhong"
+heartbeat = 90
+
+[[modbus.devices]]
+id = "cab-1"
+kind = "labcap"
+site = "yazhong"
+transport = "tcp"
+address = "127.0.0.1:5020"
+map = "ref-chem-cabinet"
+"#,
+    )
+    .expect("write config");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for (key, says, line) in [
+        ("gateway.data_dri", "did you mean `data_dir`?", "line 2"),
+        ("mqtt.keep_alive", "must be above zero", "line 6"),
+        (
+            "influx.flush_interval",
+            r#"expected a duration such as "30s", "5m" or "1h 30m""#,
+            "line 9",
+        ),
+        ("web.lisen", "did you mean `listen`?", "line 12"),
+        ("devices[1].heartbeat", "such as \"30s\"", "line 23"),
+        (
+            "modbus.devices[0].kind",
+            "did you mean `labcab`?",
+            "line 27",
+        ),
+    ] {
+        let hit = stderr.lines().find(|l| l.contains(key));
+        assert!(
+            hit.is_some_and(|l| l.contains(says) && l.contains(line)),
+            "{key}: {says} at {line} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("has 6 problem(s)"), "{stderr}");
 }
 
 /// Runs `campusgw run` until `done(stderr so far)` or 60 s; returns the stderr.
@@ -547,4 +682,169 @@ fn roster_prints_who_is_on_duty() {
         .expect("run campusgw roster");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a local time"));
+}
+
+/// `campusgw user add <name> --role <role> --password-stdin --data-dir <data>`.
+fn user_add(
+    data: &std::path::Path,
+    name: &str,
+    role: &str,
+    password: &str,
+) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("campusgw user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    child.wait_with_output().expect("wait for user add")
+}
+
+/// Signs in on the page at `port`: (client, session cookie, CSRF token).
+async fn sign_in(port: u16, user: &str, password: &str) -> (reqwest::Client, String, String) {
+    let client = common::http_client();
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/api/login"))
+        .json(&serde_json::json!({ "username": user, "password": password }))
+        .send()
+        .await
+        .expect("sign-in request");
+    assert_eq!(resp.status(), 200, "{user} signs in");
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie value")
+        .to_owned();
+    let body: serde_json::Value = resp.json().await.expect("login body");
+    let csrf = body["csrf"].as_str().expect("csrf").to_owned();
+    (client, cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_endpoint_replaces_the_rules_and_refuses_a_broken_file() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let base = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
+        data.display(),
+        broker.url()
+    );
+    let smoke_rule = common::gateway::smoke_rule("smoke");
+    let gate_rule = "[[rules]]\nid = \"gate-forced\"\nseverity = \"high\"\nkinds = [\"gate\"]\nmessage = \"forced\"\ncondition = { type = \"equals\", field = \"event\", value = \"forced_open\" }\n";
+    let path = dir.path().join("campus.toml");
+    std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");
+    let gw = Running::start(&path, dir.path().join("gw.log"));
+    common::eventually("the gateway subscribed", || async {
+        common::http_sync(port, "GET", "/healthz", None, None)
+            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+    })
+    .await;
+    // An admin added while the daemon runs.
+    let out = user_add(&data, "admin1", "admin", "admin1-password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (client, cookie, csrf) = sign_in(port, "admin1", "admin1-password").await;
+    let reload = || {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/admin/reload"))
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .send()
+    };
+    let mut alarms = common::Subscriber::connect(&broker.url(), "campusgw/+/alarm/#").await;
+    let publisher = common::Publisher::connect(&broker.url()).await;
+
+    // The smoke rule is replaced by the gate rule.
+    std::fs::write(&path, format!("{base}{gate_rule}")).expect("write");
+    let resp = reload().await.expect("reload request");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    assert!(body.contains("\"rules\":1"), "{body}");
+
+    // A broken file: 422 with every problem, and the gate rule still runs.
+    std::fs::write(
+        &path,
+        format!("{base}[[rules]]\nid = \"x\"\nseverity = \"urgent\"\nkinds = [\"smoke\"]\nmesage = \"m\"\ncondition = {{ type = \"equals\", field = \"alarm\", value = true }}\n"),
+    )
+    .expect("write");
+    let resp = reload().await.expect("reload request");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    assert_eq!(status, 422, "{body}");
+    let problems = body["problems"].to_string();
+    assert!(problems.contains("rules[0].mesage"), "{body}");
+    assert!(problems.contains("rules[0].severity"), "{body}");
+    // Without the CSRF token the reload is refused.
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/api/admin/reload"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("reload request");
+    assert_eq!(resp.status(), 403);
+
+    let mut p = common::feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = serde_json::json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    let mut g = common::feed::payload("gate", common::now_ms(), 2);
+    g["event"] = serde_json::json!("forced_open");
+    publisher
+        .publish(
+            "campus/yazhong/gate/east-1",
+            g.to_string(),
+            common::QoS::AtLeastOnce,
+        )
+        .await;
+    // The smoke message, published first, raised nothing: the first alarm is the gate's.
+    let msg = alarms.recv().await;
+    assert_eq!(
+        msg.topic,
+        "campusgw/yazhong/alarm/east-1/gate-forced",
+        "{}",
+        gw.log()
+    );
+    let audit = client
+        .get(format!("http://127.0.0.1:{port}/api/audit"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("audit")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        audit.contains("reload_refused") && audit.contains("\"reload\""),
+        "{audit}"
+    );
 }

@@ -46,6 +46,8 @@ pub struct ConfigError {
     pub file: Option<PathBuf>,
     /// All problems found.
     pub problems: Vec<Problem>,
+    /// What was not checked yet, if anything.
+    pub note: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -61,6 +63,9 @@ impl fmt::Display for ConfigError {
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
+        if let Some(note) = &self.note {
+            writeln!(f, "({note})")?;
+        }
         Ok(())
     }
 }
@@ -75,8 +80,19 @@ pub struct Loaded {
 }
 
 impl Config {
-    /// Loads `path` with the process environment's overrides.
+    /// Loads `path` with the process environment's overrides, and reads
+    /// every secret and key file it names (a missing one is a problem).
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        Self::load_file(path, true)
+    }
+
+    /// `load` without reading the secrets: for commands that need only
+    /// `gateway.data_dir` (`user add`), run by someone who may not have them.
+    pub fn load_skipping_secrets(path: &Path) -> Result<Loaded, ConfigError> {
+        Self::load_file(path, false)
+    }
+
+    fn load_file(path: &Path, secrets: bool) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_owned()),
             problems: vec![Problem {
@@ -84,40 +100,49 @@ impl Config {
                 origin: None,
                 message: format!("cannot read the file: {e}"),
             }],
+            note: None,
         })?;
-        Self::parse(&text, std::env::vars(), path.parent()).map_err(|mut e| {
+        Self::parse(&text, std::env::vars(), path.parent(), secrets).map_err(|mut e| {
             e.file = Some(path.to_owned());
             e
         })
     }
 
     /// Parses TOML text, applies `CAMPUSGW__…` overrides from `env`, validates.
-    /// A relative `devices_file` is read from the working directory.
+    /// A relative `devices_file` is read from the working directory. Secrets
+    /// are not read (`load` reads them, as `run` will).
     pub fn from_toml(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Loaded, ConfigError> {
-        Self::parse(text, env, None)
+        Self::parse(text, env, None, false)
     }
 
-    /// `from_toml`, with a relative `devices_file` read from `dir` (the configuration file's).
+    /// `from_toml`, with a relative `devices_file` read from `dir` (the
+    /// configuration file's), and with `secrets` the secrets and key files read.
     fn parse(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
         dir: Option<&Path>,
+        secrets: bool,
     ) -> Result<Loaded, ConfigError> {
         let fail = |problems| ConfigError {
             file: None,
             problems,
+            note: None,
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            fail(vec![Problem {
-                path: String::new(),
-                origin: e.span().map(|s| format!("line {}", line_of(text, s.start))),
-                message: format!("TOML syntax: {}", e.message().trim()),
-            }])
-        })?;
-        let overrides = apply_env(&mut table, env).map_err(fail)?;
+        let parse_table = || -> Result<toml::Table, ConfigError> {
+            toml::from_str(text).map_err(|e| {
+                fail(vec![Problem {
+                    path: String::new(),
+                    origin: e.span().map(|s| format!("line {}", line_of(text, s.start))),
+                    message: format!("TOML syntax: {}", e.message().trim()),
+                }])
+            })
+        };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut table = parse_table()?;
+        let (overrides, env_problems) = apply_env(&mut table, env.iter().cloned());
         // The span-keeping parse costs several times the file's size in memory
         // (10,000 devices: tens of MB), so it is made only to place a problem.
         let doc = std::cell::OnceCell::new();
@@ -125,21 +150,54 @@ impl Config {
             let doc = doc.get_or_init(|| text.parse::<toml_edit::ImDocument<String>>().ok());
             doc.as_ref().and_then(|d| locate(d, text, &overrides, path))
         };
-
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.inner().to_string();
-                // An unknown key's own position is more useful than its parent's.
-                let key_path = unknown_field(&message)
-                    .map(|k| join_path(&path, k))
-                    .unwrap_or_else(|| path.clone());
-                fail(vec![Problem {
-                    origin: locate(&key_path).or_else(|| locate(&path)),
-                    path: if path == "." { String::new() } else { path },
+        let with_origin = |ps: Vec<(String, String)>| {
+            ps.into_iter()
+                .map(|(path, message)| Problem {
+                    origin: locate(&path),
+                    path,
                     message,
-                }])
-            })?;
+                })
+                .collect::<Vec<_>>()
+        };
+
+        // The whole file at once (no copy of it kept); only when that fails
+        // is it parsed again and checked piece by piece, for every error.
+        let mut type_errors = Vec::new();
+        let mut bad_sections = std::collections::BTreeSet::new();
+        let config: Option<Config> = match toml::Value::Table(table).try_into() {
+            Ok(c) => Some(c),
+            Err(whole) => {
+                let mut table = parse_table()?;
+                let _ = apply_env(&mut table, env);
+                let found = super::collect::check(&mut table);
+                type_errors = found.problems;
+                bad_sections = found.bad_sections;
+                let repaired = found
+                    .repaired
+                    .then(|| toml::Value::Table(table).try_into::<Config>());
+                match repaired {
+                    Some(Ok(c)) => Some(c),
+                    // Never left unsaid: serde's own word when the pieces passed.
+                    Some(Err(e)) if type_errors.is_empty() => {
+                        type_errors.push((String::new(), e.message().trim().to_owned()));
+                        None
+                    }
+                    None if type_errors.is_empty() => {
+                        type_errors.push((String::new(), whole.message().trim().to_owned()));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let mut problems = env_problems;
+        problems.extend(with_origin(type_errors));
+        let Some(mut config) = config else {
+            let mut e = fail(sorted(problems));
+            e.note =
+                Some("the checks of values against each other run once these are fixed".into());
+            return Err(e);
+        };
 
         let mut file_problems = Vec::new();
         if let Some(file) = &config.devices_file {
@@ -158,24 +216,25 @@ impl Config {
             mut errors,
             warnings,
         } = config.validate();
+        if secrets {
+            errors.extend(config.secret_problems());
+        }
         errors.splice(
             0..0,
             file_problems
                 .into_iter()
                 .map(|m| ("devices_file".to_owned(), m)),
         );
-        let with_origin = |ps: Vec<(String, String)>| {
-            ps.into_iter()
-                .map(|(path, message)| Problem {
-                    origin: locate(&path),
-                    path,
-                    message,
-                })
-                .collect::<Vec<_>>()
+        // A section that had type errors was repaired by taking keys out: what
+        // the semantic checks say of it follows from that, not from the file.
+        let section = |path: &str| {
+            let end = path.find(['.', '[']).unwrap_or(path.len());
+            bad_sections.contains(&path[..end])
         };
-        let errors = with_origin(errors);
-        if !errors.is_empty() {
-            return Err(fail(errors));
+        errors.retain(|(path, _)| !section(path));
+        problems.extend(with_origin(errors));
+        if !problems.is_empty() {
+            return Err(fail(sorted(problems)));
         }
         Ok(Loaded {
             config,
@@ -184,25 +243,39 @@ impl Config {
     }
 }
 
+/// Most problems listed: a file generated wrong can have one per line, and
+/// the list goes into a log line and an HTTP answer.
+const MAX_PROBLEMS: usize = 200;
+
+/// Problems in the order of the file (those set by the environment last),
+/// at most `MAX_PROBLEMS` of them and a last one saying how many more.
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    let line = |p: &Problem| {
+        p.origin
+            .as_deref()
+            .and_then(|o| o.strip_prefix("line "))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    };
+    problems.sort_by_key(line);
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(Problem {
+            path: String::new(),
+            origin: None,
+            message: format!("… and {more} more problems, shown once these are fixed"),
+        });
+    }
+    problems
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
-}
-
-fn join_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() || parent == "." {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
 }
 
 /// Finds the line of a dotted key path (`a.b[2].c`) in the file, or the
@@ -256,11 +329,12 @@ fn locate(
 
 /// Merges `CAMPUSGW__SECTION__KEY=value` into the table. A value that parses
 /// as a TOML value (number, bool, array) takes that type, else it is a string.
-/// Returns variable → key path, so problems can name the variable.
+/// Returns variable → key path, so problems can name the variable, and the
+/// variables that could not be applied.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<BTreeMap<String, String>, Vec<Problem>> {
+) -> (BTreeMap<String, String>, Vec<Problem>) {
     let mut applied = BTreeMap::new();
     let mut problems = Vec::new();
     for (var, raw) in env {
@@ -287,11 +361,7 @@ fn apply_env(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(applied)
-    } else {
-        Err(problems)
-    }
+    (applied, problems)
 }
 
 /// Sets `keys` (a path) to `value`, creating sections; `Err(key)` when a
@@ -470,6 +540,57 @@ timeout = "3s"
     }
 
     #[test]
+    fn a_required_key_that_is_wrong_stops_only_the_checks_that_depend_on_it() {
+        // `kind` is wrong and needed: the device cannot be repaired, so the
+        // cross-checks wait (a note says so), but every type error is named.
+        let text = format!("{MINIMAL}keep_alive = \"0s\"\n[gateway]\nqos = 1\n[[devices]]\nid = \"a\"\nkind = \"smok\"\nsite = \"s\"\n[influx]\nbatch_size = \"x\"\n");
+        let e = load(&text).expect_err("broken");
+        let p: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("gateway.qos: unknown field") && p[0].contains("line 5"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("devices[0].kind") && p[1].contains("did you mean `smoke`?"),
+            "{p:?}"
+        );
+        assert!(p[2].starts_with("influx.batch_size"), "{p:?}");
+        assert!(e.note.is_some());
+        // With the device mended, the zero keep-alive is named with the rest.
+        let e = load(&text.replace("smok", "smoke")).expect_err("broken");
+        let p: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("mqtt.keep_alive") && x.contains("line 3")),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(e.note.is_none());
+        // An environment variable's mistake names the variable.
+        let env = vec![("CAMPUSGW__INFLUX__TIMEOUT".to_owned(), "10".to_owned())];
+        let e = Config::from_toml(MINIMAL, env).expect_err("a number is no duration");
+        assert!(
+            e.to_string().contains("influx.timeout")
+                && e.to_string().contains("CAMPUSGW__INFLUX__TIMEOUT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_file_wrong_on_every_line_lists_a_bounded_number_of_problems() {
+        let mut text = MINIMAL.to_owned();
+        for i in 0..300 {
+            text.push_str(&format!(
+                "[[devices]]\nid = \"d{i}\"\nkind = \"smoke\"\nsite = \"s\"\nroom = {i}\n"
+            ));
+        }
+        let e = load(&text).expect_err("300 bad rooms");
+        assert_eq!(e.problems.len(), MAX_PROBLEMS + 1);
+        assert!(e.problems[MAX_PROBLEMS].message.contains("100 more"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_has_line() {
         let p = problems("[mqtt]\nurl = \"mqtt://a:1\"\nfoo = = 3\n");
         assert!(p[0].contains("line 3"), "{p:?}");
@@ -606,6 +727,22 @@ timeout = "3s"
             load(&text).unwrap_or_else(|e| panic!("example with its devices file: {e}"));
         assert_eq!(with_file.config.devices_from_file, 6);
         assert_eq!(with_file.config.devices.len(), l.config.devices.len() + 6);
+    }
+
+    #[test]
+    fn the_examples_of_the_device_reference_are_accepted() {
+        let doc = include_str!("../../docs/devices.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 4, "{}", blocks.len());
+        for b in blocks {
+            if let Err(e) = load(&format!("{MINIMAL}{b}")) {
+                panic!("docs/devices.md example:\n{b}\n{e}");
+            }
+        }
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! (`deny_unknown_fields`, a doc line per key, defaults as functions).
 //!
 //! `load` reads the file with its `CAMPUSGW__…` environment overrides and
-//! maps every problem to its key path and line; `validate` collects every
+//! maps every problem to its key path and line (`collect` finds every type
+//! and unknown-key error, with "did you mean"); `validate` collects every
 //! semantic problem at once, never stopping at the first.
 
+mod collect;
 mod devices_file;
 mod load;
 mod notify;
@@ -218,17 +220,26 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The secret's value.
+    /// The secret's value; an empty one is refused like a missing one (the
+    /// shipped `campusgw.env` has every variable present but empty).
     pub fn resolve(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(s) => Ok(s.clone()),
+        let value = match self {
+            Secret::Inline(s) => s.clone(),
             Secret::Env { env } => {
-                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?
             }
             Secret::File { file } => std::fs::read_to_string(file)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        };
+        if value.is_empty() {
+            return Err(match self {
+                Secret::Inline(_) => "is empty".to_owned(),
+                Secret::Env { env } => format!("environment variable {env} is empty"),
+                Secret::File { file } => format!("{} is empty", file.display()),
+            });
         }
+        Ok(value)
     }
 }
 

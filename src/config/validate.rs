@@ -54,6 +54,15 @@ impl Config {
                 "must be at most 1s: every acknowledgement waits for it".into(),
             );
         }
+        for (key, d) in [
+            ("gateway.max_ts_past", g.max_ts_past),
+            ("gateway.max_ts_future", g.max_ts_future),
+            ("gateway.shutdown_timeout", g.shutdown_timeout),
+        ] {
+            if d.is_zero() {
+                err(key, "must be above zero".into());
+            }
+        }
         if !g.spool_fsync {
             warns.push((
                 "gateway.spool_fsync".into(),
@@ -93,6 +102,14 @@ impl Config {
         }
         if m.password.is_some() && m.username.is_none() {
             err("mqtt.password", "is set without mqtt.username".into());
+        }
+        if m.keep_alive.is_zero() {
+            // MQTT reads 0 as "no keep-alive" (a dead link unnoticed); the source
+            // would quietly use 5s instead, which is not what the file says.
+            err(
+                "mqtt.keep_alive",
+                "must be above zero (5s at least; 30s is usual)".into(),
+            );
         }
         if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
             err(
@@ -239,6 +256,9 @@ impl Config {
                 "must be 0 (off) or at least 2".into(),
             );
         }
+        if a.flood_threshold > 0 && a.flood_window.is_zero() {
+            err("alarms.flood_window", "must be above zero".into());
+        }
         if a.mqtt_topic.contains(['+', '#']) {
             err("alarms.mqtt_topic", "may not contain MQTT wildcards".into());
         }
@@ -282,6 +302,72 @@ impl Config {
 }
 
 impl Config {
+    /// Every secret and key file the gateway will read at start, read now:
+    /// an unset `{ env = … }` or an unreadable `{ file = … }` is an error of
+    /// `check` (and `run` refuses to start) instead of a source that never
+    /// comes up. Reads the process environment and the files, so it is
+    /// part of `Config::load`, not of `validate`.
+    pub fn secret_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let secrets = [
+            ("mqtt.password", &self.mqtt.password),
+            ("influx.token", &self.influx.token),
+            ("influx.password", &self.influx.password),
+        ];
+        for (key, secret) in secrets {
+            if let Some(Err(message)) = secret.as_ref().map(Secret::resolve) {
+                out.push((key.to_owned(), message));
+            }
+        }
+        for (id, c) in &self.notify.channels {
+            use super::ChannelKind as K;
+            let secrets: Vec<(&str, Option<&Secret>)> = match &c.kind {
+                K::Webhook { secret, .. } | K::Sms { secret, .. } => {
+                    vec![("secret", secret.as_ref())]
+                }
+                K::Wecom { key, .. } => vec![("key", Some(key))],
+                K::Dingtalk {
+                    access_token,
+                    secret,
+                    ..
+                } => vec![
+                    ("access_token", Some(access_token)),
+                    ("secret", Some(secret)),
+                ],
+                K::Feishu { hook, secret, .. } => {
+                    vec![("hook", Some(hook)), ("secret", Some(secret))]
+                }
+            };
+            for (field, secret) in secrets {
+                if let Some(Err(message)) = secret.map(Secret::resolve) {
+                    out.push((format!("notify.channels.{id}.{field}"), message));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        if let Some(t) = &self.mqtt.tls {
+            files.push(("mqtt.tls.ca_file", Some(&t.ca_file)));
+            files.push(("mqtt.tls.client_cert_file", t.client_cert_file.as_ref()));
+            files.push(("mqtt.tls.client_key_file", t.client_key_file.as_ref()));
+        }
+        if let Some(t) = &self.web.tls {
+            files.push(("web.tls.cert_file", Some(&t.cert_file)));
+            files.push(("web.tls.key_file", Some(&t.key_file)));
+        }
+        for (key, file) in files {
+            if let Some(Err(e)) = file.map(std::fs::File::open) {
+                out.push((
+                    key.to_owned(),
+                    format!(
+                        "cannot read {}: {e}",
+                        file.map_or_else(String::new, |f| f.display().to_string())
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
     /// The `[modbus]` section: timings, lines, maps, and each device's
     /// identity, endpoint and registers. `declared` holds (site, id) of `[[devices]]`.
     fn validate_modbus(

@@ -5,7 +5,9 @@
 //! `config/campus.example.toml`, its Modbus TCP devices (a kitchen hood and a
 //! chemical cabinet) served in-process on their register maps and polled
 //! like real ones, and the gateway consuming it all exactly as `run` does.
-//! InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set.
+//! InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set. Each demo has its
+//! own private data directory (or the `--data-dir` it is given), so demos
+//! run side by side on different ports without touching each other.
 
 pub mod broker;
 pub mod modbus;
@@ -30,6 +32,25 @@ pub struct Options {
     pub web_port: u16,
     /// Port of the embedded broker; 0 or a busy port picks a free one.
     pub mqtt_port: u16,
+}
+
+/// Where a demo keeps its state.
+#[derive(Debug)]
+enum DataDir {
+    /// A fresh private directory (mode 0700), removed when the demo ends:
+    /// two demos never share a user store or a spool.
+    Fresh(tempfile::TempDir),
+    /// The one given with `--data-dir`, kept.
+    Kept(std::path::PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            DataDir::Fresh(t) => t.path(),
+            DataDir::Kept(p) => p,
+        }
+    }
 }
 
 /// The example configuration adapted to the demo: the embedded broker, a
@@ -78,11 +99,37 @@ async fn simulate_modbus(cfg: &mut Config, stop: &CancellationToken) -> anyhow::
     Ok(())
 }
 
-/// Runs the demo until `shutdown`.
-pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A fresh directory under `$TMPDIR` that only this user can enter (it
+/// holds the demo's users and sessions).
+fn private_tempdir() -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("campusgw-demo-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        b.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    b.tempdir()
+}
+
+/// Runs the demo until `shutdown`, in `data_dir` (kept), or in a fresh
+/// private directory removed at the end.
+pub async fn run(
+    opts: Options,
+    data_dir: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mqtt_addr =
         broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
-    let data_dir = std::env::temp_dir().join("campusgw-demo");
+    // Dropped (and so removed, when fresh) at the end of this function,
+    // after the gateway has stopped.
+    let dir = match data_dir {
+        Some(p) => DataDir::Kept(p),
+        None => {
+            DataDir::Fresh(private_tempdir().context("cannot create the demo's data directory")?)
+        }
+    };
+    let data_dir = dir.path().to_owned();
     let mut cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
     let sim_stop = shutdown.child_token();
     simulate_modbus(&mut cfg, &sim_stop).await?;
@@ -128,10 +175,23 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
         Some(url) => println!("  InfluxDB: {url}"),
-        None => println!(
-            "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
+        // A fresh directory goes at exit, and its spool with it.
+        None => match &dir {
+            DataDir::Fresh(_) => println!(
+                "  InfluxDB: none configured; readings are not stored (set CAMPUSGW__INFLUX__URL; with --data-dir the spool is kept for a later run)"
+            ),
+            DataDir::Kept(_) => println!(
+                "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
+                data_dir.display()
+            ),
+        },
+    }
+    match &dir {
+        DataDir::Fresh(_) => println!(
+            "  Data:     {} (private; removed when the demo stops)",
             data_dir.display()
         ),
+        DataDir::Kept(_) => println!("  Data:     {} (kept)", data_dir.display()),
     }
     println!("  Stop with Ctrl-C.");
     println!();
@@ -144,5 +204,6 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     }
     let _ = sim.await;
     gw.stop().await;
+    drop(dir);
     Ok(())
 }

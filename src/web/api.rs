@@ -765,43 +765,33 @@ pub(super) async fn audit(State(s): State<AppState>, auth: Auth) -> Result<Json<
     Ok(Json(json!({ "audit": list })))
 }
 
-/// `POST /api/admin/reload`: reload the rules from the configuration file;
-/// a file with problems is refused with every problem listed.
+/// `POST /api/admin/reload`: reload the rules from the configuration file
+/// (the same path as SIGHUP); a file with problems is refused with every
+/// problem listed (422), and the running rules stay.
 pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Admin)?;
     let path = s
         .config_path
         .clone()
         .ok_or_else(|| ApiError::Conflict("this gateway was not started from a file".into()))?;
-    let loaded = blocking(move || {
-        crate::config::Config::load(&path)
-            .map_err(|e| ApiError::invalid("config_invalid", e.to_string()))
-    })
-    .await;
-    let loaded = match loaded {
-        Ok(l) => l,
-        Err(e) => {
-            auth.audit(&s, "reload_refused", "rules", &e.to_string());
-            return Err(e);
+    match crate::app::reload_rules(&path, &s.rules).await {
+        Ok(n) => {
+            auth.audit(&s, "reload", "rules", &format!("{n} rules"));
+            Ok(Json(json!({ "rules": n })))
         }
-    };
-    let set = crate::rules::RuleSet::compile(&loaded.config).map_err(|p| {
-        ApiError::invalid(
-            "config_invalid",
-            p.into_iter()
-                .map(|(k, m)| format!("{k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let n = set.rules.len();
-    s.rules
-        .reload
-        .send(set)
-        .await
-        .map_err(|_| ApiError::Unavailable("the alarm engine is not running".into()))?;
-    auth.audit(&s, "reload", "rules", &format!("{n} rules"));
-    Ok(Json(json!({ "rules": n })))
+        Err(crate::app::ReloadError::Invalid(e)) => {
+            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            auth.audit(&s, "reload_refused", "rules", &problems.join("; "));
+            Err(ApiError::Unprocessable {
+                message: format!(
+                    "the configuration file has {} problem(s); the running rules stay",
+                    problems.len()
+                ),
+                problems,
+            })
+        }
+        Err(e @ crate::app::ReloadError::Stopped) => Err(ApiError::Unavailable(e.to_string())),
+    }
 }
 
 #[cfg(test)]

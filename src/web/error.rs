@@ -49,6 +49,15 @@ pub enum ApiError {
     /// 404: no open alarm has this id (`alarm_not_found`).
     #[error("no open alarm {0}")]
     AlarmNotFound(i64),
+    /// 422: a file (or body) with these problems, each with its key path
+    /// (`invalid_file`).
+    #[error("{message}")]
+    Unprocessable {
+        /// One line on what was refused.
+        message: String,
+        /// Every problem.
+        problems: Vec<String>,
+    },
     /// 409: the state does not allow it.
     #[error("{0}")]
     Conflict(String),
@@ -89,6 +98,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::AlarmNotFound(_) => "alarm_not_found",
+            ApiError::Unprocessable { .. } => "invalid_file",
             ApiError::Conflict(_) => "conflict",
             ApiError::NotAllowed(_) => "not_allowed",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
@@ -106,6 +116,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::AlarmNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotAllowed(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "Request failed.");
@@ -122,6 +133,9 @@ impl IntoResponse for ApiError {
                 body["state"] = json!(n.state);
             }
             _ => {}
+        }
+        if let ApiError::Unprocessable { problems, .. } = &self {
+            body["problems"] = json!(problems);
         }
         (status, Json(body)).into_response()
     }
