@@ -163,11 +163,25 @@ listen = "127.0.0.1:{port}"
         drop(url);
     });
 
+    // The details of /healthz are for a signed-in user or a token.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let auth = campus_gateway::web::AuthStore::open(&data).expect("auth store");
+    auth.set_user(
+        "reader",
+        campus_gateway::web::Role::Viewer,
+        "reader-password",
+    )
+    .expect("reader");
+    let token = auth
+        .create_token("monitor", campus_gateway::web::Role::Viewer, "reader")
+        .expect("token");
+    drop(auth);
     let healthz = tokio::task::spawn_blocking(move || {
         let mut seen = None;
         let log = run_until(&path, &[("TEST_INFLUX_TOKEN", "wrong-token")], |log| {
             if seen.is_none() && log.contains("InfluxDB refuses our writes") {
-                seen = common::http_sync(port, "GET", "/healthz", None, None).ok();
+                seen = common::http_sync_bearer(port, "/healthz", &token).ok();
             }
             seen.is_some()
         });
@@ -315,8 +329,10 @@ async fn sighup_reloads_rules_and_refuses_a_broken_file() {
     std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");
     let gw = Running::start(&path, dir.path().join("gw.log"));
     common::eventually("the gateway subscribed", || async {
-        common::http_sync(port, "GET", "/healthz", None, None)
-            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+        common::http_sync(port, "GET", "/healthz", None, None).is_ok_and(|(_, body)| {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["components"]["mqtt"] == "ok")
+        })
     })
     .await;
     let mut alarms = common::Subscriber::connect(&broker.url(), "campusgw/+/alarm/#").await;

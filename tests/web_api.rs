@@ -396,3 +396,46 @@ async fn futures_chunk(resp: &mut reqwest::Response) -> Option<String> {
         _ => None,
     }
 }
+
+/// `/healthz` is public: without a session or token it shows each
+/// component's state, never an address or a credential; with a token it
+/// shows the details, the InfluxDB URL's credentials hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_without_credentials_shows_states_not_addresses_or_passwords() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens there: InfluxDB shows as down, its URL in the detail.
+    let closed = common::free_port();
+    let text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"gw-health-{}\"\n[influx]\nurl = \"http://school:s3cret-pw@127.0.0.1:{closed}\"\napi = \"v1\"\ndatabase = \"campus\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        broker.url(),
+        std::process::id(),
+    );
+    let loaded = campus_gateway::config::Config::from_toml(&text, Vec::new()).expect("config");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.path == "influx.url" && w.message.contains("credentials")),
+        "`check` warns about credentials in the URL: {:?}",
+        loaded.warnings
+    );
+    let gw = gateway::start(loaded.config).await;
+    gateway::wait_subscribed(&gw).await;
+    let mut anon = Page::new(&gw);
+    let (_, body) = anon.get("/healthz").await;
+    let text = body.to_string();
+    assert_eq!(body["components"]["mqtt"], "ok", "{text}");
+    for secret in ["127.0.0.1", "s3cret-pw", "school", "detail"] {
+        assert!(!text.contains(secret), "`{secret}` in {text}");
+    }
+    let (_, details) = gateway::get(&gw, "/healthz").await;
+    assert!(details.contains("\"detail\""), "{details}");
+    assert!(
+        details.contains(&format!("http://***@127.0.0.1:{closed}")),
+        "{details}"
+    );
+    assert!(!details.contains("s3cret-pw"), "{details}");
+    gw.stop().await;
+}

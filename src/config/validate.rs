@@ -9,6 +9,7 @@ use super::{
 };
 use crate::reading::Kind;
 use crate::sources::modbus::map::{PROTOCOL_MAX_BITS, PROTOCOL_MAX_REGISTERS};
+use crate::telemetry::redact::{has_credentials, redact_urls};
 
 /// Problems found by `validate`, each as (key path, message).
 #[derive(Debug, Default)]
@@ -58,15 +59,18 @@ impl Config {
         let m = &self.mqtt;
         match m.url.split_once("://") {
             Some(("mqtt" | "tcp" | "mqtts" | "ssl", rest)) if !rest.is_empty() => {
-                if crate::sources::mqtt::parse_url(&m.url).is_err() {
-                    err("mqtt.url", format!("`{}` is not host:port", m.url));
+                if let Err(e) = crate::sources::mqtt::parse_url(&m.url) {
+                    err(
+                        "mqtt.url",
+                        format!("`{}` is not host:port: {e}", redact_urls(&m.url)),
+                    );
                 }
             }
             _ => err(
                 "mqtt.url",
                 format!(
                     "`{}` must look like mqtt://host:1883 or mqtts://host:8883",
-                    m.url
+                    redact_urls(&m.url)
                 ),
             ),
         }
@@ -162,11 +166,12 @@ impl Config {
             )),
             Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => err(
                 "influx.url",
-                format!("`{u}` must start with http:// or https://"),
+                format!("`{}` must start with http:// or https://", redact_urls(u)),
             ),
-            Some(u) if reqwest::Url::parse(u).is_err() => {
-                err("influx.url", format!("`{u}` is not a valid URL"))
-            }
+            Some(u) if reqwest::Url::parse(u).is_err() => err(
+                "influx.url",
+                format!("`{}` is not a valid URL", redact_urls(u)),
+            ),
             Some(_) => match f.api {
                 InfluxApi::V2 => {
                     for (k, v) in [("org", &f.org), ("bucket", &f.bucket)] {
@@ -187,6 +192,12 @@ impl Config {
                     }
                 }
             },
+        }
+        if f.url.as_deref().is_some_and(has_credentials) {
+            warns.push((
+                "influx.url".into(),
+                "carries credentials; they are hidden in logs and /healthz, but belong in influx.username and influx.password (v1) or influx.token (v2), as { env = \"VAR\" } or { file = \"/path\" }".into(),
+            ));
         }
         for (k, s) in [("token", &f.token), ("password", &f.password)] {
             if matches!(s, Some(Secret::Inline(_))) {

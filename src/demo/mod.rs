@@ -127,7 +127,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     );
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
-        Some(url) => println!("  InfluxDB: {url}"),
+        Some(url) => println!("  InfluxDB: {}", crate::telemetry::redact_urls(&url)),
         None => println!(
             "  InfluxDB: none configured; readings are kept in the spool under {} and written once CAMPUSGW__INFLUX__URL is set",
             data_dir.display()

@@ -6,10 +6,12 @@
 pub mod health;
 pub mod metrics;
 mod ratelimit;
+pub mod redact;
 
 pub use health::{affects_readiness, Component, Health, Status};
 pub use metrics::{Metrics, ModbusDeviceMetrics, ModbusFailure};
 pub use ratelimit::LogLimiter;
+pub use redact::redact_urls;
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 

@@ -6,7 +6,8 @@
 //! `bind` binds (plain or TLS) and returns the server future, which ends
 //! when the shutdown token fires.
 //!
-//! Access: everything but `/`, the assets, `/healthz`, `/metrics` and
+//! Access: everything but `/`, the assets, `/healthz` (states only; its
+//! details need a session or token), `/metrics` and
 //! `/api/login` needs a session cookie or an API token (`Authorization:
 //! Bearer …`). A state-changing request on a session also needs its CSRF
 //! token in `X-CSRF-Token`; API tokens carry no ambient authority and need
@@ -274,7 +275,10 @@ pub async fn bind(
     Ok((local, server))
 }
 
-async fn healthz(State(s): State<AppState>) -> Response {
+/// `/healthz`: public, for load balancers and monitoring, so without a
+/// session or token it shows only each component's state; the details (the
+/// addresses connected to, what is wrong) need a signed-in user or a token.
+async fn healthz(State(s): State<AppState>, auth: Result<Auth, ApiError>) -> Response {
     let components = s.health.snapshot();
     // A Modbus device that is down degrades the gateway; only a core component makes it unready.
     let down = components
@@ -289,13 +293,21 @@ async fn healthz(State(s): State<AppState>) -> Response {
     } else {
         "ok"
     };
-    let body = json!({
-        "status": overall,
-        "components": components,
-        "spool_bytes": s.metrics.spool_bytes.get(),
-        "spool_points": s.metrics.spool_points.get(),
-        "devices": s.registry.len(),
-    });
+    let body = if auth.is_ok() {
+        json!({
+            "status": overall,
+            "components": components,
+            "spool_bytes": s.metrics.spool_bytes.get(),
+            "spool_points": s.metrics.spool_points.get(),
+            "devices": s.registry.len(),
+        })
+    } else {
+        let states: std::collections::BTreeMap<&str, Status> = components
+            .iter()
+            .map(|(name, c)| (name.as_str(), c.status))
+            .collect();
+        json!({ "status": overall, "components": states })
+    };
     let code = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
