@@ -174,7 +174,7 @@ listen = "127.0.0.1:{port}"
     )
     .expect("reader");
     let token = auth
-        .create_token("monitor", campus_gateway::web::Role::Viewer, "reader")
+        .create_token("monitor", campus_gateway::web::Role::Viewer, "reader", None)
         .expect("token");
     drop(auth);
     let healthz = tokio::task::spawn_blocking(move || {
@@ -423,31 +423,45 @@ async fn user_add_then_sign_in_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A short password is refused with a reason.
-    let mut child = Command::new(BIN)
-        .args([
-            "user",
-            "add",
-            "li",
-            "--role",
-            "viewer",
-            "--password-stdin",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("campusgw user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"short\n")
-        .expect("write password");
-    let out = child.wait_with_output().expect("wait");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+    // Weak passwords and names that do not show as themselves are refused with a reason.
+    for (name, password, reason) in [
+        ("li", "short", "at least 10 characters"),
+        ("li", "          ", "only spaces"),
+        ("li", "xxxxxxxxxxxxxxxx", "one character repeated"),
+        ("li.na-2024", "li.na-2024", "the user name"),
+        (
+            "admin\u{202e}nimda",
+            "a long enough password",
+            "a name has 1 to 32",
+        ),
+        ("😀😀😀", "a long enough password", "a name has 1 to 32"),
+    ] {
+        let mut child = Command::new(BIN)
+            .args([
+                "user",
+                "add",
+                name,
+                "--role",
+                "admin",
+                "--password-stdin",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("campusgw user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write password");
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name:?} / {password:?} accepted");
+        assert!(stderr.contains(reason), "{name:?} / {password:?}: {stderr}");
+    }
 
     // The page over HTTPS with a certificate made here; zhang signs in.
     let pki = common::tls::TestPki::generate();

@@ -439,3 +439,111 @@ async fn healthz_without_credentials_shows_states_not_addresses_or_passwords() {
     assert!(!details.contains("s3cret-pw"), "{details}");
     gw.stop().await;
 }
+
+/// Tokens belong to a user: they die with them, never act above their
+/// owner's current role, and may expire; weak passwords and names that
+/// hide bidi controls are refused by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_of_a_deleted_admin_is_refused_and_weak_credentials_are_too() {
+    let (_broker, _dir, gw) = setup().await;
+    let mut admin = Page::login(&gw, "admin1", "admin1-password").await;
+    let base = format!("http://{}", gw.web_addr);
+    let client = common::http_client();
+
+    // A second admin makes an admin token, then is deleted by the first.
+    let (status, body) = admin
+        .post(
+            "/api/users",
+            json!({ "name": "admin2", "role": "admin", "password": "admin2-password" }),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let mut admin2 = Page::login(&gw, "admin2", "admin2-password").await;
+    let (status, body) = admin2
+        .post(
+            "/api/tokens",
+            json!({ "name": "integration", "role": "admin", "expires_in_days": 30 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    let as_token = |req: reqwest::RequestBuilder| req.bearer_auth(&token);
+    let resp = as_token(client.get(format!("{base}/api/users")))
+        .send()
+        .await
+        .expect("users");
+    assert_eq!(resp.status(), 200, "the token works while its owner exists");
+
+    // An operator cannot make a token above their role.
+    let mut op = Page::login(&gw, "op1", "op1-password").await;
+    assert_eq!(
+        op.post("/api/tokens", json!({ "name": "x", "role": "admin" }))
+            .await
+            .0,
+        403
+    );
+
+    let (status, body) = admin.get("/api/tokens").await;
+    assert_eq!(status, 200);
+    assert!(body["tokens"][0]["expires_at"].is_i64(), "{body}");
+    let resp = client
+        .delete(format!("{base}/api/users/admin2"))
+        .header("Cookie", admin.cookie.clone().unwrap_or_default())
+        .header("X-CSRF-Token", admin.csrf.clone().unwrap_or_default())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    for (path, body) in [
+        ("/api/users", None),
+        (
+            "/api/users",
+            Some(json!({ "name": "mallory", "role": "admin", "password": "mallory-password" })),
+        ),
+    ] {
+        let req = match &body {
+            Some(b) => client.post(format!("{base}{path}")).json(b),
+            None => client.get(format!("{base}{path}")),
+        };
+        let resp = as_token(req).send().await.expect("request");
+        assert_eq!(resp.status(), 401, "{path} with the deleted admin's token");
+    }
+    let (_, body) = admin.get("/api/users").await;
+    assert!(!body.to_string().contains("mallory"), "{body}");
+
+    // Weak passwords and unusable names are refused with a reason.
+    for (name, password, reason) in [
+        ("wu", "          ", "only spaces"),
+        ("wu", "aaaaaaaaaaaaaaa", "one character repeated"),
+        ("wu.wei.2024", "wu.wei.2024", "the user name"),
+        ("wu", "short", "at least 10"),
+        (
+            "admin\u{202e}1nimda",
+            "a long enough password",
+            "a name has",
+        ),
+        ("e\u{200b}", "a long enough password", "a name has"),
+        (&"😀".repeat(64), "a long enough password", "a name has"),
+    ] {
+        let (status, body) = admin
+            .post(
+                "/api/users",
+                json!({ "name": name, "role": "viewer", "password": password }),
+            )
+            .await;
+        assert_eq!(status, 400, "{name:?} / {password:?}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(reason)),
+            "{name:?} / {password:?}: {body}"
+        );
+    }
+    // The same name rule at sign-in.
+    let (status, body) = Page::new(&gw)
+        .post(
+            "/api/login",
+            json!({ "username": "😀".repeat(64), "password": "a long enough password" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    gw.stop().await;
+}

@@ -56,10 +56,10 @@ pub(super) async fn login(
     jar: CookieJar,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<(CookieJar, Json<Json_>), ApiError> {
-    if body.username.len() > 64 || body.password.len() > 1024 {
-        return Err(ApiError::BadRequest(
-            "user name or password too long".into(),
-        ));
+    // The same name rule as at creation, so a name that can be made can sign in.
+    super::auth::check_name(&body.username)?;
+    if body.password.len() > super::auth::PASSWORD_MAX_BYTES {
+        return Err(ApiError::BadRequest("password too long".into()));
     }
     let keys = [format!("user:{}", body.username), format!("addr:{addr}")];
     if let Some(wait) = s.auth.throttled(&[&keys[0], &keys[1]]) {
@@ -602,7 +602,7 @@ pub(super) async fn delete_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Role::Admin)?;
-    if name == auth.who.user {
+    if name == auth.who.owner {
         return Err(ApiError::Conflict("you cannot delete yourself".into()));
     }
     let store = s.auth.clone();
@@ -627,6 +627,8 @@ pub(super) async fn tokens(State(s): State<AppState>, auth: Auth) -> Result<Json
 pub(super) struct NewToken {
     name: String,
     role: Role,
+    /// Refused after this many days; without it, valid until revoked (or its owner is deleted).
+    expires_in_days: Option<u32>,
 }
 
 /// `POST /api/tokens`: the secret is in this answer only.
@@ -636,13 +638,29 @@ pub(super) async fn add_token(
     ApiJson(b): ApiJson<NewToken>,
 ) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Admin)?;
+    // Owned by the signed-in user (a token made with a token: that token's
+    // owner), never above what the caller may do now.
+    if b.role > auth.who.role {
+        return Err(ApiError::Forbidden(
+            "a token cannot have a role above yours".into(),
+        ));
+    }
     let store = s.auth.clone();
-    let by = auth.who.user.clone();
-    let (name, role) = (b.name.clone(), b.role);
-    let token = blocking(move || Ok(store.create_token(&name, role, &by)?)).await?;
-    auth.audit(&s, "create_token", &b.name, b.role.as_str());
+    let owner = auth.who.owner.clone();
+    let (name, role, days) = (b.name.clone(), b.role, b.expires_in_days);
+    let token = blocking(move || Ok(store.create_token(&name, role, &owner, days)?)).await?;
+    auth.audit(
+        &s,
+        "create_token",
+        &b.name,
+        &format!(
+            "{}{}",
+            b.role.as_str(),
+            days.map_or(String::new(), |d| format!(", {d} days"))
+        ),
+    );
     Ok(Json(
-        json!({ "name": b.name, "role": b.role, "token": token }),
+        json!({ "name": b.name, "role": b.role, "token": token, "owner": auth.who.owner, "expires_in_days": days }),
     ))
 }
 

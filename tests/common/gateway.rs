@@ -53,7 +53,7 @@ pub fn viewer_token(gw: &Gateway) -> String {
                 .set_user("test-reader", Role::Viewer, "test-reader-password")
                 .expect("the test reader");
             gw.auth
-                .create_token("test-reader", Role::Viewer, "test-reader")
+                .create_token("test-reader", Role::Viewer, "test-reader", None)
                 .expect("the test reader's token")
         })
         .clone()
