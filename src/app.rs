@@ -182,6 +182,10 @@ impl Gateway {
             live: live.clone(),
             tls: cfg.web.tls.is_some(),
             config_path: path,
+            signin: Arc::new(
+                web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
+            ),
+            trusted_proxies: cfg.web.trusted_proxies.clone().into(),
         };
         let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
             cert: t.cert_file.clone(),

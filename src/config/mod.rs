@@ -463,6 +463,11 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Serve the page over HTTPS with these files.
     pub tls: Option<WebTlsConfig>,
+    /// Reverse proxies in front of the gateway: from these peers (and only
+    /// these) the client's address is taken from `X-Forwarded-For`, for
+    /// the sign-in throttle, the stream caps and the audit log.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// TLS for the status page.
@@ -480,6 +485,7 @@ impl Default for WebConfig {
         Self {
             listen: default_listen(),
             tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -184,6 +184,8 @@ pub struct Metrics {
     pub mqtt_connection_errors: Counter,
     /// Subscriptions the broker refused.
     pub mqtt_subscribe_failures: Counter,
+    /// The web server's (`telemetry::web`).
+    pub web: super::web::WebMetrics,
 }
 
 impl Default for Metrics {
@@ -225,9 +227,11 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             mqtt_subscribe_failures: Counter::default(),
+            web: super::web::WebMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        m.web.register(r);
         r.register(
             "messages_received",
             "Messages received, by source",

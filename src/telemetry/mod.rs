@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 mod ratelimit;
 pub mod redact;
+pub mod web;
 
 pub use health::{affects_readiness, Component, Health, Status};
 pub use metrics::{Metrics, ModbusDeviceMetrics, ModbusFailure};

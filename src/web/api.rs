@@ -2,6 +2,7 @@
 //! audits what changes state, and answers in the shapes INTERFACE.md names.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::auth::Role;
 use super::error::{ApiJson, ApiQuery};
+use super::signin::{Busy, Refused};
 use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
@@ -61,20 +63,54 @@ pub(super) async fn login(
     if body.password.len() > super::auth::PASSWORD_MAX_BYTES {
         return Err(ApiError::BadRequest("password too long".into()));
     }
-    let keys = [format!("user:{}", body.username), format!("addr:{addr}")];
-    if let Some(wait) = s.auth.throttled(&[&keys[0], &keys[1]]) {
-        return Err(ApiError::TooManyAttempts {
-            minutes: wait.as_secs().div_ceil(60).max(1),
-        });
-    }
+    // Counted before it is checked: a burst cannot all pass (web::signin).
+    let web = &s.metrics.web;
+    let attempt = match s
+        .signin
+        .throttle
+        .reserve(&addr, &body.username, Instant::now())
+    {
+        Ok(a) => a,
+        Err(Refused::Wait(wait)) => {
+            web.login_refused("throttled");
+            return Err(ApiError::SlowDown {
+                seconds: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+    };
     let auth = s.auth.clone();
-    let (name, a) = (body.username.clone(), addr.clone());
-    let result = blocking(move || Ok(auth.login(&name, &body.password, &a)?)).await?;
-    let Some((token, who)) = result else {
-        let _ = s.auth.audit(&body.username, "login_failed", "", "", &addr);
+    let name = body.username.clone();
+    let metrics = s.metrics.clone();
+    let checked = s
+        .signin
+        .hasher
+        .run(move || {
+            metrics.web.login_checks.inc();
+            let result = auth.login(&name, &body.password);
+            // The audit write stays off the async workers, like the check.
+            let action = match &result {
+                Ok(Some(_)) => "login",
+                _ => "login_failed",
+            };
+            let _ = auth.audit(&name, action, "", "", &addr);
+            (result, addr)
+        })
+        .await;
+    let (result, addr) = match checked {
+        Ok(r) => r,
+        Err(Busy) => {
+            s.signin.throttle.refund(attempt);
+            web.login_refused("busy");
+            return Err(ApiError::Unavailable(
+                "sign-in is busy; try again in a few seconds".into(),
+            ));
+        }
+    };
+    let Some((token, who)) = result? else {
+        web.login_failures.inc();
         return Err(ApiError::LoginFailed);
     };
-    let _ = s.auth.audit(&who.user, "login", "", "", &addr);
+    s.signin.throttle.succeeded(attempt, Instant::now());
     let cookie = Cookie::build((SESSION_COOKIE, token))
         .http_only(true)
         .same_site(SameSite::Strict)

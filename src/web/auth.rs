@@ -1,15 +1,15 @@
 //! Who may do what: users with roles, argon2 password hashes, sessions,
-//! API tokens, failed-login throttling and the audit log — all in
+//! API tokens and the audit log — all in
 //! `data_dir/gateway.db` (SQLite), so a restart logs no one out.
 //!
 //! Session and API tokens are 256-bit random strings; only their SHA-256
 //! is stored, so a copy of the database opens no session. Passwords are
 //! hashed with Argon2id (the crate's defaults, OWASP's recommendation).
+//! Throttling sign-ins and where the hashing runs are `web::signin`'s.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -132,9 +132,6 @@ const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A session's idle timer is written at most this often, so checking a
 /// session (every request, every event stream) is a read, not a write.
 const SESSION_REFRESH: Duration = Duration::from_secs(60);
-/// Failed sign-ins allowed per address and per user name within `THROTTLE_WINDOW`.
-const MAX_FAILURES: usize = 5;
-const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The earliest last use (epoch ms) of a session still valid at `now`.
 fn oldest_live_use(now: i64) -> i64 {
@@ -145,7 +142,6 @@ fn oldest_live_use(now: i64) -> i64 {
 #[derive(Debug)]
 pub struct AuthStore {
     conn: Mutex<Connection>,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 fn now_ms() -> i64 {
@@ -261,7 +257,6 @@ impl AuthStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
-            failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -310,54 +305,13 @@ impl AuthStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How long `keys` must wait before another try, if they are throttled.
-    pub fn throttled(&self, keys: &[&str]) -> Option<Duration> {
-        let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        keys.iter()
-            .filter_map(|k| {
-                let q = f.get_mut(*k)?;
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > THROTTLE_WINDOW)
-                {
-                    q.pop_front();
-                }
-                (q.len() >= MAX_FAILURES).then(|| {
-                    q.front().map_or(THROTTLE_WINDOW, |t| {
-                        THROTTLE_WINDOW.saturating_sub(now.duration_since(*t))
-                    })
-                })
-            })
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[&str]) {
-        let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: a flood of made-up names must not grow memory without end.
-        if f.len() > 10_000 {
-            f.retain(|_, q| {
-                q.back()
-                    .is_some_and(|t| now.duration_since(*t) < THROTTLE_WINDOW)
-            });
-        }
-        for k in keys {
-            let q = f.entry((*k).to_owned()).or_default();
-            q.push_back(now);
-            if q.len() > MAX_FAILURES * 2 {
-                q.pop_front();
-            }
-        }
-    }
-
     /// Checks a password; on success opens a session and returns
-    /// (session token, principal). The caller checks `throttled` first.
+    /// (session token, principal). Slow on purpose (Argon2): the caller
+    /// throttles and runs it on `web::signin::Hasher`.
     pub fn login(
         &self,
         name: &str,
         password: &str,
-        addr: &str,
     ) -> Result<Option<(String, Principal)>, AuthError> {
         let row: Option<(String, String)> = self
             .conn()
@@ -375,10 +329,7 @@ impl AuthStore {
                 false
             }
         };
-        let user_key = format!("user:{name}");
-        let addr_key = format!("addr:{addr}");
         if !ok {
-            self.record_failure(&[&user_key, &addr_key]);
             return Ok(None);
         }
         let (role, _) = row.unwrap_or_default();
@@ -555,6 +506,17 @@ impl AuthStore {
         Ok(())
     }
 
+    /// Who signed in from where since `since_ms` (user, address): the
+    /// sign-in throttle's known screens after a restart.
+    pub fn sign_ins_since(&self, since_ms: i64) -> Result<Vec<(String, String)>, AuthError> {
+        let c = self.conn();
+        let mut stmt = c.prepare(
+            "SELECT DISTINCT user, addr FROM audit WHERE action = 'login' AND at >= ?1 LIMIT 10000",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest audit entries.
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
         let c = self.conn();
@@ -691,7 +653,7 @@ mod tests {
     }
 
     #[test]
-    fn users_sessions_tokens_and_throttling() {
+    fn users_sessions_and_tokens() {
         let dir = tempfile::tempdir().expect("temp dir");
         let s = AuthStore::open(dir.path()).expect("open");
         assert!(
@@ -700,12 +662,9 @@ mod tests {
         );
         s.set_user("wang", Role::Operator, "correct horse battery")
             .expect("add");
-        assert!(s
-            .login("wang", "wrong password!", "1.2.3.4")
-            .expect("login")
-            .is_none());
+        assert!(s.login("wang", "wrong password!").expect("login").is_none());
         let (token, p) = s
-            .login("wang", "correct horse battery", "1.2.3.4")
+            .login("wang", "correct horse battery")
             .expect("login")
             .expect("ok");
         assert_eq!((p.user.as_str(), p.role), ("wang", Role::Operator));
@@ -715,7 +674,7 @@ mod tests {
 
         // Idle sessions: refreshed when a minute stale, refused after a week.
         let (token, _) = s
-            .login("wang", "correct horse battery", "1.2.3.4")
+            .login("wang", "correct horse battery")
             .expect("login")
             .expect("ok");
         let age = |ms: i64| {
@@ -757,14 +716,6 @@ mod tests {
         );
         assert_eq!(s.token("cgw_made_up").expect("lookup"), None);
 
-        for _ in 0..MAX_FAILURES {
-            let _ = s
-                .login("li", "guess guess guess", "5.6.7.8")
-                .expect("login");
-        }
-        assert!(s.throttled(&["addr:5.6.7.8"]).is_some());
-        assert!(s.throttled(&["user:li"]).is_some());
-        assert!(s.throttled(&["addr:1.2.3.4"]).is_none());
         assert!(
             PasswordHash::new(dummy_hash()).is_ok(),
             "the dummy hash is a real one"

@@ -37,6 +37,12 @@ pub enum ApiError {
         /// Minutes to wait.
         minutes: u64,
     },
+    /// 429: the sign-in throttle asks the client to wait (web::signin).
+    #[error("too many sign-in attempts; try again in {seconds} s")]
+    SlowDown {
+        /// Seconds to wait.
+        seconds: u64,
+    },
     /// 500: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -53,7 +59,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts { .. } | ApiError::SlowDown { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "Request failed.");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -63,6 +71,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.to_string() });
         if let ApiError::TooManyAttempts { minutes } = &self {
             body["retry_after_s"] = json!(minutes * 60);
+        }
+        if let ApiError::SlowDown { seconds } = &self {
+            body["retry_after_s"] = json!(seconds);
         }
         (status, Json(body)).into_response()
     }

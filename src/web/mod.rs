@@ -18,9 +18,10 @@ mod api;
 mod assets;
 pub mod auth;
 mod error;
+pub mod signin;
 pub mod stream;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -66,6 +67,10 @@ pub struct AppState {
     pub tls: bool,
     /// The configuration file, for rule reloads from the API.
     pub config_path: Option<PathBuf>,
+    /// The sign-in throttle and password-hashing pool.
+    pub signin: Arc<signin::SignIn>,
+    /// Peers whose `X-Forwarded-For` names the client (`web.trusted_proxies`).
+    pub trusted_proxies: Arc<[IpAddr]>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -102,22 +107,56 @@ impl Auth {
     }
 }
 
-fn client_addr(parts: &Parts) -> String {
-    parts
+/// The client's address: the TCP peer's, or, when the peer is a trusted
+/// proxy, the rightmost address in `X-Forwarded-For` that is not one (each
+/// proxy appends the address it was reached from, so entries left of the
+/// last untrusted hop may be forged and are never read).
+fn client_addr(parts: &Parts, trusted: &[IpAddr]) -> String {
+    let Some(peer) = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .map(|c| c.0.ip())
+    else {
+        return "unknown".into();
+    };
+    forwarded_client(peer, &parts.headers, trusted).to_string()
 }
 
-/// The client's address (for throttling and the audit log).
+fn forwarded_client(peer: IpAddr, headers: &header::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // A proxy that writes what is not an address: keep the last good hop.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// The client's address (for throttling and the audit log), through
+/// trusted proxies.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts, &state.trusted_proxies)))
     }
 }
 
@@ -125,7 +164,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let addr = client_addr(parts);
+        let addr = client_addr(parts, &state.trusted_proxies);
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -332,4 +371,38 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.0.0.2");
+        let trusted = [proxy, ip("10.0.0.3")];
+        let with = |xff: &[&str]| {
+            let mut h = header::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).expect("value"));
+            }
+            h
+        };
+        // Not from a proxy: the header is ignored.
+        assert_eq!(
+            forwarded_client(ip("192.0.2.9"), &with(&["1.2.3.4"]), &trusted),
+            ip("192.0.2.9")
+        );
+        // Through two proxies; what the client wrote itself on the left is not believed.
+        assert_eq!(
+            forwarded_client(proxy, &with(&["6.6.6.6, 192.0.2.7", "10.0.0.3"]), &trusted),
+            ip("192.0.2.7")
+        );
+        assert_eq!(forwarded_client(proxy, &with(&[]), &trusted), proxy);
+        assert_eq!(
+            forwarded_client(proxy, &with(&["garbage, 10.0.0.3"]), &trusted),
+            ip("10.0.0.3")
+        );
+    }
 }
