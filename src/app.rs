@@ -186,6 +186,7 @@ impl Gateway {
                 web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
             ),
             trusted_proxies: cfg.web.trusted_proxies.clone().into(),
+            limits: Arc::new(web::limits::Limits::new(&cfg.web, metrics.clone())),
         };
         let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
             cert: t.cert_file.clone(),

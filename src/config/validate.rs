@@ -158,6 +158,27 @@ impl Config {
             warns.push(("mqtt.password".into(), INLINE_SECRET.into()));
         }
 
+        let w = &self.web;
+        for (k, d) in [
+            ("first_request_timeout", w.first_request_timeout),
+            ("header_timeout", w.header_timeout),
+            ("idle_timeout", w.idle_timeout),
+        ] {
+            if d.is_zero() {
+                err(&format!("web.{k}"), "must be above zero".into());
+            }
+        }
+        for (k, n) in [
+            ("max_connections", w.max_connections),
+            ("max_connections_per_address", w.max_connections_per_address),
+            ("max_streams_per_session", w.max_streams_per_session),
+            ("max_streams_per_address", w.max_streams_per_address),
+        ] {
+            if n == 0 {
+                err(&format!("web.{k}"), "must be at least 1".into());
+            }
+        }
+
         let f = &self.influx;
         match &f.url {
             None => warns.push((

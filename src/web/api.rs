@@ -111,6 +111,7 @@ pub(super) async fn login(
         return Err(ApiError::LoginFailed);
     };
     s.signin.throttle.succeeded(attempt, Instant::now());
+    let credential = super::Credential::Session(token.clone());
     let cookie = Cookie::build((SESSION_COOKIE, token))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -118,7 +119,11 @@ pub(super) async fn login(
         .path("/")
         .max_age(time_days(7))
         .build();
-    let auth = Auth { who, addr };
+    let auth = Auth {
+        who,
+        addr,
+        credential,
+    };
     Ok((jar.add(cookie), Json(me_body(&auth))))
 }
 

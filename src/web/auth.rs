@@ -142,6 +142,9 @@ fn oldest_live_use(now: i64) -> i64 {
 #[derive(Debug)]
 pub struct AuthStore {
     conn: Mutex<Connection>,
+    /// Bumped whenever a session or token may have ended (sign-out, user or
+    /// token deleted, password changed): open event streams check theirs.
+    revoked: tokio::sync::watch::Sender<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -155,7 +158,8 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn digest(token: &str) -> String {
+/// The stored form of a session or API token.
+pub(crate) fn digest(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
 }
@@ -257,7 +261,17 @@ impl AuthStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            revoked: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Changes whenever a session or token may have ended.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    fn revoke(&self) {
+        self.revoked.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -274,9 +288,10 @@ impl AuthStore {
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash",
             params![name, role.as_str(), hash, now_ms()],
         )?;
-        // A new password ends the user's other sessions.
+        // A new password (or role) ends the user's other sessions.
         self.conn()
             .execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+        self.revoke();
         Ok(())
     }
 
@@ -288,6 +303,7 @@ impl AuthStore {
         tx.execute("DELETE FROM tokens WHERE created_by = ?1", [name])?;
         let found = tx.execute("DELETE FROM users WHERE name = ?1", [name])? > 0;
         tx.commit()?;
+        self.revoke();
         Ok(found)
     }
 
@@ -394,6 +410,7 @@ impl AuthStore {
     pub fn logout(&self, token: &str) -> Result<(), AuthError> {
         self.conn()
             .execute("DELETE FROM sessions WHERE digest = ?1", [digest(token)])?;
+        self.revoke();
         Ok(())
     }
 
@@ -484,10 +501,12 @@ impl AuthStore {
 
     /// Revokes a token; false when there was none.
     pub fn delete_token(&self, id: i64) -> Result<bool, AuthError> {
-        Ok(self
+        let found = self
             .conn()
             .execute("DELETE FROM tokens WHERE id = ?1", [id])?
-            > 0)
+            > 0;
+        self.revoke();
+        Ok(found)
     }
 
     /// Records an operator action.

@@ -43,6 +43,9 @@ pub enum ApiError {
         /// Seconds to wait.
         seconds: u64,
     },
+    /// 429: a cap on what one client may hold (web::limits).
+    #[error("{0}")]
+    Limit(String),
     /// 500: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -59,7 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyAttempts { .. } | ApiError::SlowDown { .. } => {
+            ApiError::TooManyAttempts { .. } | ApiError::SlowDown { .. } | ApiError::Limit(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Internal(detail) => {

@@ -18,6 +18,7 @@ mod api;
 mod assets;
 pub mod auth;
 mod error;
+pub mod limits;
 pub mod signin;
 pub mod stream;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub signin: Arc<signin::SignIn>,
     /// Peers whose `X-Forwarded-For` names the client (`web.trusted_proxies`).
     pub trusted_proxies: Arc<[IpAddr]>,
+    /// Connection and event-stream caps and timeouts.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -81,6 +84,37 @@ pub struct Auth {
     pub who: Principal,
     /// From where (for the audit log).
     pub addr: String,
+    /// What it signed in with, to check again later (an event stream ends
+    /// when its session or token does).
+    pub credential: Credential,
+}
+
+/// The secret a request was authenticated with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A session cookie.
+    Session(String),
+    /// An API token.
+    Token(String),
+}
+
+impl Credential {
+    /// Whether it is still valid (a store error counts as valid: a
+    /// database hiccup must not blank the security room's screens).
+    pub fn still_valid(&self, store: &AuthStore) -> bool {
+        let found = match self {
+            Credential::Session(t) => store.session(t),
+            Credential::Token(t) => store.token(t),
+        };
+        !matches!(found, Ok(None))
+    }
+
+    /// A key for counting per session or token that is not the secret itself.
+    pub fn key(&self) -> String {
+        match self {
+            Credential::Session(t) | Credential::Token(t) => auth::digest(t),
+        }
+    }
 }
 
 impl Auth {
@@ -174,18 +208,24 @@ impl FromRequestParts<AppState> for Auth {
         let auth = state.auth.clone();
         if let Some(token) = bearer {
             let token = token.to_owned();
-            let who = tokio::task::spawn_blocking(move || auth.token(&token))
+            let t = token.clone();
+            let who = tokio::task::spawn_blocking(move || auth.token(&t))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))??;
             return who
-                .map(|who| Auth { who, addr })
+                .map(|who| Auth {
+                    who,
+                    addr,
+                    credential: Credential::Token(token),
+                })
                 .ok_or(ApiError::Unauthorized);
         }
         let jar = CookieJar::from_headers(&parts.headers);
         let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
             return Err(ApiError::Unauthorized);
         };
-        let who = tokio::task::spawn_blocking(move || auth.session(&token))
+        let t = token.clone();
+        let who = tokio::task::spawn_blocking(move || auth.session(&t))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??
             .ok_or(ApiError::Unauthorized)?;
@@ -198,7 +238,11 @@ impl FromRequestParts<AppState> for Auth {
                 return Err(ApiError::Forbidden("missing or wrong X-CSRF-Token".into()));
             }
         }
-        Ok(Auth { who, addr })
+        Ok(Auth {
+            who,
+            addr,
+            credential: Credential::Session(token),
+        })
     }
 }
 
@@ -277,6 +321,7 @@ pub async fn bind(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
+    let limits = state.limits.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -287,29 +332,28 @@ pub async fn bind(
         shutdown.cancelled().await;
         stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    // TCP_NODELAY: an SSE event is one small write that must go out now, not
-    // wait (Nagle) for the acknowledgement of the previous one.
-    use axum_server::accept::NoDelayAcceptor;
+    // Caps, TCP_NODELAY and the idle timeout (web::limits); then the
+    // timeouts for the first request and for every request's headers, so a
+    // socket that sends nothing, or too slowly, is closed.
+    let accept = limits::LimitAcceptor::new(limits.clone());
+    let mut server = axum_server::from_tcp(listener)?
+        .handle(handle)
+        .first_request_timeout(limits.first_request_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_timeout);
     let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
         match tls {
             Some(t) => {
                 let config =
                     axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await?;
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-                    .acceptor(NoDelayAcceptor::new());
-                Box::pin(
-                    axum_server::from_tcp(listener)?
-                        .acceptor(acceptor)
-                        .handle(handle)
-                        .serve(app),
-                )
+                    .handshake_timeout(limits.first_request_timeout)
+                    .acceptor(accept);
+                Box::pin(server.acceptor(acceptor).serve(app))
             }
-            None => Box::pin(
-                axum_server::from_tcp(listener)?
-                    .acceptor(NoDelayAcceptor::new())
-                    .handle(handle)
-                    .serve(app),
-            ),
+            None => Box::pin(server.acceptor(accept).serve(app)),
         };
     Ok((local, server))
 }
