@@ -168,6 +168,12 @@ impl Config {
                 err(&format!("web.{k}"), "must be above zero".into());
             }
         }
+        if w.idle_timeout < Duration::from_secs(20) {
+            warns.push((
+                "web.idle_timeout".into(),
+                "is below 20 s: a quiet event stream (a keep-alive every 15 s) would be closed and reconnect".into(),
+            ));
+        }
         for (k, n) in [
             ("max_connections", w.max_connections),
             ("max_connections_per_address", w.max_connections_per_address),

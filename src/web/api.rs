@@ -631,7 +631,12 @@ pub(super) async fn add_user(
     auth.require(Role::Admin)?;
     let store = s.auth.clone();
     let (name, role) = (b.name.clone(), b.role);
-    blocking(move || Ok(store.set_user(&name, role, &b.password)?)).await?;
+    // Hashing the new password: on the hashing pool, like every Argon2 run.
+    s.signin
+        .hasher
+        .run(move || store.set_user(&name, role, &b.password))
+        .await
+        .map_err(|_| ApiError::Unavailable("busy; try again in a few seconds".into()))??;
     auth.audit(&s, "set_user", &b.name, b.role.as_str());
     Ok(StatusCode::NO_CONTENT)
 }
