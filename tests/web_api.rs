@@ -586,8 +586,13 @@ async fn a_burst_of_guesses_is_counted_before_hashing_and_locks_no_one_out() {
                 .send()
         }
     };
-    // A wall screen signed in before the attack.
+    // A wall screen signed in before the attack, on a kept-alive connection.
     let mut screen = Page::login(&gw, "viewer1", "viewer1-password").await;
+    screen.client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    assert_eq!(screen.get("/api/alarms").await.0, 200);
     let checks_before = gw.metrics.web.login_checks.get();
     let rss_before = rss_mb();
 
