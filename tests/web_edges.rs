@@ -231,7 +231,12 @@ async fn ends(resp: &mut reqwest::Response) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_ends_with_its_session_or_token_and_is_capped_per_session() {
-    let (_broker, _dir, gw) = start("max_streams_per_session = 2\n").await;
+    // Short request timeouts: they bound waiting for a request, never an
+    // answer that is still streaming.
+    let (_broker, _dir, gw) = start(
+        "max_streams_per_session = 2\nfirst_request_timeout = \"1s\"\nheader_timeout = \"1s\"\n",
+    )
+    .await;
     let base = format!("http://{}", gw.web_addr);
     let (client, cookie, csrf) = sign_in(&gw, "op1").await;
     let open = |auth: (&'static str, String)| {
@@ -245,6 +250,12 @@ async fn an_event_stream_ends_with_its_session_or_token_and_is_capped_per_sessio
     assert!(next_chunk(&mut first)
         .await
         .is_some_and(|c| c.contains("event: hello")));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        gw.metrics.web.streams.get(),
+        1,
+        "the stream outlives the header timeout"
+    );
     let second = open(("Cookie", cookie.clone())).await.expect("stream");
     assert_eq!(second.status(), 200);
     let third = open(("Cookie", cookie.clone())).await.expect("stream");
