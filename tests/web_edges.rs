@@ -211,6 +211,7 @@ async fn connections_over_the_caps_are_refused_while_a_signed_in_screen_works() 
 async fn next_chunk(resp: &mut reqwest::Response) -> Option<String> {
     match tokio::time::timeout(common::DEADLINE, resp.chunk()).await {
         Ok(Ok(Some(b))) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Ok(Err(e)) if e.is_timeout() => Some("(still open at the deadline)".into()),
         Ok(Ok(None) | Err(_)) => None,
         Err(_) => Some("(still open at the deadline)".into()),
     }
@@ -238,7 +239,13 @@ async fn an_event_stream_ends_with_its_session_or_token_and_is_capped_per_sessio
     )
     .await;
     let base = format!("http://{}", gw.web_addr);
-    let (client, cookie, csrf) = sign_in(&gw, "op1").await;
+    // No overall request timeout: a stream is read for as long as it lasts.
+    let streams = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let (client, cookie, csrf) = sign_in_with(streams, &gw, "op1").await;
     let open = |auth: (&'static str, String)| {
         client
             .get(format!("{base}/api/stream"))
