@@ -331,7 +331,7 @@ async fn sighup_reloads_rules_and_refuses_a_broken_file() {
     common::eventually("the gateway subscribed", || async {
         common::http_sync(port, "GET", "/healthz", None, None).is_ok_and(|(_, body)| {
             serde_json::from_str::<serde_json::Value>(&body)
-                .is_ok_and(|v| v["components"]["mqtt"] == "ok")
+                .is_ok_and(|v| v["components"]["mqtt"]["status"] == "ok")
         })
     })
     .await;

@@ -385,9 +385,10 @@ async fn healthz(State(s): State<AppState>, auth: Result<Auth, ApiError>) -> Res
             "devices": s.registry.len(),
         })
     } else {
-        let states: std::collections::BTreeMap<&str, Status> = components
+        // The same shape as with details, so monitors read `components.<name>.status` either way.
+        let states: std::collections::BTreeMap<&str, serde_json::Value> = components
             .iter()
-            .map(|(name, c)| (name.as_str(), c.status))
+            .map(|(name, c)| (name.as_str(), json!({ "status": c.status })))
             .collect();
         json!({ "status": overall, "components": states })
     };
