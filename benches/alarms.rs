@@ -103,7 +103,8 @@ fn main() {
     let gw = common::process::ChildGuard::gateway(&path, "warn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !common::http_sync(web_port, "GET", "/healthz", None, None)
-        .is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing"))
+        // Subscribed: without a session /healthz shows states only.
+        .is_ok_and(|(c, b)| c == 200 && b.contains("\"mqtt\":{\"status\":\"ok\"}"))
     {
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(50));
