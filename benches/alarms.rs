@@ -64,7 +64,7 @@ fn main() {
     let web_port = free_port();
 
     let mut cfg = format!(
-        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n[alarms]\nflood_threshold = 0\n{}",
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = 0\n{}",
         data.display(),
         broker.url(),
         // BENCH_NO_INFLUX=1: readings are spooled but not written, to tell the database's share apart.
@@ -103,7 +103,8 @@ fn main() {
     let gw = common::process::ChildGuard::gateway(&path, "warn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !common::http_sync(web_port, "GET", "/healthz", None, None)
-        .is_ok_and(|(c, b)| c == 200 && !b.contains("subscribing"))
+        // Subscribed: without a session /healthz shows states only.
+        .is_ok_and(|(c, b)| c == 200 && b.contains("\"mqtt\":{\"status\":\"ok\"}"))
     {
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(50));

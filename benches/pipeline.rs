@@ -304,10 +304,8 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> ChildGuard {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok((200, body)) = common::http_sync(web_port, "GET", "/healthz", None, None) {
-            if body.contains("\"mqtt\":{")
-                && body.contains("connected to")
-                && !body.contains("subscribing")
-            {
+            // Subscribed: without a session /healthz shows states only.
+            if body.contains("\"mqtt\":{\"status\":\"ok\"}") {
                 return child;
             }
         }

@@ -181,6 +181,11 @@ impl Gateway {
             config_path: path,
             utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
                 .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
+            signin: Arc::new(
+                web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
+            ),
+            trusted_proxies: cfg.web.trusted_proxies.clone().into(),
+            limits: Arc::new(web::limits::Limits::new(&cfg.web, metrics.clone())),
         };
         let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
             cert: t.cert_file.clone(),

@@ -32,7 +32,9 @@
 //! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
 //!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries;
 //!   `bisect` finds the lines of a refused batch the database refuses, so only they are dropped.
-//! - `web/`      — axum: `/healthz`, `/metrics`, the status page and its API, sign-in (`auth`), the event stream (`stream`).
+//! - `web/`      — axum: `/healthz`, `/metrics`, the status page and its API, users and tokens (`auth`),
+//!   the sign-in throttle and hashing pool (`signin`), connection and stream caps and timeouts (`limits`),
+//!   the event stream (`stream`).
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).

@@ -298,11 +298,25 @@ listen = "127.0.0.1:{port}"
         drop(url);
     });
 
+    // The details of /healthz are for a signed-in user or a token.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let auth = campus_gateway::web::AuthStore::open(&data).expect("auth store");
+    auth.set_user(
+        "reader",
+        campus_gateway::web::Role::Viewer,
+        "reader-password",
+    )
+    .expect("reader");
+    let token = auth
+        .create_token("monitor", campus_gateway::web::Role::Viewer, "reader", None)
+        .expect("token");
+    drop(auth);
     let healthz = tokio::task::spawn_blocking(move || {
         let mut seen = None;
         let log = run_until(&path, &[("TEST_INFLUX_TOKEN", "wrong-token")], |log| {
             if seen.is_none() && log.contains("InfluxDB refuses our writes") {
-                seen = common::http_sync(port, "GET", "/healthz", None, None).ok();
+                seen = common::http_sync_bearer(port, "/healthz", &token).ok();
             }
             seen.is_some()
         });
@@ -450,8 +464,10 @@ async fn sighup_reloads_rules_and_refuses_a_broken_file() {
     std::fs::write(&path, format!("{base}{smoke_rule}")).expect("write config");
     let gw = Running::start(&path, dir.path().join("gw.log"));
     common::eventually("the gateway subscribed", || async {
-        common::http_sync(port, "GET", "/healthz", None, None)
-            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+        common::http_sync(port, "GET", "/healthz", None, None).is_ok_and(|(_, body)| {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["components"]["mqtt"]["status"] == "ok")
+        })
     })
     .await;
     let mut alarms = common::Subscriber::connect(&broker.url(), "campusgw/+/alarm/#").await;
@@ -542,31 +558,45 @@ async fn user_add_then_sign_in_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A short password is refused with a reason.
-    let mut child = Command::new(BIN)
-        .args([
-            "user",
-            "add",
-            "li",
-            "--role",
-            "viewer",
-            "--password-stdin",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("campusgw user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"short\n")
-        .expect("write password");
-    let out = child.wait_with_output().expect("wait");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+    // Weak passwords and names that do not show as themselves are refused with a reason.
+    for (name, password, reason) in [
+        ("li", "short", "at least 10 characters"),
+        ("li", "          ", "only spaces"),
+        ("li", "xxxxxxxxxxxxxxxx", "one character repeated"),
+        ("li.na-2024", "li.na-2024", "the user name"),
+        (
+            "admin\u{202e}nimda",
+            "a long enough password",
+            "a name has 1 to 32",
+        ),
+        ("😀😀😀", "a long enough password", "a name has 1 to 32"),
+    ] {
+        let mut child = Command::new(BIN)
+            .args([
+                "user",
+                "add",
+                name,
+                "--role",
+                "admin",
+                "--password-stdin",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("campusgw user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write password");
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name:?} / {password:?} accepted");
+        assert!(stderr.contains(reason), "{name:?} / {password:?}: {stderr}");
+    }
 
     // The page over HTTPS with a certificate made here; zhang signs in.
     let pki = common::tls::TestPki::generate();
@@ -757,7 +787,11 @@ async fn the_reload_endpoint_replaces_the_rules_and_refuses_a_broken_file() {
     let gw = Running::start(&path, dir.path().join("gw.log"));
     common::eventually("the gateway subscribed", || async {
         common::http_sync(port, "GET", "/healthz", None, None)
-            .is_ok_and(|(_, body)| body.contains("\"connected to") && !body.contains("subscribing"))
+            // Without a session /healthz shows states only: `ok` once subscribed.
+            .is_ok_and(|(_, body)| {
+                serde_json::from_str::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v["components"]["mqtt"]["status"] == "ok")
+            })
     })
     .await;
     // An admin added while the daemon runs.

@@ -306,6 +306,8 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     ))
     .await;
     gateway::wait_subscribed(&gw).await;
+    // The token that reads /healthz's details, made while the disk has room.
+    gateway::viewer_token(&gw);
     let base_ts = common::now_ms() - 3_600_000;
     publish_burst(&broker.url(), N, base_ts).await;
 

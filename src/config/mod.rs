@@ -495,6 +495,54 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Serve the page over HTTPS with these files.
     pub tls: Option<WebTlsConfig>,
+    /// Reverse proxies in front of the gateway: from these peers (and only
+    /// these) the client's address is taken from `X-Forwarded-For`, for
+    /// the sign-in throttle, the stream caps and the audit log.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A new connection must have sent its first request within this.
+    #[serde(default = "default_web_timeout", with = "humantime_serde")]
+    pub first_request_timeout: Duration,
+    /// A request's headers must have arrived within this of the server
+    /// waiting for them (also the longest wait for the next request on a
+    /// kept-alive connection).
+    #[serde(default = "default_web_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection on which nothing was read or written for this long is
+    /// closed (a slow body, an event stream nobody reads).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections per client address (a trusted proxy: only the total).
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Event streams per session or API token.
+    #[serde(default = "default_max_streams_per_session")]
+    pub max_streams_per_session: usize,
+    /// Event streams per client address.
+    #[serde(default = "default_max_streams_per_address")]
+    pub max_streams_per_address: usize,
+}
+
+fn default_web_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_address() -> usize {
+    64
+}
+fn default_max_streams_per_session() -> usize {
+    4
+}
+fn default_max_streams_per_address() -> usize {
+    16
 }
 
 /// TLS for the status page.
@@ -512,6 +560,14 @@ impl Default for WebConfig {
         Self {
             listen: default_listen(),
             tls: None,
+            trusted_proxies: Vec::new(),
+            first_request_timeout: default_web_timeout(),
+            header_timeout: default_web_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_streams_per_session: default_max_streams_per_session(),
+            max_streams_per_address: default_max_streams_per_address(),
         }
     }
 }

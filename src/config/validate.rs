@@ -9,6 +9,7 @@ use super::{
 };
 use crate::reading::Kind;
 use crate::sources::modbus::map::{PROTOCOL_MAX_BITS, PROTOCOL_MAX_REGISTERS};
+use crate::telemetry::redact::{has_credentials, redact_urls};
 
 /// Problems found by `validate`, each as (key path, message).
 #[derive(Debug, Default)]
@@ -73,15 +74,18 @@ impl Config {
         let m = &self.mqtt;
         match m.url.split_once("://") {
             Some(("mqtt" | "tcp" | "mqtts" | "ssl", rest)) if !rest.is_empty() => {
-                if crate::sources::mqtt::parse_url(&m.url).is_err() {
-                    err("mqtt.url", format!("`{}` is not host:port", m.url));
+                if let Err(e) = crate::sources::mqtt::parse_url(&m.url) {
+                    err(
+                        "mqtt.url",
+                        format!("`{}` is not host:port: {e}", redact_urls(&m.url)),
+                    );
                 }
             }
             _ => err(
                 "mqtt.url",
                 format!(
                     "`{}` must look like mqtt://host:1883 or mqtts://host:8883",
-                    m.url
+                    redact_urls(&m.url)
                 ),
             ),
         }
@@ -177,6 +181,33 @@ impl Config {
             warns.push(("mqtt.password".into(), INLINE_SECRET.into()));
         }
 
+        let w = &self.web;
+        for (k, d) in [
+            ("first_request_timeout", w.first_request_timeout),
+            ("header_timeout", w.header_timeout),
+            ("idle_timeout", w.idle_timeout),
+        ] {
+            if d.is_zero() {
+                err(&format!("web.{k}"), "must be above zero".into());
+            }
+        }
+        if w.idle_timeout < Duration::from_secs(20) {
+            warns.push((
+                "web.idle_timeout".into(),
+                "is below 20 s: a quiet event stream (a keep-alive every 15 s) would be closed and reconnect".into(),
+            ));
+        }
+        for (k, n) in [
+            ("max_connections", w.max_connections),
+            ("max_connections_per_address", w.max_connections_per_address),
+            ("max_streams_per_session", w.max_streams_per_session),
+            ("max_streams_per_address", w.max_streams_per_address),
+        ] {
+            if n == 0 {
+                err(&format!("web.{k}"), "must be at least 1".into());
+            }
+        }
+
         let f = &self.influx;
         match &f.url {
             None => warns.push((
@@ -185,11 +216,12 @@ impl Config {
             )),
             Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => err(
                 "influx.url",
-                format!("`{u}` must start with http:// or https://"),
+                format!("`{}` must start with http:// or https://", redact_urls(u)),
             ),
-            Some(u) if reqwest::Url::parse(u).is_err() => {
-                err("influx.url", format!("`{u}` is not a valid URL"))
-            }
+            Some(u) if reqwest::Url::parse(u).is_err() => err(
+                "influx.url",
+                format!("`{}` is not a valid URL", redact_urls(u)),
+            ),
             Some(_) => match f.api {
                 InfluxApi::V2 => {
                     for (k, v) in [("org", &f.org), ("bucket", &f.bucket)] {
@@ -210,6 +242,12 @@ impl Config {
                     }
                 }
             },
+        }
+        if f.url.as_deref().is_some_and(has_credentials) {
+            warns.push((
+                "influx.url".into(),
+                "carries credentials; they are hidden in logs and /healthz, but belong in influx.username and influx.password (v1) or influx.token (v2), as { env = \"VAR\" } or { file = \"/path\" }".into(),
+            ));
         }
         for (k, s) in [("token", &f.token), ("password", &f.password)] {
             if matches!(s, Some(Secret::Inline(_))) {

@@ -174,7 +174,7 @@ pub async fn run(
     );
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {
-        Some(url) => println!("  InfluxDB: {url}"),
+        Some(url) => println!("  InfluxDB: {}", crate::telemetry::redact_urls(&url)),
         // A fresh directory goes at exit, and its spool with it.
         None => match &dir {
             DataDir::Fresh(_) => println!(

@@ -15,11 +15,12 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
 
 use crate::config::{InfluxApi, InfluxConfig};
 use crate::telemetry::metrics::WriteErrorKind;
+use crate::telemetry::redact_urls;
 
 /// Why a configuration could not become a writer.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// `influx.url` is missing or invalid.
+    /// `influx.url` is missing or invalid (the URL is held redacted).
     #[error("influx.url `{0}` is not a valid http(s) URL")]
     Url(String),
     /// A secret could not be read.
@@ -81,7 +82,9 @@ impl InfluxWriter {
         let Some(url) = &cfg.url else {
             return Ok(None);
         };
-        let base = reqwest::Url::parse(url).map_err(|_| SinkError::Url(url.clone()))?;
+        // Shown in logs and on /healthz: never with its credentials.
+        let shown = redact_urls(url).into_owned();
+        let base = reqwest::Url::parse(url).map_err(|_| SinkError::Url(shown.clone()))?;
         let mut headers = HeaderMap::new();
         if cfg.gzip {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -109,7 +112,7 @@ impl InfluxWriter {
                 let client = influxdb2::ClientBuilder::with_builder(builder(), url, &org, token)
                     .build()
                     .map_err(|e| SinkError::Client(e.to_string()))?;
-                let target = format!("{url} (v2, org {org}, bucket {bucket})");
+                let target = format!("{shown} (v2, org {org}, bucket {bucket})");
                 (
                     Api::V2 {
                         client,
@@ -123,7 +126,7 @@ impl InfluxWriter {
                 let db = cfg.database.clone().unwrap_or_default();
                 let mut write = base
                     .join("write")
-                    .map_err(|_| SinkError::Url(url.clone()))?;
+                    .map_err(|_| SinkError::Url(shown.clone()))?;
                 {
                     let mut q = write.query_pairs_mut();
                     q.append_pair("db", &db).append_pair("precision", "ms");
@@ -134,7 +137,7 @@ impl InfluxWriter {
                 let client = builder()
                     .build()
                     .map_err(|e| SinkError::Client(e.to_string()))?;
-                let target = format!("{url} (v1, database {db})");
+                let target = format!("{shown} (v1, database {db})");
                 let api = Api::V1 {
                     client,
                     url: write,
@@ -177,7 +180,7 @@ impl InfluxWriter {
                     }
                     other => WriteError {
                         kind: WriteErrorKind::Network,
-                        detail: other.to_string(),
+                        detail: redact_urls(&other.to_string()).into_owned(),
                     },
                 }),
             Api::V1 {
@@ -192,7 +195,7 @@ impl InfluxWriter {
                 }
                 let resp = req.send().await.map_err(|e| WriteError {
                     kind: WriteErrorKind::Network,
-                    detail: e.to_string(),
+                    detail: redact_urls(&e.to_string()).into_owned(),
                 })?;
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {

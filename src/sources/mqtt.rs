@@ -68,7 +68,7 @@ use tracing::{debug, info, warn};
 use crate::config::{GatewayConfig, MqttConfig};
 use crate::reading::{Ack, AckState, AckWatch, Reading, Source};
 use crate::sources::decode::{Cuts, Decoder, Limits, Reject};
-use crate::telemetry::{Health, LogLimiter, Metrics, Status};
+use crate::telemetry::{redact_urls, Health, LogLimiter, Metrics, Status};
 
 /// The health component name of this source.
 pub const COMPONENT: &str = "mqtt";
@@ -136,6 +136,11 @@ pub fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
         _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains('@') {
+        return Err(
+            "credentials do not belong in the URL: set mqtt.username and mqtt.password".into(),
+        );
+    }
     if host.is_empty() || host.contains('/') {
         return Err("missing host".into());
     }
@@ -243,7 +248,7 @@ impl MqttSource {
         self.health.set(
             COMPONENT,
             Status::Starting,
-            Some(format!("connecting to {}", self.cfg.url)),
+            Some(format!("connecting to {}", redact_urls(&self.cfg.url))),
         );
         let filters: Vec<SubscribeFilter> = self
             .cfg
@@ -355,11 +360,14 @@ impl MqttSource {
                     // (a rewrite of the same point is harmless).
                     unacked.clear();
                     self.metrics.mqtt_connected.set(1);
-                    info!(url = %self.cfg.url, session_present = ack.session_present, "Connected to the MQTT broker.");
+                    info!(url = %redact_urls(&self.cfg.url), session_present = ack.session_present, "Connected to the MQTT broker.");
                     self.health.set(
                         COMPONENT,
                         Status::Starting,
-                        Some(format!("connected to {}, subscribing", self.cfg.url)),
+                        Some(format!(
+                            "connected to {}, subscribing",
+                            redact_urls(&self.cfg.url)
+                        )),
                     );
                     // try_: the request channel is drained by this very loop, so awaiting could deadlock.
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -375,7 +383,7 @@ impl MqttSource {
                         self.health.set(
                             COMPONENT,
                             Status::Ok,
-                            Some(format!("connected to {}", self.cfg.url)),
+                            Some(format!("connected to {}", redact_urls(&self.cfg.url))),
                         );
                     }
                     for (code, f) in ack.return_codes.iter().zip(&filters) {
@@ -401,7 +409,7 @@ impl MqttSource {
                         .health
                         .set(COMPONENT, Status::Down, Some(detail.clone()))
                     {
-                        warn!(url = %self.cfg.url, error = %detail, "MQTT connection lost; reconnecting with backoff.");
+                        warn!(url = %redact_urls(&self.cfg.url), error = %detail, "MQTT connection lost; reconnecting with backoff.");
                     } else {
                         debug!(error = %detail, "MQTT reconnect failed.");
                     }

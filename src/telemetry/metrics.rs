@@ -194,6 +194,8 @@ pub struct Metrics {
     notifications: Family<NotificationLabel, Counter>,
     /// Notifications waiting in the outbox (pending or being retried).
     pub outbox_depth: Gauge,
+    /// The web server's (`telemetry::web`).
+    pub web: super::web::WebMetrics,
 }
 
 impl Default for Metrics {
@@ -238,9 +240,11 @@ impl Metrics {
             mqtt_subscribe_failures: Counter::default(),
             notifications: Family::default(),
             outbox_depth: Gauge::default(),
+            web: super::web::WebMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        m.web.register(r);
         r.register(
             "messages_received",
             "Messages received, by source",

@@ -11,10 +11,13 @@
 pub mod health;
 pub mod metrics;
 mod ratelimit;
+pub mod redact;
+pub mod web;
 
 pub use health::{affects_readiness, Component, Health, Status};
 pub use metrics::{Metrics, ModbusDeviceMetrics, ModbusFailure};
 pub use ratelimit::LogLimiter;
+pub use redact::redact_urls;
 
 use std::fmt::Write as _;
 

@@ -2,6 +2,7 @@
 //! audits what changes state, and answers in the shapes INTERFACE.md names.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::auth::Role;
 use super::error::{ApiJson, ApiQuery};
+use super::signin::{Busy, Refused};
 use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
@@ -56,26 +58,63 @@ pub(super) async fn login(
     jar: CookieJar,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<(CookieJar, Json<Json_>), ApiError> {
-    if body.username.len() > 64 || body.password.len() > 1024 {
+    // The same name rule as at creation, so a name that can be made can sign in.
+    super::auth::check_name(&body.username)?;
+    if body.password.len() > super::auth::PASSWORD_MAX_BYTES {
         return Err(ApiError::invalid(
             "credentials_too_long",
-            "user name or password too long",
+            "password too long",
         ));
     }
-    let keys = [format!("user:{}", body.username), format!("addr:{addr}")];
-    if let Some(wait) = s.auth.throttled(&[&keys[0], &keys[1]]) {
-        return Err(ApiError::TooManyAttempts {
-            minutes: wait.as_secs().div_ceil(60).max(1),
-        });
-    }
+    // Counted before it is checked: a burst cannot all pass (web::signin).
+    let web = &s.metrics.web;
+    let attempt = match s
+        .signin
+        .throttle
+        .reserve(&addr, &body.username, Instant::now())
+    {
+        Ok(a) => a,
+        Err(Refused::Wait(wait)) => {
+            web.login_refused("throttled");
+            return Err(ApiError::SlowDown {
+                seconds: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+    };
     let auth = s.auth.clone();
-    let (name, a) = (body.username.clone(), addr.clone());
-    let result = blocking(move || Ok(auth.login(&name, &body.password, &a)?)).await?;
-    let Some((token, who)) = result else {
-        let _ = s.auth.audit(&body.username, "login_failed", "", "", &addr);
+    let name = body.username.clone();
+    let metrics = s.metrics.clone();
+    let checked = s
+        .signin
+        .hasher
+        .run(move || {
+            metrics.web.login_checks.inc();
+            let result = auth.login(&name, &body.password);
+            // The audit write stays off the async workers, like the check.
+            let action = match &result {
+                Ok(Some(_)) => "login",
+                _ => "login_failed",
+            };
+            let _ = auth.audit(&name, action, "", "", &addr);
+            (result, addr)
+        })
+        .await;
+    let (result, addr) = match checked {
+        Ok(r) => r,
+        Err(Busy) => {
+            s.signin.throttle.refund(attempt);
+            web.login_refused("busy");
+            return Err(ApiError::Unavailable(
+                "sign-in is busy; try again in a few seconds".into(),
+            ));
+        }
+    };
+    let Some((token, who)) = result? else {
+        web.login_failures.inc();
         return Err(ApiError::LoginFailed);
     };
-    let _ = s.auth.audit(&who.user, "login", "", "", &addr);
+    s.signin.throttle.succeeded(attempt, Instant::now());
+    let credential = super::Credential::Session(token.clone());
     let cookie = Cookie::build((SESSION_COOKIE, token))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -83,7 +122,11 @@ pub(super) async fn login(
         .path("/")
         .max_age(time_days(7))
         .build();
-    let auth = Auth { who, addr };
+    let auth = Auth {
+        who,
+        addr,
+        credential,
+    };
     Ok((jar.add(cookie), Json(me_body(&auth))))
 }
 
@@ -683,7 +726,12 @@ pub(super) async fn add_user(
     auth.require(Role::Admin)?;
     let store = s.auth.clone();
     let (name, role) = (b.name.clone(), b.role);
-    blocking(move || Ok(store.set_user(&name, role, &b.password)?)).await?;
+    // Hashing the new password: on the hashing pool, like every Argon2 run.
+    s.signin
+        .hasher
+        .run(move || store.set_user(&name, role, &b.password))
+        .await
+        .map_err(|_| ApiError::Unavailable("busy; try again in a few seconds".into()))??;
     auth.audit(&s, "set_user", &b.name, b.role.as_str());
     Ok(StatusCode::NO_CONTENT)
 }
@@ -695,7 +743,7 @@ pub(super) async fn delete_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Role::Admin)?;
-    if name == auth.who.user {
+    if name == auth.who.owner {
         return Err(ApiError::Conflict("you cannot delete yourself".into()));
     }
     let store = s.auth.clone();
@@ -720,6 +768,8 @@ pub(super) async fn tokens(State(s): State<AppState>, auth: Auth) -> Result<Json
 pub(super) struct NewToken {
     name: String,
     role: Role,
+    /// Refused after this many days; without it, valid until revoked (or its owner is deleted).
+    expires_in_days: Option<u32>,
 }
 
 /// `POST /api/tokens`: the secret is in this answer only.
@@ -729,13 +779,29 @@ pub(super) async fn add_token(
     ApiJson(b): ApiJson<NewToken>,
 ) -> Result<Json<Json_>, ApiError> {
     auth.require(Role::Admin)?;
+    // Owned by the signed-in user (a token made with a token: that token's
+    // owner), never above what the caller may do now.
+    if b.role > auth.who.role {
+        return Err(ApiError::Forbidden(
+            "a token cannot have a role above yours".into(),
+        ));
+    }
     let store = s.auth.clone();
-    let by = auth.who.user.clone();
-    let (name, role) = (b.name.clone(), b.role);
-    let token = blocking(move || Ok(store.create_token(&name, role, &by)?)).await?;
-    auth.audit(&s, "create_token", &b.name, b.role.as_str());
+    let owner = auth.who.owner.clone();
+    let (name, role, days) = (b.name.clone(), b.role, b.expires_in_days);
+    let token = blocking(move || Ok(store.create_token(&name, role, &owner, days)?)).await?;
+    auth.audit(
+        &s,
+        "create_token",
+        &b.name,
+        &format!(
+            "{}{}",
+            b.role.as_str(),
+            days.map_or(String::new(), |d| format!(", {d} days"))
+        ),
+    );
     Ok(Json(
-        json!({ "name": b.name, "role": b.role, "token": token }),
+        json!({ "name": b.name, "role": b.role, "token": token, "owner": auth.who.owner, "expires_in_days": days }),
     ))
 }
 

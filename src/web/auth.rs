@@ -1,15 +1,15 @@
 //! Who may do what: users with roles, argon2 password hashes, sessions,
-//! API tokens, failed-login throttling and the audit log — all in
+//! API tokens and the audit log — all in
 //! `data_dir/gateway.db` (SQLite), so a restart logs no one out.
 //!
 //! Session and API tokens are 256-bit random strings; only their SHA-256
 //! is stored, so a copy of the database opens no session. Passwords are
 //! hashed with Argon2id (the crate's defaults, OWASP's recommendation).
+//! Throttling sign-ins and where the hashing runs are `web::signin`'s.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -58,7 +58,10 @@ impl Role {
 pub struct Principal {
     /// User name (`token:<name>` for an API token).
     pub user: String,
-    /// Role.
+    /// The user this acts for: the user itself, or the token's owner.
+    #[serde(skip)]
+    pub owner: String,
+    /// Role (a token's never above its owner's current role).
     pub role: Role,
     /// The session's CSRF token; `None` for API tokens, which carry no ambient authority.
     #[serde(skip)]
@@ -97,12 +100,14 @@ pub struct TokenInfo {
     pub id: i64,
     /// Name.
     pub name: String,
-    /// Role.
+    /// Role (it acts with at most its owner's current role).
     pub role: Role,
-    /// Created by.
+    /// Created by: the owner, with whom the token dies.
     pub created_by: String,
     /// Created, epoch ms.
     pub created_at: i64,
+    /// Refused from then on, epoch ms; `None`: until revoked.
+    pub expires_at: Option<i64>,
 }
 
 /// One line of the audit log.
@@ -127,9 +132,6 @@ const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A session's idle timer is written at most this often, so checking a
 /// session (every request, every event stream) is a read, not a write.
 const SESSION_REFRESH: Duration = Duration::from_secs(60);
-/// Failed sign-ins allowed per address and per user name within `THROTTLE_WINDOW`.
-const MAX_FAILURES: usize = 5;
-const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The earliest last use (epoch ms) of a session still valid at `now`.
 fn oldest_live_use(now: i64) -> i64 {
@@ -140,7 +142,9 @@ fn oldest_live_use(now: i64) -> i64 {
 #[derive(Debug)]
 pub struct AuthStore {
     conn: Mutex<Connection>,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Bumped whenever a session or token may have ended (sign-out, user or
+    /// token deleted, password changed): open event streams check theirs.
+    revoked: tokio::sync::watch::Sender<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -154,7 +158,8 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn digest(token: &str) -> String {
+/// The stored form of a session or API token.
+pub(crate) fn digest(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
 }
@@ -178,28 +183,59 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks a new password: long enough to resist guessing when throttled.
-pub fn check_password(p: &str) -> Result<(), AuthError> {
+/// The longest password taken, in bytes (a passphrase of 128 characters of
+/// any script fits); longer is refused before hashing.
+pub const PASSWORD_MAX_BYTES: usize = 1024;
+/// The longest user (and token) name, in characters.
+pub const NAME_MAX_CHARS: usize = 32;
+/// The longest life of an API token, in days.
+pub const TOKEN_MAX_DAYS: u32 = 3650;
+
+/// Checks a new password for `user`: at least 10 characters, not only
+/// spaces or one repeated character, not the user name.
+pub fn check_password(user: &str, p: &str) -> Result<(), AuthError> {
+    let bad = |m: &str| Err(AuthError::Invalid(m.into()));
     if p.chars().count() < 10 {
-        return Err(AuthError::Invalid(
-            "a password needs at least 10 characters".into(),
-        ));
+        return bad("a password needs at least 10 characters");
     }
-    if p.len() > 1024 {
-        return Err(AuthError::Invalid(
-            "a password may have at most 1024 bytes".into(),
-        ));
+    if p.len() > PASSWORD_MAX_BYTES {
+        return bad("a password may have at most 1024 bytes");
+    }
+    if p.chars().all(char::is_whitespace) {
+        return bad("a password cannot be only spaces");
+    }
+    let mut chars = p.chars();
+    if let Some(first) = chars.next() {
+        if chars.all(|c| c == first) {
+            return bad("a password cannot be one character repeated");
+        }
+    }
+    if p.trim().to_lowercase() == user.to_lowercase() {
+        return bad("a password cannot be the user name");
     }
     Ok(())
 }
 
-fn check_name(n: &str) -> Result<(), AuthError> {
-    if n.is_empty() || n.chars().count() > 64 || n.chars().any(|c| c.is_control() || c == ':') {
-        return Err(AuthError::Invalid(
-            "a user name has 1 to 64 characters, no ':'".into(),
-        ));
+/// Checks a user or token name: 1 to 32 characters that show as themselves
+/// on the page and in the audit log — letters (any script, CJK too),
+/// digits, `.`, `_`, `-`, `@` and single inner spaces. No control, bidi or
+/// format characters, emoji or combining marks (which could make two names
+/// look alike or reorder the text around them).
+pub fn check_name(n: &str) -> Result<(), AuthError> {
+    let ok = !n.is_empty()
+        && n.chars().count() <= NAME_MAX_CHARS
+        && !n.starts_with(' ')
+        && !n.ends_with(' ')
+        && !n.contains("  ")
+        && n.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | ' '));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(
+            "a name has 1 to 32 letters, digits, '.', '_', '-', '@' or inner spaces".into(),
+        ))
     }
-    Ok(())
 }
 
 impl AuthStore {
@@ -216,10 +252,26 @@ impl AuthStore {
             CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
             "#,
         )?;
+        // Stores made before tokens could expire.
+        let has_expiry: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'expires_at'")?
+            .exists([])?;
+        if !has_expiry {
+            conn.execute_batch("ALTER TABLE tokens ADD COLUMN expires_at INTEGER")?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
-            failures: Mutex::new(HashMap::new()),
+            revoked: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Changes whenever a session or token may have ended.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    fn revoke(&self) {
+        self.revoked.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -229,24 +281,30 @@ impl AuthStore {
     /// Creates or replaces a user.
     pub fn set_user(&self, name: &str, role: Role, password: &str) -> Result<(), AuthError> {
         check_name(name)?;
-        check_password(password)?;
+        check_password(name, password)?;
         let hash = hash_password(password)?;
         self.conn().execute(
             "INSERT INTO users (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash",
             params![name, role.as_str(), hash, now_ms()],
         )?;
-        // A new password ends the user's other sessions.
+        // A new password (or role) ends the user's other sessions.
         self.conn()
             .execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+        self.revoke();
         Ok(())
     }
 
-    /// Removes a user and their sessions; false when there was none.
+    /// Removes a user with their sessions and API tokens; false when there was none.
     pub fn delete_user(&self, name: &str) -> Result<bool, AuthError> {
-        let c = self.conn();
-        c.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
-        Ok(c.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        tx.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+        tx.execute("DELETE FROM tokens WHERE created_by = ?1", [name])?;
+        let found = tx.execute("DELETE FROM users WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        self.revoke();
+        Ok(found)
     }
 
     /// Every user.
@@ -263,54 +321,13 @@ impl AuthStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How long `keys` must wait before another try, if they are throttled.
-    pub fn throttled(&self, keys: &[&str]) -> Option<Duration> {
-        let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        keys.iter()
-            .filter_map(|k| {
-                let q = f.get_mut(*k)?;
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > THROTTLE_WINDOW)
-                {
-                    q.pop_front();
-                }
-                (q.len() >= MAX_FAILURES).then(|| {
-                    q.front().map_or(THROTTLE_WINDOW, |t| {
-                        THROTTLE_WINDOW.saturating_sub(now.duration_since(*t))
-                    })
-                })
-            })
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[&str]) {
-        let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: a flood of made-up names must not grow memory without end.
-        if f.len() > 10_000 {
-            f.retain(|_, q| {
-                q.back()
-                    .is_some_and(|t| now.duration_since(*t) < THROTTLE_WINDOW)
-            });
-        }
-        for k in keys {
-            let q = f.entry((*k).to_owned()).or_default();
-            q.push_back(now);
-            if q.len() > MAX_FAILURES * 2 {
-                q.pop_front();
-            }
-        }
-    }
-
     /// Checks a password; on success opens a session and returns
-    /// (session token, principal). The caller checks `throttled` first.
+    /// (session token, principal). Slow on purpose (Argon2): the caller
+    /// throttles and runs it on `web::signin::Hasher`.
     pub fn login(
         &self,
         name: &str,
         password: &str,
-        addr: &str,
     ) -> Result<Option<(String, Principal)>, AuthError> {
         let row: Option<(String, String)> = self
             .conn()
@@ -328,10 +345,7 @@ impl AuthStore {
                 false
             }
         };
-        let user_key = format!("user:{name}");
-        let addr_key = format!("addr:{addr}");
         if !ok {
-            self.record_failure(&[&user_key, &addr_key]);
             return Ok(None);
         }
         let (role, _) = row.unwrap_or_default();
@@ -352,6 +366,7 @@ impl AuthStore {
             token,
             Principal {
                 user: name.to_owned(),
+                owner: name.to_owned(),
                 role: Role::parse(&role),
                 csrf: Some(csrf),
             },
@@ -368,8 +383,10 @@ impl AuthStore {
                 "SELECT s.user, u.role, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?1 AND s.last_used >= ?2",
                 params![d, oldest_live_use(now)],
                 |r| {
+                    let user: String = r.get(0)?;
                     let p = Principal {
-                        user: r.get(0)?,
+                        owner: user.clone(),
+                        user,
                         role: Role::parse(&r.get::<_, String>(1)?),
                         csrf: Some(r.get(2)?),
                     };
@@ -393,31 +410,69 @@ impl AuthStore {
     pub fn logout(&self, token: &str) -> Result<(), AuthError> {
         self.conn()
             .execute("DELETE FROM sessions WHERE digest = ?1", [digest(token)])?;
+        self.revoke();
         Ok(())
     }
 
-    /// Creates an API token; the secret is returned once and never stored.
-    pub fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String, AuthError> {
+    /// Creates an API token owned by the user `owner`, with at most the
+    /// owner's role, valid for `days` (or until revoked); the secret is
+    /// returned once and never stored. The token dies with its owner.
+    pub fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        owner: &str,
+        days: Option<u32>,
+    ) -> Result<String, AuthError> {
         check_name(name)?;
+        if days.is_some_and(|d| d == 0 || d > TOKEN_MAX_DAYS) {
+            return Err(AuthError::Invalid(format!(
+                "expires_in_days must be 1 to {TOKEN_MAX_DAYS}"
+            )));
+        }
+        let now = now_ms();
+        let expires_at = days.map(|d| now + i64::from(d) * 86_400_000);
         let token = format!("cgw_{}", random_token());
-        self.conn().execute(
-            "INSERT INTO tokens (name, digest, role, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, digest(&token), role.as_str(), by, now_ms()],
+        let c = self.conn();
+        let owner_role: Option<String> = c
+            .query_row("SELECT role FROM users WHERE name = ?1", [owner], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(owner_role) = owner_role.map(|r| Role::parse(&r)) else {
+            return Err(AuthError::Invalid(format!(
+                "a token belongs to a user; there is no user `{owner}`"
+            )));
+        };
+        if role > owner_role {
+            return Err(AuthError::Invalid(format!(
+                "a token cannot have a role above its owner's ({})",
+                owner_role.as_str()
+            )));
+        }
+        c.execute(
+            "INSERT INTO tokens (name, digest, role, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, digest(&token), role.as_str(), owner, now, expires_at],
         )?;
         Ok(token)
     }
 
-    /// The principal of a bearer token.
+    /// The principal of a bearer token: refused once expired or once its
+    /// owner is gone; its role is capped by the owner's current role.
     pub fn token(&self, token: &str) -> Result<Option<Principal>, AuthError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name, role FROM tokens WHERE digest = ?1",
-                [digest(token)],
+                "SELECT t.name, t.role, u.role, u.name FROM tokens t JOIN users u ON u.name = t.created_by
+                 WHERE t.digest = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+                params![digest(token), now_ms()],
                 |r| {
+                    let own = Role::parse(&r.get::<_, String>(1)?);
+                    let owner = Role::parse(&r.get::<_, String>(2)?);
                     Ok(Principal {
                         user: format!("token:{}", r.get::<_, String>(0)?),
-                        role: Role::parse(&r.get::<_, String>(1)?),
+                        owner: r.get(3)?,
+                        role: own.min(owner),
                         csrf: None,
                     })
                 },
@@ -428,8 +483,9 @@ impl AuthStore {
     /// Every API token (without secrets).
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
         let c = self.conn();
-        let mut stmt =
-            c.prepare("SELECT id, name, role, created_by, created_at FROM tokens ORDER BY id")?;
+        let mut stmt = c.prepare(
+            "SELECT id, name, role, created_by, created_at, expires_at FROM tokens ORDER BY id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(TokenInfo {
                 id: r.get(0)?,
@@ -437,6 +493,7 @@ impl AuthStore {
                 role: Role::parse(&r.get::<_, String>(2)?),
                 created_by: r.get(3)?,
                 created_at: r.get(4)?,
+                expires_at: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -444,10 +501,12 @@ impl AuthStore {
 
     /// Revokes a token; false when there was none.
     pub fn delete_token(&self, id: i64) -> Result<bool, AuthError> {
-        Ok(self
+        let found = self
             .conn()
             .execute("DELETE FROM tokens WHERE id = ?1", [id])?
-            > 0)
+            > 0;
+        self.revoke();
+        Ok(found)
     }
 
     /// Records an operator action.
@@ -464,6 +523,17 @@ impl AuthStore {
             params![now_ms(), user, action, target, detail, addr],
         )?;
         Ok(())
+    }
+
+    /// Who signed in from where since `since_ms` (user, address): the
+    /// sign-in throttle's known screens after a restart.
+    pub fn sign_ins_since(&self, since_ms: i64) -> Result<Vec<(String, String)>, AuthError> {
+        let c = self.conn();
+        let mut stmt = c.prepare(
+            "SELECT DISTINCT user, addr FROM audit WHERE action = 'login' AND at >= ?1 LIMIT 10000",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The newest audit entries.
@@ -509,7 +579,100 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_sessions_tokens_and_throttling() {
+    fn names_and_passwords_that_are_refused() {
+        for good in ["wang", "li.na", "ops-2@school", "张伟", "Wang Wei", "x"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " wang",
+            "wang ",
+            "wang  wei",
+            "admin\u{202e}nimda",
+            "zero\u{200b}width",
+            "tab\tname",
+            "token:x",
+            "e\u{301}",
+            &"😀".repeat(8),
+            &"a".repeat(33),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"a".repeat(32)).is_ok());
+        for bad in [
+            "short",
+            "          ",
+            "\t\t\t\t\t \n\n\n\n",
+            "aaaaaaaaaaaa",
+            "operator01",
+            " Operator01 ",
+        ] {
+            assert!(check_password("operator01", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_password("operator01", "correct horse battery").is_ok());
+        assert!(
+            check_password("x", &"长城".repeat(150)).is_ok(),
+            "300 CJK characters fit"
+        );
+        assert!(
+            check_password("x", &"a1".repeat(600)).is_err(),
+            "over 1024 bytes"
+        );
+    }
+
+    #[test]
+    fn a_token_dies_with_its_owner_expires_and_never_outranks_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = AuthStore::open(dir.path()).expect("open");
+        s.set_user("chen", Role::Admin, "chen's long password")
+            .expect("add");
+        assert!(
+            s.create_token("t", Role::Admin, "nobody", None).is_err(),
+            "a token needs an owner"
+        );
+        assert!(s.create_token("t", Role::Admin, "chen", Some(0)).is_err());
+        let admin = s
+            .create_token("t", Role::Admin, "chen", None)
+            .expect("token");
+        let short = s
+            .create_token("t2", Role::Viewer, "chen", Some(1))
+            .expect("token");
+        assert_eq!(
+            s.token(&admin).expect("lookup").map(|p| (p.role, p.owner)),
+            Some((Role::Admin, "chen".into()))
+        );
+
+        // Demoted: the token acts as a viewer and cannot make an admin token.
+        s.set_user("chen", Role::Viewer, "chen's long password")
+            .expect("demote");
+        assert_eq!(
+            s.token(&admin).expect("lookup").map(|p| p.role),
+            Some(Role::Viewer)
+        );
+        assert!(s.create_token("t3", Role::Operator, "chen", None).is_err());
+
+        // Expired.
+        s.conn()
+            .execute(
+                "UPDATE tokens SET expires_at = ?1 WHERE name = 't2'",
+                [now_ms() - 1],
+            )
+            .expect("expire");
+        assert_eq!(s.token(&short).expect("lookup"), None);
+        assert!(s
+            .tokens()
+            .expect("list")
+            .iter()
+            .any(|t| t.expires_at.is_some()));
+
+        // Deleted owner: the token is refused, and gone from the list.
+        assert!(s.delete_user("chen").expect("delete"));
+        assert_eq!(s.token(&admin).expect("lookup"), None);
+        assert!(s.tokens().expect("list").is_empty());
+    }
+
+    #[test]
+    fn users_sessions_and_tokens() {
         let dir = tempfile::tempdir().expect("temp dir");
         let s = AuthStore::open(dir.path()).expect("open");
         assert!(
@@ -518,12 +681,9 @@ mod tests {
         );
         s.set_user("wang", Role::Operator, "correct horse battery")
             .expect("add");
-        assert!(s
-            .login("wang", "wrong password!", "1.2.3.4")
-            .expect("login")
-            .is_none());
+        assert!(s.login("wang", "wrong password!").expect("login").is_none());
         let (token, p) = s
-            .login("wang", "correct horse battery", "1.2.3.4")
+            .login("wang", "correct horse battery")
             .expect("login")
             .expect("ok");
         assert_eq!((p.user.as_str(), p.role), ("wang", Role::Operator));
@@ -533,7 +693,7 @@ mod tests {
 
         // Idle sessions: refreshed when a minute stale, refused after a week.
         let (token, _) = s
-            .login("wang", "correct horse battery", "1.2.3.4")
+            .login("wang", "correct horse battery")
             .expect("login")
             .expect("ok");
         let age = |ms: i64| {
@@ -567,7 +727,7 @@ mod tests {
         assert_eq!(s.session(&token).expect("session"), None, "expired");
 
         let api = s
-            .create_token("district", Role::Viewer, "admin")
+            .create_token("district", Role::Viewer, "wang", None)
             .expect("token");
         assert_eq!(
             s.token(&api).expect("lookup").map(|p| p.role),
@@ -575,14 +735,6 @@ mod tests {
         );
         assert_eq!(s.token("cgw_made_up").expect("lookup"), None);
 
-        for _ in 0..MAX_FAILURES {
-            let _ = s
-                .login("li", "guess guess guess", "5.6.7.8")
-                .expect("login");
-        }
-        assert!(s.throttled(&["addr:5.6.7.8"]).is_some());
-        assert!(s.throttled(&["user:li"]).is_some());
-        assert!(s.throttled(&["addr:1.2.3.4"]).is_none());
         assert!(
             PasswordHash::new(dummy_hash()).is_ok(),
             "the dummy hash is a real one"

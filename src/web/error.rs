@@ -65,12 +65,15 @@ pub enum ApiError {
     /// the body names both.
     #[error(transparent)]
     NotAllowed(#[from] NotAllowed),
-    /// 429.
-    #[error("too many failed sign-ins; try again in {minutes} minutes")]
-    TooManyAttempts {
-        /// Minutes to wait.
-        minutes: u64,
+    /// 429: the sign-in throttle asks the client to wait (web::signin).
+    #[error("too many sign-in attempts; try again in {seconds} s")]
+    SlowDown {
+        /// Seconds to wait.
+        seconds: u64,
     },
+    /// 429: a cap on what one client may hold (web::limits).
+    #[error("{0}")]
+    Limit(String),
     /// 500: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -101,7 +104,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "invalid_file",
             ApiError::Conflict(_) => "conflict",
             ApiError::NotAllowed(_) => "not_allowed",
-            ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::SlowDown { .. } => "slow_down",
+            ApiError::Limit(_) => "limit",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "unavailable",
         }
@@ -117,7 +121,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) | ApiError::AlarmNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotAllowed(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::SlowDown { .. } | ApiError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "Request failed.");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -126,16 +130,14 @@ impl IntoResponse for ApiError {
         };
         let mut body = json!({ "error": self.to_string(), "code": self.code() });
         match &self {
-            ApiError::TooManyAttempts { minutes } => body["retry_after_s"] = json!(minutes * 60),
             // The page says it in words: "already acknowledged".
             ApiError::NotAllowed(n) => {
                 body["action"] = json!(n.action);
                 body["state"] = json!(n.state);
             }
+            ApiError::Unprocessable { problems, .. } => body["problems"] = json!(problems),
+            ApiError::SlowDown { seconds } => body["retry_after_s"] = json!(seconds),
             _ => {}
-        }
-        if let ApiError::Unprocessable { problems, .. } = &self {
-            body["problems"] = json!(problems);
         }
         (status, Json(body)).into_response()
     }
@@ -235,11 +237,8 @@ mod tests {
             (ApiError::NotFound("x".into()), 404, "not_found"),
             (ApiError::AlarmNotFound(12), 404, "alarm_not_found"),
             (ApiError::Conflict("x".into()), 409, "conflict"),
-            (
-                ApiError::TooManyAttempts { minutes: 2 },
-                429,
-                "too_many_attempts",
-            ),
+            (ApiError::SlowDown { seconds: 2 }, 429, "slow_down"),
+            (ApiError::Limit("x".into()), 429, "limit"),
             (ApiError::Internal("secret detail".into()), 500, "internal"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
         ];

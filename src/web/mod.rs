@@ -6,7 +6,8 @@
 //! `bind` binds (plain or TLS) and returns the server future, which ends
 //! when the shutdown token fires.
 //!
-//! Access: everything but `/`, the assets, `/healthz`, `/metrics` and
+//! Access: everything but `/`, the assets, `/healthz` (states only; its
+//! details need a session or token), `/metrics` and
 //! `/api/login` needs a session cookie or an API token (`Authorization:
 //! Bearer …`). A state-changing request on a session also needs its CSRF
 //! token in `X-CSRF-Token`; API tokens carry no ambient authority and need
@@ -17,9 +18,11 @@ mod api;
 mod assets;
 pub mod auth;
 mod error;
+pub mod limits;
+pub mod signin;
 pub mod stream;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +70,12 @@ pub struct AppState {
     pub config_path: Option<PathBuf>,
     /// The school's local time (`[alarms].utc_offset`), for reports.
     pub utc_offset: chrono::FixedOffset,
+    /// The sign-in throttle and password-hashing pool.
+    pub signin: Arc<signin::SignIn>,
+    /// Peers whose `X-Forwarded-For` names the client (`web.trusted_proxies`).
+    pub trusted_proxies: Arc<[IpAddr]>,
+    /// Connection and event-stream caps and timeouts.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -77,6 +86,37 @@ pub struct Auth {
     pub who: Principal,
     /// From where (for the audit log).
     pub addr: String,
+    /// What it signed in with, to check again later (an event stream ends
+    /// when its session or token does).
+    pub credential: Credential,
+}
+
+/// The secret a request was authenticated with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A session cookie.
+    Session(String),
+    /// An API token.
+    Token(String),
+}
+
+impl Credential {
+    /// Whether it is still valid (a store error counts as valid: a
+    /// database hiccup must not blank the security room's screens).
+    pub fn still_valid(&self, store: &AuthStore) -> bool {
+        let found = match self {
+            Credential::Session(t) => store.session(t),
+            Credential::Token(t) => store.token(t),
+        };
+        !matches!(found, Ok(None))
+    }
+
+    /// A key for counting per session or token that is not the secret itself.
+    pub fn key(&self) -> String {
+        match self {
+            Credential::Session(t) | Credential::Token(t) => auth::digest(t),
+        }
+    }
 }
 
 impl Auth {
@@ -103,22 +143,56 @@ impl Auth {
     }
 }
 
-fn client_addr(parts: &Parts) -> String {
-    parts
+/// The client's address: the TCP peer's, or, when the peer is a trusted
+/// proxy, the rightmost address in `X-Forwarded-For` that is not one (each
+/// proxy appends the address it was reached from, so entries left of the
+/// last untrusted hop may be forged and are never read).
+fn client_addr(parts: &Parts, trusted: &[IpAddr]) -> String {
+    let Some(peer) = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .map(|c| c.0.ip())
+    else {
+        return "unknown".into();
+    };
+    forwarded_client(peer, &parts.headers, trusted).to_string()
 }
 
-/// The client's address (for throttling and the audit log).
+fn forwarded_client(peer: IpAddr, headers: &header::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // A proxy that writes what is not an address: keep the last good hop.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// The client's address (for throttling and the audit log), through
+/// trusted proxies.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts, &state.trusted_proxies)))
     }
 }
 
@@ -126,7 +200,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let addr = client_addr(parts);
+        let addr = client_addr(parts, &state.trusted_proxies);
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -136,18 +210,24 @@ impl FromRequestParts<AppState> for Auth {
         let auth = state.auth.clone();
         if let Some(token) = bearer {
             let token = token.to_owned();
-            let who = tokio::task::spawn_blocking(move || auth.token(&token))
+            let t = token.clone();
+            let who = tokio::task::spawn_blocking(move || auth.token(&t))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))??;
             return who
-                .map(|who| Auth { who, addr })
+                .map(|who| Auth {
+                    who,
+                    addr,
+                    credential: Credential::Token(token),
+                })
                 .ok_or(ApiError::Unauthorized);
         }
         let jar = CookieJar::from_headers(&parts.headers);
         let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
             return Err(ApiError::Unauthorized);
         };
-        let who = tokio::task::spawn_blocking(move || auth.session(&token))
+        let t = token.clone();
+        let who = tokio::task::spawn_blocking(move || auth.session(&t))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??
             .ok_or(ApiError::Unauthorized)?;
@@ -160,7 +240,11 @@ impl FromRequestParts<AppState> for Auth {
                 return Err(ApiError::Forbidden("missing or wrong X-CSRF-Token".into()));
             }
         }
-        Ok(Auth { who, addr })
+        Ok(Auth {
+            who,
+            addr,
+            credential: Credential::Session(token),
+        })
     }
 }
 
@@ -240,6 +324,7 @@ pub async fn bind(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
+    let limits = state.limits.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -250,34 +335,36 @@ pub async fn bind(
         shutdown.cancelled().await;
         stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    // TCP_NODELAY: an SSE event is one small write that must go out now, not
-    // wait (Nagle) for the acknowledgement of the previous one.
-    use axum_server::accept::NoDelayAcceptor;
+    // Caps, TCP_NODELAY and the idle timeout (web::limits); then the
+    // timeouts for the first request and for every request's headers, so a
+    // socket that sends nothing, or too slowly, is closed.
+    let accept = limits::LimitAcceptor::new(limits.clone());
+    let mut server = axum_server::from_tcp(listener)?
+        .handle(handle)
+        .first_request_timeout(limits.first_request_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_timeout);
     let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
         match tls {
             Some(t) => {
                 let config =
                     axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await?;
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-                    .acceptor(NoDelayAcceptor::new());
-                Box::pin(
-                    axum_server::from_tcp(listener)?
-                        .acceptor(acceptor)
-                        .handle(handle)
-                        .serve(app),
-                )
+                    .handshake_timeout(limits.first_request_timeout)
+                    .acceptor(accept);
+                Box::pin(server.acceptor(acceptor).serve(app))
             }
-            None => Box::pin(
-                axum_server::from_tcp(listener)?
-                    .acceptor(NoDelayAcceptor::new())
-                    .handle(handle)
-                    .serve(app),
-            ),
+            None => Box::pin(server.acceptor(accept).serve(app)),
         };
     Ok((local, server))
 }
 
-async fn healthz(State(s): State<AppState>) -> Response {
+/// `/healthz`: public, for load balancers and monitoring, so without a
+/// session or token it shows only each component's state; the details (the
+/// addresses connected to, what is wrong) need a signed-in user or a token.
+async fn healthz(State(s): State<AppState>, auth: Result<Auth, ApiError>) -> Response {
     let components = s.health.snapshot();
     // A Modbus device that is down degrades the gateway; only a core component makes it unready.
     let down = components
@@ -292,13 +379,22 @@ async fn healthz(State(s): State<AppState>) -> Response {
     } else {
         "ok"
     };
-    let body = json!({
-        "status": overall,
-        "components": components,
-        "spool_bytes": s.metrics.spool_bytes.get(),
-        "spool_points": s.metrics.spool_points.get(),
-        "devices": s.registry.len(),
-    });
+    let body = if auth.is_ok() {
+        json!({
+            "status": overall,
+            "components": components,
+            "spool_bytes": s.metrics.spool_bytes.get(),
+            "spool_points": s.metrics.spool_points.get(),
+            "devices": s.registry.len(),
+        })
+    } else {
+        // The same shape as with details, so monitors read `components.<name>.status` either way.
+        let states: std::collections::BTreeMap<&str, serde_json::Value> = components
+            .iter()
+            .map(|(name, c)| (name.as_str(), json!({ "status": c.status })))
+            .collect();
+        json!({ "status": overall, "components": states })
+    };
     let code = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -323,4 +419,38 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.0.0.2");
+        let trusted = [proxy, ip("10.0.0.3")];
+        let with = |xff: &[&str]| {
+            let mut h = header::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).expect("value"));
+            }
+            h
+        };
+        // Not from a proxy: the header is ignored.
+        assert_eq!(
+            forwarded_client(ip("192.0.2.9"), &with(&["1.2.3.4"]), &trusted),
+            ip("192.0.2.9")
+        );
+        // Through two proxies; what the client wrote itself on the left is not believed.
+        assert_eq!(
+            forwarded_client(proxy, &with(&["6.6.6.6, 192.0.2.7", "10.0.0.3"]), &trusted),
+            ip("192.0.2.7")
+        );
+        assert_eq!(forwarded_client(proxy, &with(&[]), &trusted), proxy);
+        assert_eq!(
+            forwarded_client(proxy, &with(&["garbage, 10.0.0.3"]), &trusted),
+            ip("10.0.0.3")
+        );
+    }
 }

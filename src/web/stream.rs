@@ -27,7 +27,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, Auth};
+use super::{ApiError, AppState, Auth, Credential};
 use crate::alarms::AlarmView;
 use crate::alarms::Change;
 use crate::reading::{Reading, Value};
@@ -196,9 +196,48 @@ fn bus_position(r: &Reading) -> serde_json::Value {
     })
 }
 
+/// How often an open stream checks its session or token even when nothing
+/// was revoked here (it may have expired, or `campusgw user add` in another
+/// process may have ended it).
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Resolves when the stream's session or token has ended: checked at once
+/// on every sign-out, deletion and password change, and every `RECHECK`.
+async fn session_ended(s: AppState, credential: Credential) {
+    let mut revoked = s.auth.revocations();
+    let mut watching = true;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    loop {
+        tokio::select! {
+            changed = revoked.changed(), if watching => watching = changed.is_ok(),
+            _ = tick.tick() => {}
+        }
+        let (store, c) = (s.auth.clone(), credential.clone());
+        let valid = tokio::task::spawn_blocking(move || c.still_valid(&store))
+            .await
+            .unwrap_or(true);
+        if !valid {
+            s.metrics.web.streams_revoked.inc();
+            return;
+        }
+    }
+}
+
 /// `GET /api/stream`: `hello` once the stream is subscribed, then every
-/// event, with a keep-alive comment every 15 s.
-pub(super) async fn sse(State(s): State<AppState>, _auth: Auth) -> Response {
+/// event, with a keep-alive comment every 15 s; it ends when its session or
+/// token does. At most `web.max_streams_per_session` per session or token
+/// and `web.max_streams_per_address` per client address (429 beyond).
+pub(super) async fn sse(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let slot = s
+        .limits
+        .open_stream(&auth.credential.key(), &auth.addr)
+        .map_err(|cap| {
+            ApiError::Limit(match cap {
+                "per_session" => "too many event streams open for this session".into(),
+                _ => "too many event streams open from this address".into(),
+            })
+        })?;
+    let ended = session_ended(s.clone(), auth.credential.clone());
     let events = BroadcastStream::new(s.live.tx.subscribe()).map(|e| match e {
         Ok(frame) => frame,
         Err(BroadcastStreamRecvError::Lagged(_)) => Bytes::from_static(LAGGED),
@@ -213,15 +252,20 @@ pub(super) async fn sse(State(s): State<AppState>, _auth: Auth) -> Response {
     );
     let body = stream::once(async { Bytes::from_static(HELLO) })
         .chain(stream::select(events, keep_alive))
-        .map(Ok::<_, Infallible>);
-    (
+        .take_until(ended)
+        .map(move |b| {
+            // The slot is given back when the client goes or the stream ends.
+            let _held = &slot;
+            Ok::<_, Infallible>(b)
+        });
+    Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use campus_gateway::app::Gateway;
 use campus_gateway::config::Config;
 use campus_gateway::telemetry::{init_logging, LogFormat, Status};
+use campus_gateway::web::Role;
 
 /// Parses a test configuration (no environment overrides), panicking with every problem.
 pub fn config(text: &str) -> Config {
@@ -35,10 +36,34 @@ pub async fn wait_subscribed(gw: &Gateway) {
     .await;
 }
 
-/// GET a path of the gateway's HTTP server: (status, body).
+/// A viewer's API token for `gw`, made once per gateway: `/healthz` shows
+/// its details only to a signed-in user or a token.
+pub fn viewer_token(gw: &Gateway) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static TOKENS: OnceLock<Mutex<HashMap<std::net::SocketAddr, String>>> = OnceLock::new();
+    let mut tokens = TOKENS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    tokens
+        .entry(gw.web_addr)
+        .or_insert_with(|| {
+            gw.auth
+                .set_user("test-reader", Role::Viewer, "test-reader-password")
+                .expect("the test reader");
+            gw.auth
+                .create_token("test-reader", Role::Viewer, "test-reader", None)
+                .expect("the test reader's token")
+        })
+        .clone()
+}
+
+/// GET a path of the gateway's HTTP server as a viewer's token: (status, body).
 pub async fn get(gw: &Gateway, path: &str) -> (u16, String) {
     let resp = super::http_client()
         .get(format!("http://{}{path}", gw.web_addr))
+        .bearer_auth(viewer_token(gw))
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));

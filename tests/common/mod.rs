@@ -141,6 +141,33 @@ pub fn http_sync(
     basic_auth: Option<(&str, &str)>,
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<(u16, String)> {
+    let authorization = basic_auth
+        .map(|(user, pass)| format!("Basic {}", base64(format!("{user}:{pass}").as_bytes())));
+    http_sync_authorized(port, method, path_and_query, authorization.as_deref(), body)
+}
+
+/// [`http_sync`] with a bearer token (a gateway's API token).
+pub fn http_sync_bearer(
+    port: u16,
+    path_and_query: &str,
+    token: &str,
+) -> std::io::Result<(u16, String)> {
+    http_sync_authorized(
+        port,
+        "GET",
+        path_and_query,
+        Some(&format!("Bearer {token}")),
+        None,
+    )
+}
+
+fn http_sync_authorized(
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    authorization: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -148,11 +175,8 @@ pub fn http_sync(
     let mut request = format!(
         "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
     );
-    if let Some((user, pass)) = basic_auth {
-        request.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64(format!("{user}:{pass}").as_bytes())
-        ));
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
     }
     let body_bytes: &[u8] = match body {
         Some((content_type, bytes)) => {

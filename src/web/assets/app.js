@@ -287,7 +287,8 @@
       'err.alarm_not_found': '该报警已结束或不存在',
       'err.conflict': '当前状态不允许此操作：{detail}',
       'err.not_allowed': '该报警现在是“{state}”，不能{action}',
-      'err.too_many_attempts': '登录失败次数过多，请 {n} 分钟后再试',
+      'err.slow_down': '登录尝试过多，请 {n} 秒后再试',
+      'err.limit': '连接过多，请稍后再试',
       'err.internal': '服务器内部错误，请稍后再试',
       'err.unavailable': '服务暂时不可用，请稍后再试',
       'err.invalid_command': '无法执行此操作：{detail}',
@@ -579,7 +580,8 @@
       'err.alarm_not_found': 'This alarm is over or does not exist',
       'err.conflict': '{detail}',
       'err.not_allowed': 'The alarm is {state} now: you cannot {action} it',
-      'err.too_many_attempts': 'Too many failed sign-ins; try again in {n} min',
+      'err.slow_down': 'Too many sign-in attempts; try again in {n} s',
+      'err.limit': 'Too many connections; try again shortly',
       'err.internal': 'Internal server error; try again shortly',
       'err.unavailable': 'The service is unavailable; try again shortly',
       'err.invalid_command': '{detail}',
@@ -971,7 +973,7 @@
       vars.action = DICT.en[`verb.${data.action}`] ? t(`verb.${data.action}`) : String(data.action || '');
       vars.state = DICT.en[`state.${data.state}`] ? stateLabel(data.state) : String(data.state || '');
     }
-    if (code === 'too_many_attempts') vars.n = Math.max(1, Math.ceil((Number(data.retry_after_s) || 60) / 60));
+    if (code === 'slow_down') vars.n = Math.max(1, Math.ceil(Number(data.retry_after_s) || 1));
     return t(key, vars);
   }
 
