@@ -181,6 +181,8 @@ impl Gateway {
             config_path: path,
             utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
                 .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
+            roster: crate::notify::roster::Roster::new(&cfg).ok().map(Arc::new),
+            notify_db: Some(crate::notify::task::outbox_path(&cfg.gateway.data_dir)),
             signin: Arc::new(
                 web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
             ),
@@ -245,6 +247,26 @@ impl Gateway {
             rules_handle.commands.clone(),
             shutdown.clone(),
         ));
+        // Duty alerts follow the alarm ledger on a thread of their own.
+        let notify_stop = CancellationToken::new();
+        let notifier = match crate::notify::task::Notifier::new(
+            &cfg,
+            &cfg.gateway.data_dir,
+            rules_handle.commands.clone(),
+            metrics.clone(),
+            health.clone(),
+            Arc::new(crate::sources::now_ms),
+        ) {
+            Ok(Some(n)) => Some(
+                n.spawn(rules_handle.changes.subscribe(), notify_stop.clone())
+                    .context("cannot start the duty notifier's thread")?,
+            ),
+            Ok(None) => {
+                info!("No [[notify.routes]]: duty alerts are off; alarms reach only the page and MQTT.");
+                None
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start the duty notifier")),
+        };
         let publisher_stop = CancellationToken::new();
         if !cfg.alarms.mqtt_topic.is_empty() {
             tracker.spawn_on(
@@ -291,6 +313,11 @@ impl Gateway {
             // The last alarm transitions were handed to the publisher before the pipeline ended.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             publisher_stop.cancel();
+            notify_stop.cancel();
+            if let Some(t) = notifier {
+                // Its round ends within a request's timeout; the outbox keeps the rest.
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
             if tokio::time::timeout(deadline, tracker.wait())
                 .await
                 .is_err()

@@ -563,3 +563,104 @@ policy = "fire"
         );
     }
 }
+
+/// The whole chain in a running gateway: a smoke alarm through a real
+/// mosquitto reaches the person on duty through the webhook, the alarm's
+/// detail lists the notification, and `/api/duty` says who is on duty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_alarm_reaches_the_person_on_duty() {
+    use common::{eventually, feed, gateway, Mosquitto, Publisher, QoS};
+    let robots = Robots::start();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        r#"[gateway]
+data_dir = "{data}"
+[mqtt]
+url = "{mqtt}"
+client_id = "gw-notify-{pid}"
+[web]
+listen = "127.0.0.1:0"
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+building = "A3"
+floor = "3"
+room = "301"
+{rule}
+[notify]
+group_wait = "0s"
+public_url = "https://safety.school.example"
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+[notify.teams.security]
+name = "保卫处"
+members = ["zhang"]
+[[notify.shifts]]
+team = "security"
+people = ["zhang"]
+[notify.channels.hook]
+type = "webhook"
+url = "{base}/webhook"
+secret = "{secret}"
+[notify.policies.fire]
+steps = [{{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }}]
+[[notify.routes]]
+policy = "fire"
+"#,
+        data = dir.path().display(),
+        mqtt = broker.url(),
+        pid = std::process::id(),
+        rule = gateway::smoke_rule("Smoke at {location}"),
+        base = robots.url(),
+        secret = robots::WEBHOOK_SECRET,
+    );
+    let gw = gateway::start(gateway::config(&text)).await;
+    gateway::wait_subscribed(&gw).await;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut p = feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = serde_json::json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    publisher.flush().await;
+    eventually("the message at the receiver", || async {
+        robots.requests().iter().any(|r| r["verified"] == true)
+    })
+    .await;
+    let msg = robots
+        .requests()
+        .into_iter()
+        .find(|r| r["verified"] == true)
+        .expect("message");
+    let text = msg["json"]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("A3 / 3 / 301"), "{text}");
+    assert!(
+        text.contains("https://safety.school.example/#alarm-"),
+        "{text}"
+    );
+    let id = gw.rules.open.read().expect("snapshot")[0].id;
+    let detail = || async {
+        let (_, body) = gateway::get(&gw, &format!("/api/alarms/{id}")).await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
+    };
+    // Recorded as sent once the receiver's answer is back.
+    eventually("the notification recorded as sent", || async {
+        detail().await["notifications"][0]["state"] == "sent"
+    })
+    .await;
+    let detail = detail().await;
+    assert_eq!(detail["notifications"][0]["channel"], "hook", "{detail:#}");
+    assert_eq!(detail["notifications"][0]["state"], "sent", "{detail:#}");
+    assert_eq!(detail["notifications"][0]["people"][0], "zhang");
+    let (status, body) = gateway::get(&gw, "/api/duty").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("张伟") && body.contains("保卫处"), "{body}");
+    gw.stop().await;
+}

@@ -250,9 +250,17 @@ pub(super) async fn alarm(
 ) -> Result<Json<Json_>, ApiError> {
     let id = parse_id(&id)?;
     let db = s.alarms_db.clone();
-    let (alarm, events) = blocking(move || {
+    let notify_db = s.notify_db.clone();
+    let (alarm, events, notifications) = blocking(move || {
         let db = db.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((db.get(id)?, db.events(id)?))
+        // The notifier's own store; none yet (no routes, never started) is no notifications.
+        let notifications = match notify_db.filter(|p| p.exists()) {
+            Some(p) => crate::notify::outbox::Outbox::open(&p)
+                .and_then(|o| o.of_alarm(id))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            None => Vec::new(),
+        };
+        Ok((db.get(id)?, db.events(id)?, notifications))
     })
     .await?;
     let alarm = alarm.ok_or_else(|| ApiError::NotFound(format!("no alarm {id}")))?;
@@ -275,9 +283,47 @@ pub(super) async fn alarm(
             })
         })
         .collect();
+    let ts = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+    let notifications: Vec<Json_> = notifications
+        .into_iter()
+        .map(|n| {
+            json!({
+                "channel": n.channel,
+                "people": n.people.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
+                "step": n.step,
+                "kind": n.kind,
+                "state": n.state,
+                "attempts": n.attempts,
+                "created_at": ts(n.created_at),
+                "next_at": (n.state == "pending").then(|| ts(n.next_at)),
+                "sent_at": n.sent_at.and_then(ts),
+                "answer": n.answer,
+            })
+        })
+        .collect();
     Ok(Json(
-        json!({ "alarm": AlarmView::from(&alarm), "events": events }),
+        json!({ "alarm": AlarmView::from(&alarm), "events": events, "notifications": notifications }),
     ))
+}
+
+/// `GET /api/duty`: who is on duty now, per team.
+pub(super) async fn duty(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
+    let now = now_ms();
+    let teams: Vec<Json_> = s.roster.as_ref().map_or_else(Vec::new, |r| {
+        r.duty(now)
+            .into_iter()
+            .map(|d| {
+                json!({
+                    "team": d.team,
+                    "name": d.team_name,
+                    "source": d.source,
+                    "gap": d.people.is_empty(),
+                    "people": d.people.iter().map(|p| json!({ "id": p.id, "name": p.name, "phone": p.phone })).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    });
+    Json(json!({ "at": DateTime::<Utc>::from_timestamp_millis(now), "teams": teams }))
 }
 
 async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {

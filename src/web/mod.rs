@@ -70,6 +70,10 @@ pub struct AppState {
     pub config_path: Option<PathBuf>,
     /// The school's local time (`[alarms].utc_offset`), for reports.
     pub utc_offset: chrono::FixedOffset,
+    /// Who is on duty when (`GET /api/duty`).
+    pub roster: Option<Arc<crate::notify::roster::Roster>>,
+    /// The notifier's store, read for an alarm's notifications.
+    pub notify_db: Option<PathBuf>,
     /// The sign-in throttle and password-hashing pool.
     pub signin: Arc<signin::SignIn>,
     /// Peers whose `X-Forwarded-For` names the client (`web.trusted_proxies`).
@@ -262,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alarms/{id}/comment", post(api::comment))
         .route("/devices", get(api::devices))
         .route("/buses", get(api::buses))
+        .route("/duty", get(api::duty))
         .route("/buildings", get(api::buildings))
         .route("/suppressions", get(api::suppressions).post(api::suppress))
         .route("/suppressions/end", post(api::end_suppression))
