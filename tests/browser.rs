@@ -702,3 +702,192 @@ async fn a_detector_joining_a_flood_group_is_announced_even_when_muted() {
     c.close().await.expect("close");
     gw.stop().await;
 }
+
+/// The number of `/api/alarms?state=active` requests the page made, the
+/// refetches it had a reason for (boot, stream opened, lagged, slow poll),
+/// and the alarm events it took from the stream.
+async fn list_fetches(c: &Client) -> (u64, u64, u64) {
+    let v = js(
+        c,
+        "[(window.__campusgwFetches || {})['/api/alarms?state=active'] || 0, \
+          Object.values(window.__campusgwRefetches || {}).reduce((a, b) => a + b, 0), \
+          (window.__campusgwStream || {}).alarm || 0]",
+    )
+    .await;
+    let n = |i: usize| v[i].as_u64().unwrap_or(0);
+    (n(0), n(1), n(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_alarm_event_is_applied_once_without_refetching_the_list() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut devices = String::new();
+    for n in 1..=11 {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"d1-{n:02}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"D1\"\nfloor = \"1\"\nroom = \"1{n:02}\"\n"
+        ));
+    }
+    // A long flood window: the detectors are published one at a time.
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[alarms]\nflood_window = \"10m\"\n{devices}{}",
+        dir.path().display(),
+        broker.url(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    // Booted: the list fetched at sign-in and again when the stream opened.
+    wait_js(
+        &c,
+        "the boot fetches",
+        "(window.__campusgwFetches || {})['/api/alarms?state=active'] >= 2 && !document.querySelector('[data-testid=alarm-empty]').hidden",
+    )
+    .await;
+    let (fetched, reasons, events) = list_fetches(&c).await;
+
+    // Nine detectors, each shown as it comes.
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut ids = Vec::new();
+    for n in 1..=9 {
+        let id = smoke(
+            &publisher,
+            &gw,
+            "yazhong",
+            &format!("d1-{n:02}"),
+            true,
+            "unacked",
+        )
+        .await;
+        wait_for(
+            &c,
+            "the new alarm's row",
+            &format!("#alarm-list [data-testid=alarm-row][data-alarm-id=\"{id}\"]"),
+        )
+        .await;
+        ids.push(id);
+    }
+    // The tenth makes a flood group: one row holding the ten.
+    smoke(&publisher, &gw, "yazhong", "d1-10", true, "unacked").await;
+    let group = wait_for(
+        &c,
+        "the flood group's row with its ten",
+        "#alarm-list > [data-testid=alarm-row][data-group=true]",
+    )
+    .await;
+    let group_id = group
+        .attr("data-alarm-id")
+        .await
+        .ok()
+        .flatten()
+        .expect("the group's id");
+    wait_js(
+        &c,
+        "the members folded into the group",
+        "document.querySelectorAll('#alarm-list > [data-testid=alarm-row]:not([data-first])').length === 1 \
+         && document.querySelector('#alarm-list > [data-group=true]').textContent.includes('10 alarms')",
+    )
+    .await;
+    c.find(Locator::Css(
+        "#alarm-list > [data-group=true] [data-testid=group-toggle]",
+    ))
+    .await
+    .expect("the group's toggle")
+    .click()
+    .await
+    .expect("click");
+    let members = "#alarm-list [data-testid=group-members] [data-testid=alarm-row]";
+    wait_js(
+        &c,
+        "the ten members",
+        &format!("document.querySelectorAll('{members}').length === 10"),
+    )
+    .await;
+
+    // An eleventh joins: the group's row counts it and lists it.
+    let joined = smoke(&publisher, &gw, "yazhong", "d1-11", true, "unacked").await;
+    wait_js(
+        &c,
+        "the group's row to count the new member",
+        &format!(
+            "document.querySelector('#alarm-list > [data-group=true]').textContent.includes('11 alarms') \
+             && document.querySelectorAll('{members}').length === 11 \
+             && !!document.querySelector('{members}[data-alarm-id=\"{joined}\"]')"
+        ),
+    )
+    .await;
+    // The first detector goes quiet: its member row says so.
+    smoke(
+        &publisher,
+        &gw,
+        "yazhong",
+        "d1-01",
+        false,
+        "cleared_unacked",
+    )
+    .await;
+    wait_for(
+        &c,
+        "the cleared member",
+        &format!("#alarm-list [data-testid=group-members] [data-alarm-id=\"{}\"][data-state=cleared_unacked]", ids[0]),
+    )
+    .await;
+
+    // Acknowledged from the group's row: the members follow, the cleared one leaves.
+    c.find(Locator::Css(&format!(
+        "#alarm-list > [data-alarm-id=\"{group_id}\"] [data-testid=ack-button]"
+    )))
+    .await
+    .expect("the group's ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "every member acknowledged, the cleared one gone",
+        &format!(
+            "document.querySelectorAll('{members}').length === 10 \
+             && [...document.querySelectorAll('{members}')].every((r) => r.dataset.state === 'acked') \
+             && !document.querySelector('#alarm-list [data-alarm-id=\"{}\"]')",
+            ids[0]
+        ),
+    )
+    .await;
+
+    let (fetched_after, reasons_after, events_after) = list_fetches(&c).await;
+    eprintln!(
+        "{} alarm events; list fetched {} times for {} reasons (boot, stream opened, lagged, poll)",
+        events_after - events,
+        fetched_after - fetched,
+        reasons_after - reasons
+    );
+    // A refetch only for a reason (the stream reopened or lagged, the slow
+    // poll): none for an event or an action.
+    assert!(
+        fetched_after - fetched <= reasons_after - reasons,
+        "the list was fetched {} times across {} alarm events, with {} reasons",
+        fetched_after - fetched,
+        events_after - events,
+        reasons_after - reasons
+    );
+    assert!(
+        events_after - events >= 20,
+        "the page took {} alarm events",
+        events_after - events
+    );
+    c.close().await.expect("close");
+    gw.stop().await;
+}

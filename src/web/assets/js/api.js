@@ -7,6 +7,11 @@
 import { DICT, lang, t } from './i18n.js';
 import { stateLabel } from './dom.js';
 
+// Requests made, per path and query: a browser test reads it to prove that
+// stream events are applied without refetching. Counts only.
+const fetches = {};
+window.__campusgwFetches = fetches;
+
 let session = () => null;
 let onSessionLost = () => {};
 
@@ -44,6 +49,7 @@ export async function api(path, { method = 'GET', body } = {}) {
     if (me && me.csrf) opts.headers['X-CSRF-Token'] = me.csrf;
     opts.body = JSON.stringify(body === undefined ? {} : body);
   }
+  fetches[path] = (fetches[path] || 0) + 1;
   let res;
   try {
     res = await fetch(path, opts);

@@ -10,7 +10,7 @@ import {
   sevLabel, stateLabel, sevBadge, toast, fillSelect,
 } from './dom.js';
 import { api } from './api.js';
-import { isUndeclared, mergeAlarms, scheduleActiveRefetch, refreshSuppressions } from './store.js';
+import { isUndeclared, applyAlarms, refreshSuppressions } from './store.js';
 
 const SHELVE_MINUTES = [15, 30, 60, 240, 480];
 const DRILL_MINUTES = [30, 60, 120, 240, 480];
@@ -84,8 +84,9 @@ export function openComment(a) {
 
 async function alarmAction(a, verb, body) {
   const data = await api(`/api/alarms/${encodeURIComponent(a.id)}/${verb}`, { method: 'POST', body });
-  if (data && Array.isArray(data.alarms)) mergeAlarms(data.alarms);
-  scheduleActiveRefetch();
+  // The answer holds every alarm the action changed; the stream brings the
+  // same changes again, which the store takes only once.
+  if (data && Array.isArray(data.alarms)) applyAlarms(data.alarms);
 }
 
 function onAckSubmit(ev) {
@@ -185,8 +186,8 @@ function onDrillSubmit(ev) {
   submitDialog(dialog, async () => {
     await api('/api/suppressions', { method: 'POST', body: { building, floor: floor || null, minutes, reason } });
     toast(t('drill.started'), 'ok');
+    // A zone changes no open alarm (only those raised in it later).
     refreshSuppressions();
-    scheduleActiveRefetch();
   });
 }
 
@@ -195,7 +196,6 @@ export async function endSuppression(z) {
     await api('/api/suppressions/end', { method: 'POST', body: { building: z.building, floor: z.floor || null } });
     toast(t('drill.ended'), 'ok');
     refreshSuppressions();
-    scheduleActiveRefetch();
   } catch (err) {
     toast(err.message);
   }

@@ -7,9 +7,13 @@
 import { t } from './i18n.js';
 import { $, fmtClock, later } from './dom.js';
 import { api, sessionLost } from './api.js';
-import { state, refreshAll, refreshBuses, mergeAlarms, scheduleActiveRefetch } from './store.js';
+import { state, refreshAll, refreshBuses, applyAlarms } from './store.js';
 import { onDeviceEvent } from './views/devices.js';
 import { onBusEvent } from './views/buses.js';
+
+// Events taken, counted for the browser tests. Counts only.
+const taken = { alarm: 0, lagged: 0, opened: 0 };
+window.__campusgwStream = taken;
 
 let stream = null;
 let streamRetry = null;
@@ -20,10 +24,11 @@ export function connectStream() {
   stream = es;
   es.addEventListener('open', () => {
     if (stream !== es) return;
+    taken.opened += 1;
     setConnected(true);
     // Whatever happened while we were away (or before the stream was up)
     // is fetched afresh; the stream carries only changes.
-    refreshAll();
+    refreshAll('reconnect');
   });
   es.addEventListener('error', () => {
     if (stream !== es) return;
@@ -42,14 +47,17 @@ export function connectStream() {
       }, 5000);
     }
   });
-  es.addEventListener('lagged', () => refreshAll());
+  // Events were dropped for this page: only a fresh list can be trusted.
+  es.addEventListener('lagged', () => { taken.lagged += 1; refreshAll('lagged'); });
   es.addEventListener('alarm', (e) => {
     const data = parse(e.data);
-    if (data && data.alarm) {
-      mergeAlarms([data.alarm]);
-      if (data.alarm.kind === 'bus') later('bus-refetch', refreshBuses, 1000);
-    }
-    scheduleActiveRefetch();
+    if (!data || !data.alarm) return;
+    taken.alarm += 1;
+    // The change itself, once: a flood group's own change comes as an event
+    // too (its count, places, last raise), so nothing is refetched for it.
+    applyAlarms([data.alarm]);
+    // A bus's compliance is in the bus list, which the event does not carry.
+    if (data.alarm.kind === 'bus') later('bus-refetch', refreshBuses, 1000);
   });
   es.addEventListener('devices', (e) => { for (const d of parse(e.data) || []) onDeviceEvent(d); });
   es.addEventListener('bus', (e) => { const d = parse(e.data); if (d) onBusEvent(d); });

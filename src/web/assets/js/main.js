@@ -5,9 +5,10 @@
  * Plain JavaScript modules, no framework, no build step: the binary embeds
  * these files and serves them as they are. The page is watched all day on a
  * wall screen and used from a desk PC, so:
- *   - the live state comes from one Server-Sent Events stream; whenever the
- *     stream (re)connects or says it lagged, everything is fetched again, and
- *     a slow poll backs that up, so the screen never silently goes stale;
+ *   - the live state comes from one Server-Sent Events stream, each event
+ *     applied once to the store; whenever the stream (re)connects or says it
+ *     lagged, everything is fetched again, and a slow poll backs that up, so
+ *     the screen never silently goes stale;
  *   - every piece of server data reaches the DOM through textContent or
  *     setAttribute, never innerHTML: alarm messages and device names come from
  *     the field and must not be able to inject markup;
@@ -18,7 +19,7 @@
 import { t, lang, setLang } from './i18n.js';
 import { $, fmtClock, fmtDuration, fmtAgo, toast } from './dom.js';
 import { api, configureApi } from './api.js';
-import { state, canAct, on, refreshAll } from './store.js';
+import { state, canAct, on, refreshAll, resetAlarms } from './store.js';
 import { connectStream, stopStream, setConnected } from './live.js';
 import {
   initSound, updateSoundNotice, updateMuteButton, toggleMute, onSoundHint, annunciate, soundTick,
@@ -127,8 +128,7 @@ function showLoginError(message) {
 }
 
 function resetData() {
-  state.active = [];
-  state.activeLoaded = false;
+  resetAlarms();
   state.suppressions = [];
   state.devices = [];
   state.deviceIndex = new Map();
@@ -153,7 +153,7 @@ function showApp(me) {
   $('user-role').dataset.role = me.role;
   for (const el of document.querySelectorAll('.only-operator')) el.hidden = !canAct();
   renderAll();
-  refreshAll();
+  refreshAll('boot');
   connectStream();
   loadHistory();
 }
@@ -216,7 +216,7 @@ function startClock() {
   setInterval(updateAges, 10000);
   // A slow full refresh backs the stream up (a proxy that silently drops
   // events would otherwise leave the wall screen stale).
-  setInterval(() => { if (state.me) { refreshAll(); } }, 60000);
+  setInterval(() => { if (state.me) { refreshAll('poll'); } }, 60000);
 }
 
 function updateAges() {

@@ -113,46 +113,143 @@ export function firstAlarm(main) {
 // Fetching. Each refresher swallows network errors: the banner already
 // says the connection is down, and the next reconnect fetches again.
 
-export function refreshAll() {
+// Why the page fetched everything, counted for the browser tests: the alarm
+// list is fetched only at boot, when the stream (re)opens or lagged, and by
+// the slow poll — never for an alarm event or an action. Counts only.
+const refetches = { boot: 0, reconnect: 0, lagged: 0, poll: 0 };
+window.__campusgwRefetches = refetches;
+
+/** Fetches every part afresh; `why` is one of `refetches`' keys. */
+export function refreshAll(why) {
+  if (why in refetches) refetches[why] += 1;
   refreshActive();
   refreshSuppressions();
   refreshDevices();
   refreshBuses();
 }
 
+// ---------------------------------------------------------------------
+// Open alarms. The stream's `alarm` events are the source of truth: each is
+// applied once, here, to a flat map of the open alarms (as the server keeps
+// them), and `state.active` is derived from it the way GET /api/alarms
+// nests them — flood members in their group, covered alarms under their
+// cover. The list is fetched only to start again from the server's word.
+
+let open = new Map(); // id -> alarm (flat: no `members`, no `covers`)
+// Closed alarms' ids: an id never opens again, so a late answer or a
+// snapshot older than the close cannot bring a closed alarm back.
+const closed = new Set();
+const CLOSED_CAP = 5000;
+// Changes taken while the list is being fetched, applied again over the
+// answer (which may predate them); null when no fetch is under way.
+let replay = null;
+const REPLAY_CAP = 10000;
+
 let activeInFlight = false;
 let activeAgain = false;
 
+/** The server's time of an alarm's last change, 0 when it says none. */
+const updatedAt = (a) => ms(a.updated_at) || 0;
+
+/** The alarm without the nesting of a list answer. */
+function flat(a) {
+  const { members, covers, ...rest } = a;
+  return rest;
+}
+
+/**
+ * Takes one changed alarm; false when it is older than what is known (an
+ * action's answer that arrives after a later stream event) or closed.
+ */
+function take(c) {
+  if (!c || typeof c.id !== 'number' || closed.has(c.id)) return false;
+  const known = open.get(c.id);
+  if (known && updatedAt(c) < updatedAt(known)) return false;
+  if (c.state === 'cleared') {
+    open.delete(c.id);
+    closed.add(c.id);
+    if (closed.size > CLOSED_CAP) closed.delete(closed.values().next().value);
+  } else {
+    open.set(c.id, flat(c));
+  }
+  return true;
+}
+
+/** `state.active` from the flat map, nested as the server nests the list. */
+function nest() {
+  const members = new Map(); // group id -> members
+  const covers = new Map();  // cover id -> covered alarms
+  const add = (m, k, a) => { if (m.has(k)) m.get(k).push(a); else m.set(k, [a]); };
+  const top = [];
+  for (const a of open.values()) {
+    if (a.group != null) add(members, a.group, a);
+    else if (a.inhibited_by != null && open.has(a.inhibited_by)) add(covers, a.inhibited_by, a);
+    else top.push(a);
+  }
+  state.active = top.map((a) => {
+    const v = { ...a };
+    if (a.is_group) v.members = members.get(a.id) || [];
+    if (covers.has(a.id)) v.covers = covers.get(a.id);
+    return v;
+  });
+}
+
+/** Fetches the open alarms and starts again from them. */
 export async function refreshActive() {
   if (!state.me) return;
   if (activeInFlight) { activeAgain = true; return; }
   activeInFlight = true;
+  replay = [];
   try {
     const data = await api('/api/alarms?state=active');
     if (!state.me) return;
     const list = Array.isArray(data && data.alarms) ? data.alarms : [];
     const initial = !state.activeLoaded;
-    state.active = list;
+    const next = new Map();
+    for (const a of list) {
+      for (const x of [a, ...(a.members || []), ...(a.covers || [])]) {
+        if (typeof x.id !== 'number' || closed.has(x.id)) continue;
+        // A change the stream brought after the server took this answer stays.
+        const known = open.get(x.id);
+        next.set(x.id, known && updatedAt(known) > updatedAt(x) ? known : flat(x));
+      }
+    }
+    open = next;
+    for (const c of replay) take(c);
+    nest();
     state.activeLoaded = true;
     state.activeAt = Date.now();
-    emit('alarms', { changed: list, silent: initial, prune: true });
+    emit('alarms', { changed: state.active, silent: initial, prune: true });
   } catch { /* shown by the banner; retried on reconnect or poll */ }
   finally {
+    replay = null;
     activeInFlight = false;
-    lastActiveFetch = Date.now();
-    if (activeAgain) { activeAgain = false; scheduleActiveRefetch(); }
+    if (activeAgain) { activeAgain = false; refreshActive(); }
   }
 }
 
-// Alarm events can come in bursts (a flood): refetch at most four times a
-// second, and always once more after the last event.
-let activeTimer = null;
-let lastActiveFetch = 0;
+/**
+ * Applies alarms the server says changed (stream events, action answers),
+ * each once; the list is not fetched for them.
+ */
+export function applyAlarms(changed) {
+  if (replay) {
+    if (replay.length + changed.length <= REPLAY_CAP) replay.push(...changed);
+    else activeAgain = true; // too much to replay: fetch once more after this one
+  }
+  const taken = changed.filter(take);
+  if (!taken.length) return;
+  nest();
+  // Members too: an alarm joining a flood group is announced like any new one.
+  emit('alarms', { changed: taken, silent: !state.activeLoaded, prune: false });
+}
 
-export function scheduleActiveRefetch() {
-  if (activeTimer) return;
-  const wait = Math.max(0, lastActiveFetch + 250 - Date.now());
-  activeTimer = setTimeout(() => { activeTimer = null; refreshActive(); }, wait);
+/** Forgets the alarms (signed out). */
+export function resetAlarms() {
+  open = new Map();
+  closed.clear();
+  state.active = [];
+  state.activeLoaded = false;
 }
 
 export async function refreshSuppressions() {
@@ -185,43 +282,4 @@ export async function refreshBuses() {
     state.busesAt = Date.now();
     emit('buses');
   } catch { /* retried later */ }
-}
-
-/** Applies alarms the server says changed (action answers, stream events). */
-export function mergeAlarms(changed) {
-  for (const c of changed) {
-    // Covered by another alarm of the same device: kept in that one's row.
-    const cover = c.inhibited_by != null ? state.active.find((a) => a.id === c.inhibited_by) : null;
-    if (cover) {
-      const covers = (cover.covers = cover.covers || []);
-      const i = covers.findIndex((m) => m.id === c.id);
-      if (c.state === 'cleared') { if (i >= 0) covers.splice(i, 1); }
-      else if (i >= 0) covers[i] = c;
-      else covers.push(c);
-      const at = state.active.findIndex((a) => a.id === c.id);
-      if (at >= 0) state.active.splice(at, 1);
-      continue;
-    }
-    const top = state.active.findIndex((a) => a.id === c.id);
-    if (top >= 0) {
-      // Cleared alarms leave the list; one just folded into a flood group
-      // reappears inside it with the refetch that follows every change.
-      if (c.state === 'cleared' || (c.group !== null && c.group !== undefined)) state.active.splice(top, 1);
-      else state.active[top] = { ...c, members: c.members || state.active[top].members, covers: c.covers || state.active[top].covers };
-      continue;
-    }
-    if (c.group !== null && c.group !== undefined) {
-      const g = state.active.find((a) => a.id === c.group);
-      if (g && Array.isArray(g.members)) {
-        const i = g.members.findIndex((m) => m.id === c.id);
-        if (c.state === 'cleared') { if (i >= 0) g.members.splice(i, 1); }
-        else if (i >= 0) g.members[i] = c;
-        else g.members.push(c);
-      }
-      continue;
-    }
-    if (c.state !== 'cleared') state.active.push(c.is_group && !c.members ? { ...c, members: [] } : c);
-  }
-  // Members too: an alarm joining a flood group is announced like any new one.
-  emit('alarms', { changed, silent: !state.activeLoaded, prune: false });
 }
