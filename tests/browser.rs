@@ -5,7 +5,9 @@
 //! alarms above cleared ones with the first alarm (首警) pinned, a banner
 //! for a new one, a sound that repeats until acknowledged, the site and the
 //! undeclared mark, history on every state, and a plain notice when the
-//! browser blocks sound. Screenshots go to `target/test-artifacts/`.
+//! browser blocks sound. Alarm events (flood groups, covered alarms) are
+//! applied as they come, with no refetch of the list. Screenshots go to
+//! `target/test-artifacts/`.
 
 mod common;
 
@@ -775,18 +777,12 @@ async fn each_alarm_event_is_applied_once_without_refetching_the_list() {
     }
     // The tenth makes a flood group: one row holding the ten.
     smoke(&publisher, &gw, "yazhong", "d1-10", true, "unacked").await;
-    let group = wait_for(
+    wait_for(
         &c,
         "the flood group's row with its ten",
         "#alarm-list > [data-testid=alarm-row][data-group=true]",
     )
     .await;
-    let group_id = group
-        .attr("data-alarm-id")
-        .await
-        .ok()
-        .flatten()
-        .expect("the group's id");
     wait_js(
         &c,
         "the members folded into the group",
@@ -794,6 +790,13 @@ async fn each_alarm_event_is_applied_once_without_refetching_the_list() {
          && document.querySelector('#alarm-list > [data-group=true]').textContent.includes('10 alarms')",
     )
     .await;
+    // Read from the page: the row itself is rebuilt as the group changes.
+    let group_id = js(
+        &c,
+        "document.querySelector('#alarm-list > [data-group=true]').dataset.alarmId",
+    )
+    .await;
+    let group_id = group_id.as_str().expect("the group's id").to_owned();
     c.find(Locator::Css(
         "#alarm-list > [data-group=true] [data-testid=group-toggle]",
     ))
@@ -887,6 +890,185 @@ async fn each_alarm_event_is_applied_once_without_refetching_the_list() {
         events_after - events >= 20,
         "the page took {} alarm events",
         events_after - events
+    );
+    c.close().await.expect("close");
+    gw.stop().await;
+}
+
+/// The open alarm of `rule` in `state`, once the engine has it.
+async fn alarm_of(gw: &campus_gateway::app::Gateway, rule: &str, state: &str) -> i64 {
+    let find = || {
+        gw.rules
+            .open
+            .read()
+            .expect("snapshot")
+            .iter()
+            .find(|a| a.rule == rule && a.state.as_str() == state)
+            .map(|a| a.id)
+    };
+    common::eventually(&format!("{rule}'s alarm {state}"), || async {
+        find().is_some()
+    })
+    .await;
+    find().expect("the alarm")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_covered_alarm_moves_under_its_cover_and_back_without_a_refetch() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The detector's own alarm covers the obscuration alarm of the same event.
+    let cfg = common::gateway::config(&format!(
+        r#"
+[gateway]
+data_dir = "{}"
+[mqtt]
+url = "{}"
+[web]
+listen = "127.0.0.1:0"
+[[devices]]
+id = "e1-01"
+kind = "smoke"
+site = "yazhong"
+building = "E1"
+floor = "1"
+room = "101"
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+flood = false
+inhibits = ["smoke-obscuration"]
+kinds = ["smoke"]
+message = "Smoke at {{location}}"
+condition = {{ type = "equals", field = "alarm", value = true }}
+[[rules]]
+id = "smoke-obscuration"
+name = {{ zh = "烟雾浓度高", en = "Smoke obscuration high" }}
+severity = "high"
+flood = false
+kinds = ["smoke"]
+message = "Obscuration at {{location}}"
+condition = {{ type = "above", field = "obscuration_pct_m", value = 3.0, clear = 2.0 }}
+"#,
+        dir.path().display(),
+        broker.url(),
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    wait_js(
+        &c,
+        "the boot fetches",
+        "(window.__campusgwFetches || {})['/api/alarms?state=active'] >= 2 && !document.querySelector('[data-testid=alarm-empty]').hidden",
+    )
+    .await;
+    let (fetched, reasons, _) = list_fetches(&c).await;
+
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut seq = 0;
+    let mut send = |obscuration: f64, alarm: bool| {
+        seq += 1;
+        let mut p = feed::payload("smoke", common::now_ms(), seq);
+        p["obscuration_pct_m"] = json!(obscuration);
+        p["alarm"] = json!(alarm);
+        p.to_string()
+    };
+    let topic = "campus/yazhong/smoke/e1-01";
+
+    // Smoke builds up: the obscuration alarm has a row of its own.
+    publisher
+        .publish(topic, send(5.0, false), QoS::AtLeastOnce)
+        .await;
+    let covered = alarm_of(&gw, "smoke-obscuration", "unacked").await;
+    let row = |id: i64| format!("#alarm-list > [data-testid=alarm-row][data-alarm-id=\"{id}\"]");
+    wait_for(&c, "the obscuration alarm's row", &row(covered)).await;
+
+    // The detector alarms: one row, the obscuration alarm named in it.
+    publisher
+        .publish(topic, send(5.0, true), QoS::AtLeastOnce)
+        .await;
+    let cover = alarm_of(&gw, "smoke-alarm", "unacked").await;
+    let covers = wait_for(
+        &c,
+        "the cover's row naming the covered alarm",
+        &format!("{} [data-testid=alarm-covers]", row(cover)),
+    )
+    .await;
+    assert!(
+        covers
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("Smoke obscuration high"),
+        "the covered alarm's name in the row"
+    );
+    wait_js(
+        &c,
+        "the covered alarm's own row gone",
+        &format!("!document.querySelector('{}')", row(covered)),
+    )
+    .await;
+
+    // Acknowledged together from the one row.
+    c.find(Locator::Css(&format!(
+        "{} [data-testid=ack-button]",
+        row(cover)
+    )))
+    .await
+    .expect("the ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &c,
+        "the acknowledged cover",
+        &format!("{}[data-state=acked]", row(cover)),
+    )
+    .await;
+    alarm_of(&gw, "smoke-obscuration", "acked").await;
+
+    // The detector is quiet again while the smoke stays: its alarm closes
+    // and the obscuration alarm stands on its own again (no event names it).
+    publisher
+        .publish(topic, send(5.0, false), QoS::AtLeastOnce)
+        .await;
+    wait_for(
+        &c,
+        "the covered alarm on its own again",
+        &format!("{}[data-state=acked]", row(covered)),
+    )
+    .await;
+    wait_js(
+        &c,
+        "the closed cover gone",
+        &format!("!document.querySelector('{}')", row(cover)),
+    )
+    .await;
+
+    // The smoke clears: nothing is left.
+    publisher
+        .publish(topic, send(0.0, false), QoS::AtLeastOnce)
+        .await;
+    wait_for(&c, "the empty list", "[data-testid=alarm-empty]").await;
+
+    let (fetched_after, reasons_after, _) = list_fetches(&c).await;
+    assert!(
+        fetched_after - fetched <= reasons_after - reasons,
+        "the list was fetched {} times, with {} reasons",
+        fetched_after - fetched,
+        reasons_after - reasons
     );
     c.close().await.expect("close");
     gw.stop().await;
