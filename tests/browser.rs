@@ -1073,3 +1073,95 @@ condition = {{ type = "above", field = "obscuration_pct_m", value = 3.0, clear =
     c.close().await.expect("close");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_alarm_under_a_reused_id_is_shown_after_the_gateway_restarts_with_a_wiped_store() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A fixed port, so the open page reconnects to the restarted gateway.
+    let text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:{}\"\n\
+         [[devices]]\nid = \"f1-01\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"F1\"\nfloor = \"1\"\nroom = \"101\"\n{}",
+        dir.path().display(),
+        broker.url(),
+        free_port(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    );
+    let gw = common::gateway::start(common::gateway::config(&text)).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    let publisher = Publisher::connect(&broker.url()).await;
+
+    // An alarm raised, acknowledged and cleared: closed, gone from the page.
+    let old = smoke(&publisher, &gw, "yazhong", "f1-01", true, "unacked").await;
+    let row = |id: i64| format!("#alarm-list > [data-testid=alarm-row][data-alarm-id=\"{id}\"]");
+    c.find(Locator::Css(&format!(
+        "{} [data-testid=ack-button]",
+        row(old)
+    )))
+    .await
+    .expect("the ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &c,
+        "the acknowledged row",
+        &format!("{}[data-state=acked]", row(old)),
+    )
+    .await;
+    let mut p = feed::payload("smoke", common::now_ms(), 2);
+    p["alarm"] = json!(false);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/f1-01",
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    wait_for(&c, "the empty list", "[data-testid=alarm-empty]").await;
+    let opened = js(&c, "window.__campusgwStream.opened")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+
+    // The gateway comes back with its alarm store wiped (the sign-ins kept):
+    // it numbers its alarms from the start again, and the page reconnects.
+    gw.stop().await;
+    for name in ["alarms.db", "alarms.db-wal", "alarms.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let gw = common::gateway::start(common::gateway::config(&text)).await;
+    common::gateway::wait_subscribed(&gw).await;
+    wait_js(
+        &c,
+        "the stream to reopen",
+        &format!("window.__campusgwStream.opened > {opened} && !document.querySelector('[data-testid=alarm-empty]').hidden"),
+    )
+    .await;
+    let new = smoke(&publisher, &gw, "yazhong", "f1-01", true, "unacked").await;
+    assert_eq!(
+        new, old,
+        "the restarted gateway reuses the id (else this proves nothing)"
+    );
+    wait_for(
+        &c,
+        "the new alarm under the closed one's id",
+        &format!("{}[data-state=unacked]", row(new)),
+    )
+    .await;
+    c.close().await.expect("close");
+    gw.stop().await;
+}

@@ -136,8 +136,10 @@ export function refreshAll(why) {
 // cover. The list is fetched only to start again from the server's word.
 
 let open = new Map(); // id -> alarm (flat: no `members`, no `covers`)
-// Closed alarms' ids: an id never opens again, so a late answer or a
-// snapshot older than the close cannot bring a closed alarm back.
+// Ids closed since the last fetch: an id does not open again while the
+// gateway runs, so a late action answer cannot bring a closed alarm back.
+// Forgotten at every fetch: a gateway whose store was wiped numbers its
+// alarms from 1 again, and a new alarm must never be taken for a closed one.
 const closed = new Set();
 const CLOSED_CAP = 5000;
 // Changes taken while the list is being fetched, applied again over the
@@ -206,15 +208,18 @@ export async function refreshActive() {
     const list = Array.isArray(data && data.alarms) ? data.alarms : [];
     const initial = !state.activeLoaded;
     const next = new Map();
+    closed.clear();
     for (const a of list) {
       for (const x of [a, ...(a.members || []), ...(a.covers || [])]) {
-        if (typeof x.id !== 'number' || closed.has(x.id)) continue;
+        if (typeof x.id !== 'number') continue;
         // A change the stream brought after the server took this answer stays.
         const known = open.get(x.id);
         next.set(x.id, known && updatedAt(known) > updatedAt(x) ? known : flat(x));
       }
     }
     open = next;
+    // Changes since the request went out; those the answer already has are
+    // not older than it, so taking them again changes nothing.
     for (const c of replay) take(c);
     nest();
     state.activeLoaded = true;
