@@ -1,5 +1,6 @@
 /*
- * Annunciation: the sound, the banner and the title flash.
+ * Annunciation: the sound, the banner and the title flash, and noticing
+ * the alarms that just started calling (which end a mute).
  */
 
 import { t, lang } from './i18n.js';

@@ -23,7 +23,7 @@ function emit(part, detail) {
 
 export const state = {
   me: null,
-  active: [],          // top-level open alarms; groups carry `members`
+  active: [],          // top-level open alarms, derived by nest(); groups carry `members`
   activeLoaded: false,
   activeAt: null,
   suppressions: [],
