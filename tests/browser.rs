@@ -5,7 +5,9 @@
 //! alarms above cleared ones with the first alarm (首警) pinned, a banner
 //! for a new one, a sound that repeats until acknowledged, the site and the
 //! undeclared mark, history on every state, and a plain notice when the
-//! browser blocks sound. Screenshots go to `target/test-artifacts/`.
+//! browser blocks sound. Alarm events (flood groups, covered alarms) are
+//! applied as they come, with no refetch of the list. Screenshots go to
+//! `target/test-artifacts/`.
 
 mod common;
 
@@ -699,6 +701,467 @@ async fn a_detector_joining_a_flood_group_is_announced_even_when_muted() {
         .iter()
         .any(|a| a.id == joined && a.group.is_some());
     eprintln!("the new detector's alarm joined the flood group: {grouped}");
+    c.close().await.expect("close");
+    gw.stop().await;
+}
+
+/// The number of `/api/alarms?state=active` requests the page made, the
+/// refetches it had a reason for (boot, stream opened, lagged, slow poll),
+/// and the alarm events it took from the stream.
+async fn list_fetches(c: &Client) -> (u64, u64, u64) {
+    let v = js(
+        c,
+        "[(window.__campusgwFetches || {})['/api/alarms?state=active'] || 0, \
+          Object.values(window.__campusgwRefetches || {}).reduce((a, b) => a + b, 0), \
+          (window.__campusgwStream || {}).alarm || 0]",
+    )
+    .await;
+    let n = |i: usize| v[i].as_u64().unwrap_or(0);
+    (n(0), n(1), n(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_alarm_event_is_applied_once_without_refetching_the_list() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut devices = String::new();
+    for n in 1..=11 {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"d1-{n:02}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"D1\"\nfloor = \"1\"\nroom = \"1{n:02}\"\n"
+        ));
+    }
+    // A long flood window: the detectors are published one at a time.
+    let cfg = common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[alarms]\nflood_window = \"10m\"\n{devices}{}",
+        dir.path().display(),
+        broker.url(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    // Booted: the list fetched at sign-in and again when the stream opened.
+    wait_js(
+        &c,
+        "the boot fetches",
+        "(window.__campusgwFetches || {})['/api/alarms?state=active'] >= 2 && !document.querySelector('[data-testid=alarm-empty]').hidden",
+    )
+    .await;
+    let (fetched, reasons, events) = list_fetches(&c).await;
+
+    // Nine detectors, each shown as it comes.
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut ids = Vec::new();
+    for n in 1..=9 {
+        let id = smoke(
+            &publisher,
+            &gw,
+            "yazhong",
+            &format!("d1-{n:02}"),
+            true,
+            "unacked",
+        )
+        .await;
+        wait_for(
+            &c,
+            "the new alarm's row",
+            &format!("#alarm-list [data-testid=alarm-row][data-alarm-id=\"{id}\"]"),
+        )
+        .await;
+        ids.push(id);
+    }
+    // The tenth makes a flood group: one row holding the ten.
+    smoke(&publisher, &gw, "yazhong", "d1-10", true, "unacked").await;
+    wait_for(
+        &c,
+        "the flood group's row with its ten",
+        "#alarm-list > [data-testid=alarm-row][data-group=true]",
+    )
+    .await;
+    wait_js(
+        &c,
+        "the members folded into the group",
+        "document.querySelectorAll('#alarm-list > [data-testid=alarm-row]:not([data-first])').length === 1 \
+         && document.querySelector('#alarm-list > [data-group=true]').textContent.includes('10 alarms')",
+    )
+    .await;
+    // Read from the page: the row itself is rebuilt as the group changes.
+    let group_id = js(
+        &c,
+        "document.querySelector('#alarm-list > [data-group=true]').dataset.alarmId",
+    )
+    .await;
+    let group_id = group_id.as_str().expect("the group's id").to_owned();
+    c.find(Locator::Css(
+        "#alarm-list > [data-group=true] [data-testid=group-toggle]",
+    ))
+    .await
+    .expect("the group's toggle")
+    .click()
+    .await
+    .expect("click");
+    let members = "#alarm-list [data-testid=group-members] [data-testid=alarm-row]";
+    wait_js(
+        &c,
+        "the ten members",
+        &format!("document.querySelectorAll('{members}').length === 10"),
+    )
+    .await;
+
+    // An eleventh joins: the group's row counts it and lists it.
+    let joined = smoke(&publisher, &gw, "yazhong", "d1-11", true, "unacked").await;
+    wait_js(
+        &c,
+        "the group's row to count the new member",
+        &format!(
+            "document.querySelector('#alarm-list > [data-group=true]').textContent.includes('11 alarms') \
+             && document.querySelectorAll('{members}').length === 11 \
+             && !!document.querySelector('{members}[data-alarm-id=\"{joined}\"]')"
+        ),
+    )
+    .await;
+    // The first detector goes quiet: its member row says so.
+    smoke(
+        &publisher,
+        &gw,
+        "yazhong",
+        "d1-01",
+        false,
+        "cleared_unacked",
+    )
+    .await;
+    wait_for(
+        &c,
+        "the cleared member",
+        &format!("#alarm-list [data-testid=group-members] [data-alarm-id=\"{}\"][data-state=cleared_unacked]", ids[0]),
+    )
+    .await;
+
+    // Acknowledged from the group's row: the members follow, the cleared one leaves.
+    c.find(Locator::Css(&format!(
+        "#alarm-list > [data-alarm-id=\"{group_id}\"] [data-testid=ack-button]"
+    )))
+    .await
+    .expect("the group's ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_js(
+        &c,
+        "every member acknowledged, the cleared one gone",
+        &format!(
+            "document.querySelectorAll('{members}').length === 10 \
+             && [...document.querySelectorAll('{members}')].every((r) => r.dataset.state === 'acked') \
+             && !document.querySelector('#alarm-list [data-alarm-id=\"{}\"]')",
+            ids[0]
+        ),
+    )
+    .await;
+
+    let (fetched_after, reasons_after, events_after) = list_fetches(&c).await;
+    eprintln!(
+        "{} alarm events; list fetched {} times for {} reasons (boot, stream opened, lagged, poll)",
+        events_after - events,
+        fetched_after - fetched,
+        reasons_after - reasons
+    );
+    // A refetch only for a reason (the stream reopened or lagged, the slow
+    // poll): none for an event or an action.
+    assert!(
+        fetched_after - fetched <= reasons_after - reasons,
+        "the list was fetched {} times across {} alarm events, with {} reasons",
+        fetched_after - fetched,
+        events_after - events,
+        reasons_after - reasons
+    );
+    assert!(
+        events_after - events >= 20,
+        "the page took {} alarm events",
+        events_after - events
+    );
+    c.close().await.expect("close");
+    gw.stop().await;
+}
+
+/// The open alarm of `rule` in `state`, once the engine has it.
+async fn alarm_of(gw: &campus_gateway::app::Gateway, rule: &str, state: &str) -> i64 {
+    let find = || {
+        gw.rules
+            .open
+            .read()
+            .expect("snapshot")
+            .iter()
+            .find(|a| a.rule == rule && a.state.as_str() == state)
+            .map(|a| a.id)
+    };
+    common::eventually(&format!("{rule}'s alarm {state}"), || async {
+        find().is_some()
+    })
+    .await;
+    find().expect("the alarm")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_covered_alarm_moves_under_its_cover_and_back_without_a_refetch() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The detector's own alarm covers the obscuration alarm of the same event.
+    let cfg = common::gateway::config(&format!(
+        r#"
+[gateway]
+data_dir = "{}"
+[mqtt]
+url = "{}"
+[web]
+listen = "127.0.0.1:0"
+[[devices]]
+id = "e1-01"
+kind = "smoke"
+site = "yazhong"
+building = "E1"
+floor = "1"
+room = "101"
+[[rules]]
+id = "smoke-alarm"
+severity = "critical"
+flood = false
+inhibits = ["smoke-obscuration"]
+kinds = ["smoke"]
+message = "Smoke at {{location}}"
+condition = {{ type = "equals", field = "alarm", value = true }}
+[[rules]]
+id = "smoke-obscuration"
+name = {{ zh = "烟雾浓度高", en = "Smoke obscuration high" }}
+severity = "high"
+flood = false
+kinds = ["smoke"]
+message = "Obscuration at {{location}}"
+condition = {{ type = "above", field = "obscuration_pct_m", value = 3.0, clear = 2.0 }}
+"#,
+        dir.path().display(),
+        broker.url(),
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    wait_js(
+        &c,
+        "the boot fetches",
+        "(window.__campusgwFetches || {})['/api/alarms?state=active'] >= 2 && !document.querySelector('[data-testid=alarm-empty]').hidden",
+    )
+    .await;
+    let (fetched, reasons, _) = list_fetches(&c).await;
+
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut seq = 0;
+    let mut send = |obscuration: f64, alarm: bool| {
+        seq += 1;
+        let mut p = feed::payload("smoke", common::now_ms(), seq);
+        p["obscuration_pct_m"] = json!(obscuration);
+        p["alarm"] = json!(alarm);
+        p.to_string()
+    };
+    let topic = "campus/yazhong/smoke/e1-01";
+
+    // Smoke builds up: the obscuration alarm has a row of its own.
+    publisher
+        .publish(topic, send(5.0, false), QoS::AtLeastOnce)
+        .await;
+    let covered = alarm_of(&gw, "smoke-obscuration", "unacked").await;
+    let row = |id: i64| format!("#alarm-list > [data-testid=alarm-row][data-alarm-id=\"{id}\"]");
+    wait_for(&c, "the obscuration alarm's row", &row(covered)).await;
+
+    // The detector alarms: one row, the obscuration alarm named in it.
+    publisher
+        .publish(topic, send(5.0, true), QoS::AtLeastOnce)
+        .await;
+    let cover = alarm_of(&gw, "smoke-alarm", "unacked").await;
+    let covers = wait_for(
+        &c,
+        "the cover's row naming the covered alarm",
+        &format!("{} [data-testid=alarm-covers]", row(cover)),
+    )
+    .await;
+    assert!(
+        covers
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("Smoke obscuration high"),
+        "the covered alarm's name in the row"
+    );
+    wait_js(
+        &c,
+        "the covered alarm's own row gone",
+        &format!("!document.querySelector('{}')", row(covered)),
+    )
+    .await;
+
+    // Acknowledged together from the one row.
+    c.find(Locator::Css(&format!(
+        "{} [data-testid=ack-button]",
+        row(cover)
+    )))
+    .await
+    .expect("the ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &c,
+        "the acknowledged cover",
+        &format!("{}[data-state=acked]", row(cover)),
+    )
+    .await;
+    alarm_of(&gw, "smoke-obscuration", "acked").await;
+
+    // The detector is quiet again while the smoke stays: its alarm closes
+    // and the obscuration alarm stands on its own again (no event names it).
+    publisher
+        .publish(topic, send(5.0, false), QoS::AtLeastOnce)
+        .await;
+    wait_for(
+        &c,
+        "the covered alarm on its own again",
+        &format!("{}[data-state=acked]", row(covered)),
+    )
+    .await;
+    wait_js(
+        &c,
+        "the closed cover gone",
+        &format!("!document.querySelector('{}')", row(cover)),
+    )
+    .await;
+
+    // The smoke clears: nothing is left.
+    publisher
+        .publish(topic, send(0.0, false), QoS::AtLeastOnce)
+        .await;
+    wait_for(&c, "the empty list", "[data-testid=alarm-empty]").await;
+
+    let (fetched_after, reasons_after, _) = list_fetches(&c).await;
+    assert!(
+        fetched_after - fetched <= reasons_after - reasons,
+        "the list was fetched {} times, with {} reasons",
+        fetched_after - fetched,
+        reasons_after - reasons
+    );
+    c.close().await.expect("close");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_alarm_under_a_reused_id_is_shown_after_the_gateway_restarts_with_a_wiped_store() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A fixed port, so the open page reconnects to the restarted gateway.
+    let text = format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:{}\"\n\
+         [[devices]]\nid = \"f1-01\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"F1\"\nfloor = \"1\"\nroom = \"101\"\n{}",
+        dir.path().display(),
+        broker.url(),
+        free_port(),
+        common::gateway::smoke_rule("Smoke at {location}")
+    );
+    let gw = common::gateway::start(common::gateway::config(&text)).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+    let publisher = Publisher::connect(&broker.url()).await;
+
+    // An alarm raised, acknowledged and cleared: closed, gone from the page.
+    let old = smoke(&publisher, &gw, "yazhong", "f1-01", true, "unacked").await;
+    let row = |id: i64| format!("#alarm-list > [data-testid=alarm-row][data-alarm-id=\"{id}\"]");
+    c.find(Locator::Css(&format!(
+        "{} [data-testid=ack-button]",
+        row(old)
+    )))
+    .await
+    .expect("the ack button")
+    .click()
+    .await
+    .expect("click");
+    wait_for(&c, "the acknowledge dialog", "[data-testid=ack-dialog]").await;
+    c.find(Locator::Css("[data-testid=ack-confirm]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &c,
+        "the acknowledged row",
+        &format!("{}[data-state=acked]", row(old)),
+    )
+    .await;
+    let mut p = feed::payload("smoke", common::now_ms(), 2);
+    p["alarm"] = json!(false);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/f1-01",
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    wait_for(&c, "the empty list", "[data-testid=alarm-empty]").await;
+    let opened = js(&c, "window.__campusgwStream.opened")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+
+    // The gateway comes back with its alarm store wiped (the sign-ins kept):
+    // it numbers its alarms from the start again, and the page reconnects.
+    gw.stop().await;
+    for name in ["alarms.db", "alarms.db-wal", "alarms.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let gw = common::gateway::start(common::gateway::config(&text)).await;
+    common::gateway::wait_subscribed(&gw).await;
+    wait_js(
+        &c,
+        "the stream to reopen",
+        &format!("window.__campusgwStream.opened > {opened} && !document.querySelector('[data-testid=alarm-empty]').hidden"),
+    )
+    .await;
+    let new = smoke(&publisher, &gw, "yazhong", "f1-01", true, "unacked").await;
+    assert_eq!(
+        new, old,
+        "the restarted gateway reuses the id (else this proves nothing)"
+    );
+    wait_for(
+        &c,
+        "the new alarm under the closed one's id",
+        &format!("{}[data-state=unacked]", row(new)),
+    )
+    .await;
     c.close().await.expect("close");
     gw.stop().await;
 }

@@ -281,7 +281,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     Router::new()
         .route("/", get(assets::index))
-        .route("/assets/{file}", get(assets::file))
+        .route("/assets/{*path}", get(assets::file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api", api)
