@@ -107,7 +107,7 @@ impl Gateway {
             threshold: cfg.alarms.flood_threshold,
             window_ms: cfg.alarms.flood_window.as_millis() as i64,
         };
-        let mut engine = Engine::new(rules, flood, &known, crate::sources::now_ms());
+        let mut engine = Engine::new(rules, flood, &known, crate::reading::now_ms());
         let store_path = cfg.gateway.data_dir.join("alarms.db");
         let store = crate::rules::task::restore(&mut engine, &store_path)
             .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
@@ -255,7 +255,7 @@ impl Gateway {
             rules_handle.commands.clone(),
             metrics.clone(),
             health.clone(),
-            Arc::new(crate::sources::now_ms),
+            Arc::new(crate::reading::now_ms),
         ) {
             Ok(Some(n)) => Some(
                 n.spawn(rules_handle.changes.subscribe(), notify_stop.clone())
@@ -280,18 +280,19 @@ impl Gateway {
             );
         }
         let pipeline = tracker.spawn_on(
-            crate::sink::run(
-                tokio::runtime::Handle::current(),
-                cfg.influx.clone(),
-                cfg.gateway.spool_sync_interval,
+            crate::sink::Sink {
+                writer_rt: tokio::runtime::Handle::current(),
+                cfg: cfg.influx.clone(),
+                sync_interval: cfg.gateway.spool_sync_interval,
                 spool,
                 writer,
-                sink_rx,
-                points_rx,
-                metrics.clone(),
-                health.clone(),
-                give_up.clone(),
-            ),
+                readings: sink_rx,
+                alarms: points_rx,
+                metrics: metrics.clone(),
+                health: health.clone(),
+                give_up: give_up.clone(),
+            }
+            .run(),
             &alarm_path,
         );
         tracker.spawn(async move {

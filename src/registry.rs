@@ -19,8 +19,8 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use crate::config::{kind_heartbeat_ms, Config, KnownDevice, UndeclaredPolicy};
+use crate::reading::Reject;
 use crate::reading::{FieldName, Kind, Location, Reading, Source, Value};
-use crate::sources::decode::Reject;
 
 /// What the registry keeps of one device.
 #[derive(Debug, Clone)]

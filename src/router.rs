@@ -15,9 +15,9 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
+use crate::reading::now_ms;
 use crate::reading::{Kind, Reading};
 use crate::registry::Registry;
-use crate::sources::now_ms;
 use crate::telemetry::{LogLimiter, Metrics};
 
 /// Where admitted readings go.
@@ -80,8 +80,8 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::reading::Reject;
     use crate::reading::{Source, Value};
-    use crate::sources::decode::Reject;
 
     #[tokio::test]
     async fn an_mqtt_reading_for_a_polled_device_is_refused_and_counted() {

@@ -24,8 +24,8 @@ use super::RuleSet;
 use crate::alarms::store::{AlarmStore, StoreError, WalSync};
 use crate::alarms::Alarm;
 use crate::alarms::{Change, Command, CommandError};
+use crate::reading::now_ms;
 use crate::reading::{Ack, Reading};
-use crate::sources::now_ms;
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 
 /// The health component name of the alarm store.

@@ -95,109 +95,135 @@ impl Chunk {
     }
 }
 
-/// Runs the sink until `rx` closes, then spools what is left and writes what
-/// it can. `give_up` ends retrying at a shutdown that ran out of time; what
-/// was not written stays in the spool for the next start. The batcher runs
-/// where it is spawned (beside the router, so a reading is handed on without
-/// waking another thread); the writer runs on `writer_rt`, since a batch's
-/// gzip and HTTP take milliseconds.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    writer_rt: tokio::runtime::Handle,
-    cfg: InfluxConfig,
-    sync_interval: Duration,
-    (spool, appender): (Arc<Spool>, Appender),
-    writer: Option<InfluxWriter>,
-    mut rx: mpsc::Receiver<Arc<Reading>>,
-    mut alarms: mpsc::Receiver<Arc<Change>>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    give_up: CancellationToken,
-) {
-    let writer_task = match writer {
-        Some(writer) => {
-            info!(target = %writer.target, "Writing time series to InfluxDB.");
-            health.set(COMPONENT, Status::Starting, Some(writer.target.clone()));
-            Some(writer_rt.spawn(write_loop(
-                cfg.clone(),
-                writer,
-                spool.clone(),
-                metrics.clone(),
-                health.clone(),
-                give_up.clone(),
-            )))
-        }
-        None => {
-            health.set(
-                COMPONENT,
-                Status::Disabled,
-                Some("no InfluxDB configured (set influx.url or CAMPUSGW__INFLUX__URL): readings are kept in the spool".into()),
-            );
-            None
-        }
-    };
-    // Capacity 1: one chunk queued while one is being appended.
-    let (ctx, crx) = mpsc::channel::<Chunk>(1);
-    let append_task = {
-        let (health, give_up) = (health.clone(), give_up.clone());
-        tokio::task::spawn_blocking(move || {
-            append_loop(appender, crx, sync_interval, &health, &give_up)
-        })
-    };
+/// The sink's parts: what `Sink::run` works with.
+pub struct Sink {
+    /// Where the InfluxDB writer runs (a batch's gzip and HTTP take milliseconds).
+    pub writer_rt: tokio::runtime::Handle,
+    /// `[influx]`.
+    pub cfg: InfluxConfig,
+    /// Shortest time between two spool fsyncs (`gateway.spool_sync_interval`).
+    pub sync_interval: Duration,
+    /// The spool, and its one appender.
+    pub spool: (Arc<Spool>, Appender),
+    /// The InfluxDB writer; none: readings stay in the spool.
+    pub writer: Option<InfluxWriter>,
+    /// Readings; the router holds the other end.
+    pub readings: mpsc::Receiver<Arc<Reading>>,
+    /// Alarm transitions (already durable); the rules task holds the other end.
+    pub alarms: mpsc::Receiver<Arc<Change>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Health.
+    pub health: Arc<Health>,
+    /// Ends retrying at a shutdown that ran out of time.
+    pub give_up: CancellationToken,
+}
 
-    let depth = metrics.queue_depth("sink");
-    let max_points = cfg.batch_size;
-    let mut chunk = Chunk::default();
-    // Alarm transitions (already durable in the alarm store) ride along.
-    let (mut readings_open, mut alarms_open) = (true, true);
-    while readings_open || alarms_open {
-        let ready =
-            chunk.points >= HAND_OVER_POINTS || chunk.due().is_some_and(|d| d <= Instant::now());
-        tokio::select! {
-            biased;
-            permit = ctx.reserve(), if ready => match permit {
-                Ok(permit) => permit.send(std::mem::take(&mut chunk)),
-                Err(_) => break,
-            },
-            () = sleep_until(chunk.due().map(Instant::into_std)), if !ready => {}
-            r = rx.recv(), if readings_open && chunk.points < max_points => match r {
-                Some(r) => {
-                    depth.set(rx.len() as i64);
-                    line_protocol::encode(&r, &mut chunk.lines);
-                    chunk.add_point();
-                    if let Some(ack) = &r.ack {
-                        chunk.acks.push(ack.clone());
+impl Sink {
+    /// Runs the sink until the readings close, then spools what is left and
+    /// writes what it can. `give_up` ends retrying at a shutdown that ran out
+    /// of time; what was not written stays in the spool for the next start.
+    /// The batcher runs where it is spawned (beside the router, so a reading
+    /// is handed on without waking another thread); the writer runs on
+    /// `writer_rt`.
+    pub async fn run(self) {
+        let Sink {
+            writer_rt,
+            cfg,
+            sync_interval,
+            spool: (spool, appender),
+            writer,
+            readings: mut rx,
+            mut alarms,
+            metrics,
+            health,
+            give_up,
+        } = self;
+        let writer_task = match writer {
+            Some(writer) => {
+                info!(target = %writer.target, "Writing time series to InfluxDB.");
+                health.set(COMPONENT, Status::Starting, Some(writer.target.clone()));
+                Some(writer_rt.spawn(write_loop(
+                    cfg.clone(),
+                    writer,
+                    spool.clone(),
+                    metrics.clone(),
+                    health.clone(),
+                    give_up.clone(),
+                )))
+            }
+            None => {
+                health.set(
+                    COMPONENT,
+                    Status::Disabled,
+                    Some("no InfluxDB configured (set influx.url or CAMPUSGW__INFLUX__URL): readings are kept in the spool".into()),
+                );
+                None
+            }
+        };
+        // Capacity 1: one chunk queued while one is being appended.
+        let (ctx, crx) = mpsc::channel::<Chunk>(1);
+        let append_task = {
+            let (health, give_up) = (health.clone(), give_up.clone());
+            tokio::task::spawn_blocking(move || {
+                append_loop(appender, crx, sync_interval, &health, &give_up)
+            })
+        };
+
+        let depth = metrics.queue_depth("sink");
+        let max_points = cfg.batch_size;
+        let mut chunk = Chunk::default();
+        // Alarm transitions (already durable in the alarm store) ride along.
+        let (mut readings_open, mut alarms_open) = (true, true);
+        while readings_open || alarms_open {
+            let ready = chunk.points >= HAND_OVER_POINTS
+                || chunk.due().is_some_and(|d| d <= Instant::now());
+            tokio::select! {
+                biased;
+                permit = ctx.reserve(), if ready => match permit {
+                    Ok(permit) => permit.send(std::mem::take(&mut chunk)),
+                    Err(_) => break,
+                },
+                () = sleep_until(chunk.due().map(Instant::into_std)), if !ready => {}
+                r = rx.recv(), if readings_open && chunk.points < max_points => match r {
+                    Some(r) => {
+                        depth.set(rx.len() as i64);
+                        line_protocol::encode(&r, &mut chunk.lines);
+                        chunk.add_point();
+                        if let Some(ack) = &r.ack {
+                            chunk.acks.push(ack.clone());
+                        }
                     }
-                }
-                None => readings_open = false,
-            },
-            a = alarms.recv(), if alarms_open && chunk.points < max_points => match a {
-                Some(c) => {
-                    line_protocol::encode_alarm(&c, &mut chunk.lines);
-                    chunk.add_point();
-                }
-                None => alarms_open = false,
-            },
+                    None => readings_open = false,
+                },
+                a = alarms.recv(), if alarms_open && chunk.points < max_points => match a {
+                    Some(c) => {
+                        line_protocol::encode_alarm(&c, &mut chunk.lines);
+                        chunk.add_point();
+                    }
+                    None => alarms_open = false,
+                },
+            }
         }
-    }
-    if chunk.points > 0 {
-        if let Err(mpsc::error::SendError(chunk)) = ctx.send(chunk).await {
-            chunk.abandon();
+        if chunk.points > 0 {
+            if let Err(mpsc::error::SendError(chunk)) = ctx.send(chunk).await {
+                chunk.abandon();
+            }
         }
-    }
-    // Readings still queued (the appender is gone): not persisted.
-    while let Ok(r) = rx.try_recv() {
-        if let Some(a) = &r.ack {
-            a.abandon();
+        // Readings still queued (the appender is gone): not persisted.
+        while let Ok(r) = rx.try_recv() {
+            if let Some(a) = &r.ack {
+                a.abandon();
+            }
         }
-    }
-    drop(ctx);
-    if let Err(e) = append_task.await {
-        error!(error = %e, "The spool appender failed.");
-    }
-    if let Some(task) = writer_task {
-        if let Err(e) = task.await {
-            error!(error = %e, "The InfluxDB writer task failed.");
+        drop(ctx);
+        if let Err(e) = append_task.await {
+            error!(error = %e, "The spool appender failed.");
+        }
+        if let Some(task) = writer_task {
+            if let Err(e) = task.await {
+                error!(error = %e, "The InfluxDB writer task failed.");
+            }
         }
     }
 }

@@ -22,43 +22,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::{Number, Value as Json};
 
 use crate::config::{FieldMapping, TopicConfig, TsUnit};
+pub use crate::reading::Reject;
 use crate::reading::{FieldType, Kind, Reading, Source, Value};
-
-/// Why a message was refused. The `as_str` names are metric labels: keep them stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reject {
-    /// The payload is larger than `gateway.max_payload_bytes`.
-    PayloadTooLarge,
-    /// Not JSON (truncated, `NaN`, not UTF-8…).
-    MalformedJson,
-    /// JSON, but not an object.
-    NotAnObject,
-    /// The topic does not match the subscription's pattern (e.g. too few levels).
-    TopicMismatch,
-    /// The kind is not one of the five.
-    UnknownKind,
-    /// The site or device id has characters other than ASCII letters, digits, `-`, `_`
-    /// (a look-alike such as a Cyrillic `е` included).
-    BadId,
-    /// A field has the wrong type, e.g. a string where a number belongs.
-    BadFieldType,
-    /// A number that is not finite after scaling.
-    NonFinite,
-    /// The timestamp is neither epoch milliseconds nor RFC 3339.
-    BadTimestamp,
-    /// The timestamp is too far in the past or the future.
-    TsOutOfRange,
-    /// No usable field.
-    NoFields,
-    /// The device is not declared and undeclared devices are ignored.
-    UnknownDevice,
-    /// The device is declared with another kind.
-    KindMismatch,
-    /// The registry is at `gateway.max_devices`.
-    RegistryFull,
-    /// An MQTT message under the id of a device declared as polled (`[[modbus.devices]]`).
-    SourceMismatch,
-}
 
 /// Why a field of an accepted reading was cut. The `as_str` names are metric
 /// labels of `campusgw_fields_cut_total`: keep them stable.
@@ -140,48 +105,6 @@ fn field_name_cut(name: &str) -> Option<Cut> {
 fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-}
-
-impl Reject {
-    /// Every reason, for pre-registering metrics.
-    pub const ALL: [Reject; 15] = [
-        Reject::PayloadTooLarge,
-        Reject::MalformedJson,
-        Reject::NotAnObject,
-        Reject::TopicMismatch,
-        Reject::UnknownKind,
-        Reject::BadId,
-        Reject::BadFieldType,
-        Reject::NonFinite,
-        Reject::BadTimestamp,
-        Reject::TsOutOfRange,
-        Reject::NoFields,
-        Reject::UnknownDevice,
-        Reject::KindMismatch,
-        Reject::RegistryFull,
-        Reject::SourceMismatch,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::PayloadTooLarge => "payload_too_large",
-            Reject::MalformedJson => "malformed_json",
-            Reject::NotAnObject => "not_an_object",
-            Reject::TopicMismatch => "topic_mismatch",
-            Reject::UnknownKind => "unknown_kind",
-            Reject::BadId => "bad_id",
-            Reject::BadFieldType => "bad_field_type",
-            Reject::NonFinite => "non_finite",
-            Reject::BadTimestamp => "bad_timestamp",
-            Reject::TsOutOfRange => "ts_out_of_range",
-            Reject::NoFields => "no_fields",
-            Reject::UnknownDevice => "unknown_device",
-            Reject::KindMismatch => "kind_mismatch",
-            Reject::RegistryFull => "registry_full",
-            Reject::SourceMismatch => "source_mismatch",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,3 @@
 pub mod decode;
 pub mod modbus;
 pub mod mqtt;
-
-/// Milliseconds since the epoch, from the wall clock.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}

@@ -66,8 +66,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{GatewayConfig, MqttConfig};
+use crate::reading::Reject;
 use crate::reading::{Ack, AckState, AckWatch, Reading, Source};
-use crate::sources::decode::{Cuts, Decoder, Limits, Reject};
+use crate::sources::decode::{Cuts, Decoder, Limits};
 use crate::telemetry::{redact_urls, Health, LogLimiter, Metrics, Status};
 
 /// The health component name of this source.
@@ -448,7 +449,7 @@ impl MqttSource {
 
     /// Decodes one message; `None` when it is refused (counted and logged here).
     fn decode(&self, topic: &str, payload: &[u8]) -> Option<Reading> {
-        let now = super::now_ms();
+        let now = crate::reading::now_ms();
         let mut cuts = Cuts::default();
         // Too large is too large whatever the topic.
         let result = if payload.len() > self.limits.max_payload_bytes {

@@ -22,8 +22,8 @@ use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
 use crate::alarms::{Command, Suppression};
+use crate::reading::now_ms;
 use crate::reading::Kind;
-use crate::sources::now_ms;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

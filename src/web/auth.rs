@@ -148,7 +148,7 @@ pub struct AuthStore {
 }
 
 fn now_ms() -> i64 {
-    crate::sources::now_ms()
+    crate::reading::now_ms()
 }
 
 fn random_token() -> String {

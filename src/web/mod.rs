@@ -37,9 +37,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::alarms::store::AlarmStore;
+use crate::reading::now_ms;
 use crate::registry::Registry;
 use crate::rules::task::RulesHandle;
-use crate::sources::now_ms;
 use crate::telemetry::{affects_readiness, Health, Metrics, Status};
 pub use auth::{AuthStore, Principal, Role};
 pub use error::ApiError;

@@ -48,7 +48,7 @@ impl SignIn {
     /// log's sign-ins of the last 30 days.
     pub fn start(auth: &crate::web::AuthStore) -> std::io::Result<Self> {
         let throttle = Throttle::default();
-        let since = crate::sources::now_ms() - KNOWN_FOR.as_millis() as i64;
+        let since = crate::reading::now_ms() - KNOWN_FOR.as_millis() as i64;
         match auth.sign_ins_since(since) {
             Ok(pairs) => throttle.seed_known(pairs, Instant::now()),
             Err(e) => {

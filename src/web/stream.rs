@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 use super::{ApiError, AppState, Auth, Credential};
 use crate::alarms::AlarmView;
 use crate::alarms::Change;
+use crate::reading::now_ms;
 use crate::reading::{Reading, Value};
 use crate::registry::Registry;
-use crate::sources::now_ms;
 
 /// A device going online or offline.
 #[derive(Debug, Clone, Serialize)]

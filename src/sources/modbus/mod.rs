@@ -396,7 +396,7 @@ impl Device {
             self.spec.site.clone(),
             self.spec.id.clone(),
             self.spec.kind,
-            super::now_ms(),
+            crate::reading::now_ms(),
             fields,
             Source::Modbus,
         );
