@@ -344,8 +344,11 @@ async fn the_page_cannot_be_missed() {
             "[[devices]]\nid = \"a3-{room}\"\nkind = \"smoke\"\nsite = \"yazhong\"\nbuilding = \"A3\"\nfloor = \"3\"\nroom = \"{room}\"\n"
         ));
     }
+    // Who is on duty, for the top bar: the security room all day, the
+    // canteen never (a gap the screen must show).
+    let roster = "[[notify.people]]\nid = \"zhang\"\nname = \"张伟\"\n[notify.teams.security]\nname = \"保卫处\"\nmembers = [\"zhang\"]\n[notify.teams.canteen]\nname = \"食堂\"\n[[notify.shifts]]\nteam = \"security\"\npeople = [\"zhang\"]\n";
     let cfg = common::gateway::config(&format!(
-        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{devices}{}",
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{devices}{}{roster}",
         dir.path().display(),
         broker.url(),
         common::gateway::smoke_rule("Smoke at {location}")
@@ -398,6 +401,22 @@ async fn the_page_cannot_be_missed() {
         text_of(&c, "[data-first=true] [data-testid=alarm-site]").await,
         "yazhong",
         "the site is shown"
+    );
+
+    // The top bar says who is on duty, and marks a team with nobody.
+    wait_for(
+        &c,
+        "the duty roster in the top bar",
+        "[data-testid=duty-team][data-team=security]",
+    )
+    .await;
+    assert_eq!(
+        text_of(&c, "[data-testid=duty-team][data-team=security]").await,
+        "保卫处：张伟"
+    );
+    assert_eq!(
+        text_of(&c, "[data-testid=duty-team][data-team=canteen].gap").await,
+        "食堂：nobody on duty"
     );
 
     // History opens on every state: the open alarms are in it.

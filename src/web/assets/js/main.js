@@ -17,7 +17,7 @@
  */
 
 import { t, lang, setLang } from './i18n.js';
-import { $, fmtClock, fmtDuration, fmtAgo, toast } from './dom.js';
+import { $, h, clear, fmtClock, fmtDuration, fmtAgo, toast } from './dom.js';
 import { api, configureApi } from './api.js';
 import { state, canAct, on, refreshAll, resetAlarms } from './store.js';
 import { connectStream, stopStream, setConnected } from './live.js';
@@ -156,6 +156,25 @@ function showApp(me) {
   refreshAll('boot');
   connectStream();
   loadHistory();
+  refreshDuty();
+}
+
+/** Who is on duty now, per team, in the top bar; a team with nobody is marked. */
+async function refreshDuty() {
+  let teams = [];
+  try {
+    teams = (await api('/api/duty')).teams || [];
+  } catch {
+    return;
+  }
+  const el = $('duty');
+  clear(el);
+  if (!teams.length) return;
+  el.append(h('span', { class: 'duty-label' }, t('duty.label')));
+  for (const d of teams) {
+    const who = d.gap ? t('duty.nobody') : d.people.map((p) => p.name).join('、');
+    el.append(h('span', { class: d.gap ? 'duty-team gap' : 'duty-team', 'data-testid': 'duty-team', 'data-team': d.team }, `${d.name || d.team}：${who}`));
+  }
 }
 
 function sessionLost() {
@@ -216,7 +235,7 @@ function startClock() {
   setInterval(updateAges, 10000);
   // A slow full refresh backs the stream up (a proxy that silently drops
   // events would otherwise leave the wall screen stale).
-  setInterval(() => { if (state.me) { refreshAll('poll'); } }, 60000);
+  setInterval(() => { if (state.me) { refreshAll('poll'); refreshDuty(); } }, 60000);
 }
 
 function updateAges() {
