@@ -152,17 +152,24 @@ async fn connections_over_the_caps_are_refused_while_a_signed_in_screen_works() 
     };
     assert_eq!(alarms().await.expect("alarms").status(), 200);
 
-    // One host opens idle sockets: four are taken, the fifth is closed at once.
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(connect_from([127, 0, 0, 2], gw.web_addr).await);
+    // One host opens five idle sockets: four are taken, one is closed at
+    // once. Which one is the server's to pick (each accepted connection is
+    // counted on its own task, so not always in the order they came).
+    let mut five = Vec::new();
+    for _ in 0..5 {
+        five.push(connect_from([127, 0, 0, 2], gw.web_addr).await);
     }
-    let mut fifth = connect_from([127, 0, 0, 2], gw.web_addr).await;
-    assert!(
-        closed_by_server(&mut fifth).await,
-        "over the per-address cap"
+    let mut held = Vec::new();
+    for mut s in five {
+        if answers(&mut s).await {
+            held.push(s);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        4,
+        "four taken and served, one over the per-address cap"
     );
-    assert!(answers(&mut held[0]).await, "the ones taken are served");
     let fresh = common::http_client()
         .get(format!("{base}/healthz"))
         .send()
