@@ -327,25 +327,10 @@ impl AlarmStore {
     pub fn events(&self, alarm_id: i64) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT alarm_id, at, action, from_state, to_state, user, comment, value, detail FROM events WHERE alarm_id = ?1 ORDER BY id")
+            .prepare_cached("SELECT * FROM events WHERE alarm_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([alarm_id], |r| {
-                Ok(Event {
-                    alarm_id: r.get(0)?,
-                    at: r.get(1)?,
-                    action: r.get(2)?,
-                    from: r
-                        .get::<_, Option<String>>(3)?
-                        .as_deref()
-                        .and_then(State::parse),
-                    to: State::parse(&r.get::<_, String>(4)?).unwrap_or(State::Cleared),
-                    user: r.get(5)?,
-                    comment: r.get(6)?,
-                    value: r.get(7)?,
-                    detail: detail_from_json(r.get::<_, Option<String>>(8)?.as_deref()),
-                })
-            })
+            .query_map([alarm_id], event_from_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
@@ -355,28 +340,12 @@ impl AlarmStore {
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, alarm_id, at, action, from_state, to_state, user, comment, value, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .prepare_cached("SELECT * FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
             .map_err(|e| self.err(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(params![after, limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    Event {
-                        alarm_id: r.get(1)?,
-                        at: r.get(2)?,
-                        action: r.get(3)?,
-                        from: r
-                            .get::<_, Option<String>>(4)?
-                            .as_deref()
-                            .and_then(State::parse),
-                        to: State::parse(&r.get::<_, String>(5)?).unwrap_or(State::Cleared),
-                        user: r.get(6)?,
-                        comment: r.get(7)?,
-                        value: r.get(8)?,
-                        detail: detail_from_json(r.get::<_, Option<String>>(9)?.as_deref()),
-                    },
-                ))
+                Ok((r.get("id")?, event_from_row(r)?))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
@@ -461,6 +430,23 @@ fn detail_from_json(text: Option<&str>) -> Vec<(String, String)> {
             other => (k, other.to_string()),
         })
         .collect()
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        alarm_id: r.get("alarm_id")?,
+        at: r.get("at")?,
+        action: r.get("action")?,
+        from: r
+            .get::<_, Option<String>>("from_state")?
+            .as_deref()
+            .and_then(State::parse),
+        to: State::parse(&r.get::<_, String>("to_state")?).unwrap_or(State::Cleared),
+        user: r.get("user")?,
+        comment: r.get("comment")?,
+        value: r.get("value")?,
+        detail: detail_from_json(r.get::<_, Option<String>>("detail")?.as_deref()),
+    })
 }
 
 fn alarm_from_row(r: &Row<'_>) -> rusqlite::Result<Alarm> {
