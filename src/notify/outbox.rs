@@ -304,6 +304,29 @@ impl Tx<'_> {
             .map(|_| ())
     }
 
+    /// Records a step (or an alarm) that sends nothing, and why: a drill, a
+    /// shelf, nobody on duty — shown in the alarm's notifications.
+    pub fn skip(
+        &self,
+        alarm_id: i64,
+        step: usize,
+        now: i64,
+        why: &str,
+        key: &str,
+    ) -> rusqlite::Result<()> {
+        self.add(
+            alarm_id,
+            step,
+            "-",
+            "",
+            "skipped",
+            "skipped",
+            now,
+            Some(why),
+            key,
+        )
+    }
+
     /// The (channel, people) an alarm's messages were delivered to.
     pub fn delivered(&self, alarm_id: i64) -> rusqlite::Result<Vec<(String, String)>> {
         let mut stmt = self.0.prepare_cached(

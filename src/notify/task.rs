@@ -257,15 +257,11 @@ impl Notifier {
                     match e.action.as_str() {
                         "raise" => {
                             if let Some(why) = &a.suppressed {
-                                tx.add(
+                                tx.skip(
                                     a.id,
                                     0,
-                                    "-",
-                                    "",
-                                    "skipped",
-                                    "skipped",
                                     now,
-                                    Some(&format!("drill or maintenance: {why}")),
+                                    &format!("drill or maintenance: {why}"),
                                     &format!("alarm:{}:suppressed", a.id),
                                 )?;
                                 metrics.notification("-", "skipped");
@@ -323,21 +319,17 @@ impl Notifier {
         for esc in self.outbox.due_escalations(now)? {
             let alarm = self.alarms.get(esc.alarm_id)?;
             let policy = self.plan.policy(&esc.policy).cloned();
-            let over = match (&alarm, &policy) {
-                (Some(a), Some(_)) => {
-                    matches!(a.state, State::Acked | State::Cleared)
-                        || a.group.is_some()
-                        || a.inhibited_by.is_some()
-                }
-                // The alarm is gone or its policy was removed by a reload.
-                _ => true,
-            };
+            // Over: the alarm is gone, its policy removed by a reload, or it was
+            // handled, folded into a flood group or covered.
             let (Some(a), Some(p)) = (alarm, policy) else {
                 self.outbox
                     .transaction(|tx| tx.advance(esc.alarm_id, None))?;
                 continue;
             };
-            if over {
+            if matches!(a.state, State::Acked | State::Cleared)
+                || a.group.is_some()
+                || a.inhibited_by.is_some()
+            {
                 self.outbox.transaction(|tx| tx.advance(a.id, None))?;
                 continue;
             }
@@ -351,17 +343,7 @@ impl Notifier {
             let round = format!("alarm:{}:step:{}", a.id, esc.step);
             if a.state == State::Shelved {
                 self.outbox.transaction(|tx| {
-                    tx.add(
-                        a.id,
-                        esc.step,
-                        "-",
-                        "",
-                        "skipped",
-                        "skipped",
-                        now,
-                        Some("shelved"),
-                        &format!("{round}:shelved"),
-                    )?;
+                    tx.skip(a.id, esc.step, now, "shelved", &format!("{round}:shelved"))?;
                     tx.advance(a.id, next)
                 })?;
                 continue;
@@ -371,15 +353,11 @@ impl Notifier {
                 warn!(alarm = a.id, policy = %p.id, step = esc.step, "An escalation step names nobody on duty now; it is skipped.");
                 self.metrics.notification("-", "nobody");
                 self.outbox.transaction(|tx| {
-                    tx.add(
+                    tx.skip(
                         a.id,
                         esc.step,
-                        "-",
-                        "",
-                        "skipped",
-                        "skipped",
                         now,
-                        Some("nobody on duty"),
+                        "nobody on duty",
                         &format!("{round}:nobody"),
                     )?;
                     tx.advance(a.id, next)
