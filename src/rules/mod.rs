@@ -10,7 +10,7 @@ pub mod task;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::alarms::{Severity, Text};
+use crate::alarms::{Lang, Severity, Text};
 use crate::config::{Config, RuleConfig};
 use crate::reading::{Kind, Location, Reading, Value};
 use calendar::{Calendar, LocalTime};
@@ -81,7 +81,7 @@ impl Rule {
         value: Option<&Value>,
     ) -> Text {
         let place = location.map(Location::describe).unwrap_or_default();
-        let sub = |key: &str| -> Option<String> {
+        let sub = |key: &str, lang: Lang| -> Option<String> {
             match key {
                 "device" => Some(device.to_owned()),
                 "site" => Some(site.to_owned()),
@@ -90,7 +90,7 @@ impl Rule {
                 } else {
                     place.clone()
                 }),
-                "rule" => None,
+                "rule" => Some(self.name.get(lang).to_owned()),
                 "value" => value.map(fmt_value),
                 k => fields
                     .iter()
@@ -98,21 +98,10 @@ impl Rule {
                     .map(|(_, v)| fmt_value(v)),
             }
         };
+        let text = |lang: Lang| fill(self.message.get(lang), |k| sub(k, lang));
         Text {
-            zh: fill(&self.message.zh, |k| {
-                if k == "rule" {
-                    Some(self.name.zh.clone())
-                } else {
-                    sub(k)
-                }
-            }),
-            en: fill(&self.message.en, |k| {
-                if k == "rule" {
-                    Some(self.name.en.clone())
-                } else {
-                    sub(k)
-                }
-            }),
+            zh: text(Lang::Zh),
+            en: text(Lang::En),
         }
     }
 }
