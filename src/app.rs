@@ -73,228 +73,127 @@ impl Gateway {
 
     /// Starts every component; `path` is the file the configuration came
     /// from, which the admin API reloads rules from.
+    ///
+    /// Every component is first built (nothing runs yet, so a broken part
+    /// fails the start before anything is half-running), then spawned where
+    /// it runs; the table below says what ends each one.
     pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
         install_crypto_provider();
-        // Held until the shutdown below is over: one gateway per data directory.
+        // Held until the shutdown is over: one gateway per data directory.
         let dir_lock = crate::data_dir::lock(&cfg.gateway.data_dir, "run")
             .context("gateway.data_dir cannot be used")?;
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
         // Both the registry and the rules engine start from them.
         let known = cfg.known_devices();
-        let registry = Arc::new(Registry::new(&cfg, &known));
+        let shared = Shared {
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            registry: Arc::new(Registry::new(&cfg, &known)),
+        };
         let shutdown = CancellationToken::new();
         let give_up = CancellationToken::new();
-        let cap = cfg.gateway.queue_capacity;
 
-        // sources → router → rules and sink; rules → sink (alarm points)
+        // The edges: sources → router → rules and sink; rules → sink (alarm points).
+        let cap = cfg.gateway.queue_capacity;
         let (source_tx, source_rx) = mpsc::channel(cap);
         let (sink_tx, sink_rx) = mpsc::channel(cap);
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
         let (buses_tx, _) = broadcast::channel(256);
 
-        let rules = RuleSet::compile(&cfg).map_err(|p| {
-            anyhow::anyhow!(
-                "rules: {}",
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
-        let flood = Flood {
-            threshold: cfg.alarms.flood_threshold,
-            window_ms: cfg.alarms.flood_window.as_millis() as i64,
-        };
-        let mut engine = Engine::new(rules, flood, &known, crate::reading::now_ms());
-        let store_path = cfg.gateway.data_dir.join("alarms.db");
-        let store = crate::rules::task::restore(&mut engine, &store_path)
-            .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
-        let (commands_tx, commands_rx) = mpsc::channel(64);
-        let (reload_tx, reload_rx) = mpsc::channel(4);
-        let (changes_tx, _) = broadcast::channel(1024);
-        let rules_handle = RulesHandle {
-            commands: commands_tx,
-            reload: reload_tx,
-            changes: changes_tx,
-            // Filled before any task runs, so the restored alarms are visible at once.
-            open: Arc::new(std::sync::RwLock::new(
-                engine.open_alarms().cloned().collect(),
-            )),
-        };
-        let rules_task = RulesTask {
-            engine,
-            store,
-            readings: rules_rx,
-            commands: commands_rx,
-            reload: reload_rx,
-            points: points_tx,
-            handle: rules_handle.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        };
-
-        let spool_cfg = SpoolConfig::new(
-            &cfg.gateway.data_dir,
-            cfg.gateway.spool_max_mb,
-            cfg.gateway.spool_fsync,
-        );
-        let spool = {
-            let (m, h) = (metrics.clone(), health.clone());
-            tokio::task::spawn_blocking(move || Spool::open(spool_cfg, m, h))
-                .await
-                .context("the spool opener failed")?
-                .context("cannot open the spool under gateway.data_dir")?
-        };
-        let writer = InfluxWriter::new(&cfg.influx)?;
-        if writer.is_none() {
-            warn!("No InfluxDB is configured (influx.url or CAMPUSGW__INFLUX__URL): readings are shown but not stored.");
-        }
-        let modbus = ModbusSource::new(&cfg, source_tx.clone(), metrics.clone(), health.clone())?;
+        // The components.
+        let (rules, handle) = alarm_engine(&cfg, &known, &shared, rules_rx, points_tx)?;
+        let sink = sink(&cfg, &shared, sink_rx, points_rx, give_up.clone()).await?;
+        let modbus = ModbusSource::new(
+            &cfg,
+            source_tx.clone(),
+            shared.metrics.clone(),
+            shared.health.clone(),
+        )?;
         let mqtt = MqttSource::new(
             cfg.mqtt.clone(),
             &cfg.gateway,
             source_tx,
-            metrics.clone(),
-            health.clone(),
+            shared.metrics.clone(),
+            shared.health.clone(),
         )?;
-
-        let auth = Arc::new(AuthStore::open(&cfg.gateway.data_dir).with_context(|| {
-            format!(
-                "cannot open the user store in {}",
-                cfg.gateway.data_dir.display()
-            )
-        })?);
-        let alarms_db = AlarmStore::open(&store_path)
-            .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
-        let live = web::stream::Live::default();
-        let state = AppState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            registry: registry.clone(),
-            auth: auth.clone(),
-            rules: rules_handle.clone(),
-            alarms_db: Arc::new(std::sync::Mutex::new(alarms_db)),
-            live: live.clone(),
-            tls: cfg.web.tls.is_some(),
-            config_path: path,
-            utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
-                .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
-            roster: crate::notify::roster::Roster::new(&cfg).ok().map(Arc::new),
-            notify_db: Some(crate::notify::task::outbox_path(&cfg.gateway.data_dir)),
-            signin: Arc::new(
-                web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
-            ),
-            trusted_proxies: cfg.web.trusted_proxies.clone().into(),
-            limits: Arc::new(web::limits::Limits::new(&cfg.web, metrics.clone())),
-        };
-        let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
-            cert: t.cert_file.clone(),
-            key: t.key_file.clone(),
-        });
-        let (web_addr, server) = web::bind(cfg.web.listen, tls, state, shutdown.clone())
-            .await
-            .with_context(|| format!("cannot serve on web.listen {}", cfg.web.listen))?;
-        info!(address = %web_addr, "HTTP server listening.");
-
-        let tracker = TaskTracker::new();
-        let alarm_thread = AlarmThread::start().context("cannot start the alarm path's thread")?;
-        let alarm_path = alarm_thread.handle.clone();
-        let sources_stop = shutdown.child_token();
-        if !modbus.is_empty() {
-            modbus.spawn(&tracker, &sources_stop);
-        }
-        let mqtt_health = health.clone();
-        tracker.spawn_on(
-            async move {
-                if let Err(e) = mqtt.run(sources_stop).await {
-                    // The core source is gone: /healthz says so (503), with why.
-                    mqtt_health.set(
-                        crate::sources::mqtt::COMPONENT,
-                        crate::telemetry::Status::Down,
-                        Some(format!("not running: {e}")),
-                    );
-                    error!(error = %e, "The MQTT source stopped.");
-                }
-            },
-            &alarm_path,
-        );
         let outputs = crate::router::Outputs {
             sink: sink_tx,
             rules: rules_tx,
             buses: buses_tx.clone(),
         };
+        let notifier = notifier(&cfg, &shared, &handle)?;
+        let web = web(&cfg, &shared, &handle, path).await?;
+        let (web_addr, server) = web::bind(cfg.web.listen, web.tls, web.state, shutdown.clone())
+            .await
+            .with_context(|| format!("cannot serve on web.listen {}", cfg.web.listen))?;
+        info!(address = %web_addr, "HTTP server listening.");
+
+        // Where each runs and what ends it. The alarm path runs on a thread
+        // of its own (see the module docs); the rest on the shared workers.
+        let alarm_thread = AlarmThread::start().context("cannot start the alarm path's thread")?;
+        let on_alarm_path = &alarm_thread.handle;
+        let tracker = TaskTracker::new();
+        let sources_stop = shutdown.child_token();
+        let late_stop = CancellationToken::new();
+        // Ends on `sources_stop`.
         tracker.spawn_on(
-            crate::router::run(source_rx, outputs, registry.clone(), metrics.clone()),
-            &alarm_path,
+            run_mqtt(mqtt, sources_stop.clone(), shared.health.clone()),
+            on_alarm_path,
         );
-        tracker.spawn(web::stream::fan_out(
-            live,
-            web::stream::Sources {
-                changes: rules_handle.changes.subscribe(),
-                buses: buses_tx,
-                registry: registry.clone(),
-            },
-            shutdown.clone(),
-        ));
-        tracker.spawn_on(rules_task.run(), &alarm_path);
-        // Its first round runs at once: start-up (a large configuration
-        // parsed and dropped) is over.
-        tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
-        tracker.spawn(crate::rules::task::watch_system(
-            health.clone(),
-            rules_handle.commands.clone(),
-            shutdown.clone(),
-        ));
-        // Duty alerts follow the alarm ledger on a thread of their own.
-        let notify_stop = CancellationToken::new();
-        let notifier = match crate::notify::task::Notifier::new(
-            &cfg,
-            &cfg.gateway.data_dir,
-            rules_handle.commands.clone(),
-            metrics.clone(),
-            health.clone(),
-            Arc::new(crate::reading::now_ms),
-        ) {
-            Ok(Some(n)) => Some(
-                n.spawn(rules_handle.changes.subscribe(), notify_stop.clone())
-                    .context("cannot start the duty notifier's thread")?,
+        if !modbus.is_empty() {
+            modbus.spawn(&tracker, &sources_stop);
+        }
+        // Ends when the sources' senders are gone.
+        tracker.spawn_on(
+            crate::router::run(
+                source_rx,
+                outputs,
+                shared.registry.clone(),
+                shared.metrics.clone(),
             ),
-            Ok(None) => {
-                info!("No [[notify.routes]]: duty alerts are off; alarms reach only the page and MQTT.");
-                None
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot start the duty notifier")),
-        };
-        let publisher_stop = CancellationToken::new();
+            on_alarm_path,
+        );
+        // Ends when the router's sender is gone.
+        tracker.spawn_on(rules.run(), on_alarm_path);
+        // Ends when the router and the rules are done, or on `give_up`.
+        let pipeline = tracker.spawn_on(sink.run(), on_alarm_path);
+        // Ends on `late_stop`, after the pipeline: the last transitions are announced.
         if !cfg.alarms.mqtt_topic.is_empty() {
             tracker.spawn_on(
                 crate::alarms::publish::run(
                     cfg.mqtt.clone(),
                     cfg.alarms.mqtt_topic.clone(),
-                    rules_handle.changes.subscribe(),
-                    publisher_stop.clone(),
+                    handle.changes.subscribe(),
+                    late_stop.clone(),
                 ),
-                &alarm_path,
+                on_alarm_path,
             );
         }
-        let pipeline = tracker.spawn_on(
-            crate::sink::Sink {
-                writer_rt: tokio::runtime::Handle::current(),
-                cfg: cfg.influx.clone(),
-                sync_interval: cfg.gateway.spool_sync_interval,
-                spool,
-                writer,
-                readings: sink_rx,
-                alarms: points_rx,
-                metrics: metrics.clone(),
-                health: health.clone(),
-                give_up: give_up.clone(),
-            }
-            .run(),
-            &alarm_path,
-        );
+        let notifier = match notifier {
+            Some(n) => Some(
+                n.spawn(handle.changes.subscribe(), late_stop.clone())
+                    .context("cannot start the duty notifier's thread")?,
+            ),
+            None => None,
+        };
+        // These end on `shutdown`.
+        tracker.spawn(web::stream::fan_out(
+            web.live,
+            web::stream::Sources {
+                changes: handle.changes.subscribe(),
+                buses: buses_tx,
+                registry: shared.registry.clone(),
+            },
+            shutdown.clone(),
+        ));
+        // Its first round runs at once: start-up (a large configuration
+        // parsed and dropped) is over.
+        tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
+        tracker.spawn(crate::rules::task::watch_system(
+            shared.health.clone(),
+            handle.commands.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(async move {
             if let Err(e) = server.await {
                 error!(error = %e, "The HTTP server failed.");
@@ -302,41 +201,27 @@ impl Gateway {
         });
         tracker.close();
 
-        let deadline = cfg.gateway.shutdown_timeout;
-        let stop = shutdown.clone();
-        let done = tokio::spawn(async move {
-            stop.cancelled().await;
-            info!("Shutting down: flushing what was accepted.");
-            if tokio::time::timeout(deadline, pipeline).await.is_err() {
-                warn!(timeout = ?deadline, "Flushing took too long; giving up on the rest.");
-                give_up.cancel();
+        let done = tokio::spawn(
+            Stopping {
+                shutdown: shutdown.clone(),
+                deadline: cfg.gateway.shutdown_timeout,
+                pipeline,
+                give_up,
+                late_stop,
+                notifier,
+                tracker,
+                alarm_thread,
+                dir_lock,
             }
-            // The last alarm transitions were handed to the publisher before the pipeline ended.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            publisher_stop.cancel();
-            notify_stop.cancel();
-            if let Some(t) = notifier {
-                // Its round ends within a request's timeout; the outbox keeps the rest.
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
-            }
-            if tokio::time::timeout(deadline, tracker.wait())
-                .await
-                .is_err()
-            {
-                error!("Some tasks did not stop in time.");
-            }
-            alarm_thread.stop();
-            drop(dir_lock);
-            info!("Stopped.");
-        });
-
+            .run(),
+        );
         Ok(Self {
             web_addr,
-            metrics,
-            health,
-            registry,
-            rules: rules_handle,
-            auth,
+            metrics: shared.metrics,
+            health: shared.health,
+            registry: shared.registry,
+            rules: handle,
+            auth: web.auth,
             shutdown,
             done,
         })
@@ -362,6 +247,233 @@ impl Gateway {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// What most components are built with.
+struct Shared {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    registry: Arc<Registry>,
+}
+
+/// The rule engine with its alarms restored from the store, and the handle
+/// everyone else reaches it by.
+fn alarm_engine(
+    cfg: &Config,
+    known: &[crate::config::KnownDevice],
+    shared: &Shared,
+    readings: mpsc::Receiver<Arc<crate::reading::Reading>>,
+    points: mpsc::Sender<Arc<crate::alarms::Change>>,
+) -> anyhow::Result<(RulesTask, RulesHandle)> {
+    let rules = RuleSet::compile(cfg).map_err(|p| {
+        anyhow::anyhow!(
+            "rules: {}",
+            p.iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let flood = Flood {
+        threshold: cfg.alarms.flood_threshold,
+        window_ms: cfg.alarms.flood_window.as_millis() as i64,
+    };
+    let mut engine = Engine::new(rules, flood, known, crate::reading::now_ms());
+    let store_path = cfg.gateway.data_dir.join("alarms.db");
+    let store = crate::rules::task::restore(&mut engine, &store_path)
+        .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (reload_tx, reload) = mpsc::channel(4);
+    let (changes, _) = broadcast::channel(1024);
+    let handle = RulesHandle {
+        commands: commands_tx,
+        reload: reload_tx,
+        changes,
+        // Filled before any task runs, so the restored alarms are visible at once.
+        open: Arc::new(std::sync::RwLock::new(
+            engine.open_alarms().cloned().collect(),
+        )),
+    };
+    let task = RulesTask {
+        engine,
+        store,
+        readings,
+        commands,
+        reload,
+        points,
+        handle: handle.clone(),
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+    };
+    Ok((task, handle))
+}
+
+/// The spool (opened, with what an earlier run left in it) and the InfluxDB writer.
+async fn sink(
+    cfg: &Config,
+    shared: &Shared,
+    readings: mpsc::Receiver<Arc<crate::reading::Reading>>,
+    alarms: mpsc::Receiver<Arc<crate::alarms::Change>>,
+    give_up: CancellationToken,
+) -> anyhow::Result<crate::sink::Sink> {
+    let spool_cfg = SpoolConfig::new(
+        &cfg.gateway.data_dir,
+        cfg.gateway.spool_max_mb,
+        cfg.gateway.spool_fsync,
+    );
+    let (m, h) = (shared.metrics.clone(), shared.health.clone());
+    let spool = tokio::task::spawn_blocking(move || Spool::open(spool_cfg, m, h))
+        .await
+        .context("the spool opener failed")?
+        .context("cannot open the spool under gateway.data_dir")?;
+    let writer = InfluxWriter::new(&cfg.influx)?;
+    if writer.is_none() {
+        warn!("No InfluxDB is configured (influx.url or CAMPUSGW__INFLUX__URL): readings are shown but not stored.");
+    }
+    Ok(crate::sink::Sink {
+        writer_rt: tokio::runtime::Handle::current(),
+        cfg: cfg.influx.clone(),
+        sync_interval: cfg.gateway.spool_sync_interval,
+        spool,
+        writer,
+        readings,
+        alarms,
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+        give_up,
+    })
+}
+
+/// The duty notifier, when a route sends anything.
+fn notifier(
+    cfg: &Config,
+    shared: &Shared,
+    handle: &RulesHandle,
+) -> anyhow::Result<Option<crate::notify::task::Notifier>> {
+    let n = crate::notify::task::Notifier::new(
+        cfg,
+        &cfg.gateway.data_dir,
+        handle.commands.clone(),
+        shared.metrics.clone(),
+        shared.health.clone(),
+        Arc::new(crate::reading::now_ms),
+    )
+    .context("cannot start the duty notifier")?;
+    if n.is_none() {
+        info!("No [[notify.routes]]: duty alerts are off; alarms reach only the page and MQTT.");
+    }
+    Ok(n)
+}
+
+/// The web server's state, before it is bound.
+struct Web {
+    state: AppState,
+    tls: Option<web::TlsFiles>,
+    auth: Arc<AuthStore>,
+    live: web::stream::Live,
+}
+
+async fn web(
+    cfg: &Config,
+    shared: &Shared,
+    handle: &RulesHandle,
+    path: Option<PathBuf>,
+) -> anyhow::Result<Web> {
+    let data_dir = &cfg.gateway.data_dir;
+    let auth = Arc::new(
+        AuthStore::open(data_dir)
+            .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?,
+    );
+    let store_path = data_dir.join("alarms.db");
+    let alarms_db = AlarmStore::open(&store_path)
+        .with_context(|| format!("cannot open the alarm store {}", store_path.display()))?;
+    let live = web::stream::Live::default();
+    let state = AppState {
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+        registry: shared.registry.clone(),
+        auth: auth.clone(),
+        rules: handle.clone(),
+        alarms_db: Arc::new(std::sync::Mutex::new(alarms_db)),
+        live: live.clone(),
+        tls: cfg.web.tls.is_some(),
+        config_path: path,
+        utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
+            .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
+        roster: crate::notify::roster::Roster::new(cfg).ok().map(Arc::new),
+        notify_db: Some(crate::notify::task::outbox_path(data_dir)),
+        signin: Arc::new(
+            web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
+        ),
+        trusted_proxies: cfg.web.trusted_proxies.clone().into(),
+        limits: Arc::new(web::limits::Limits::new(&cfg.web, shared.metrics.clone())),
+    };
+    let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
+        cert: t.cert_file.clone(),
+        key: t.key_file.clone(),
+    });
+    Ok(Web {
+        state,
+        tls,
+        auth,
+        live,
+    })
+}
+
+/// The MQTT source until `stop`; if it fails, the core source is gone and
+/// `/healthz` says so (503), with why.
+async fn run_mqtt(mqtt: MqttSource, stop: CancellationToken, health: Arc<Health>) {
+    if let Err(e) = mqtt.run(stop).await {
+        health.set(
+            crate::sources::mqtt::COMPONENT,
+            crate::telemetry::Status::Down,
+            Some(format!("not running: {e}")),
+        );
+        error!(error = %e, "The MQTT source stopped.");
+    }
+}
+
+/// The shutdown, in order (see the module docs).
+struct Stopping {
+    shutdown: CancellationToken,
+    deadline: std::time::Duration,
+    pipeline: JoinHandle<()>,
+    give_up: CancellationToken,
+    late_stop: CancellationToken,
+    notifier: Option<std::thread::JoinHandle<()>>,
+    tracker: TaskTracker,
+    alarm_thread: AlarmThread,
+    dir_lock: crate::data_dir::DirLock,
+}
+
+impl Stopping {
+    async fn run(self) {
+        self.shutdown.cancelled().await;
+        info!("Shutting down: flushing what was accepted.");
+        if tokio::time::timeout(self.deadline, self.pipeline)
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?self.deadline, "Flushing took too long; giving up on the rest.");
+            self.give_up.cancel();
+        }
+        // The last alarm transitions were handed to the publisher before the pipeline ended.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.late_stop.cancel();
+        if let Some(t) = self.notifier {
+            // Its round ends within a request's timeout; the outbox keeps the rest.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if tokio::time::timeout(self.deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            error!("Some tasks did not stop in time.");
+        }
+        self.alarm_thread.stop();
+        drop(self.dir_lock);
+        info!("Stopped.");
     }
 }
 
