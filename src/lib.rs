@@ -34,7 +34,7 @@
 //!   `bisect` finds the lines of a refused batch the database refuses, so only they are dropped.
 //! - `web/`      — axum: `/healthz`, `/metrics`, the status page and its API, users and tokens (`auth`),
 //!   the sign-in throttle and hashing pool (`signin`), connection and stream caps and timeouts (`limits`),
-//!   the event stream (`stream`).
+//!   the event stream (`stream`); every JSON body the API answers with is a type in `views`.
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).

@@ -1,7 +1,6 @@
 //! The JSON API handlers. Each checks the caller's role, does one thing,
 //! audits what changes state, and answers in the shapes INTERFACE.md names.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
@@ -18,6 +17,7 @@ use tokio::sync::oneshot;
 use super::auth::Role;
 use super::error::{ApiJson, ApiQuery};
 use super::signin::{Busy, Refused};
+use super::views::*;
 use super::{ApiError, AppState, Auth, ClientAddr, SESSION_COOKIE};
 use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
@@ -42,13 +42,17 @@ pub(super) struct Login {
     password: String,
 }
 
-fn me_body(a: &Auth) -> Json_ {
-    json!({ "user": a.who.user, "role": a.who.role, "csrf": a.who.csrf })
+fn me_body(a: &Auth) -> Me<'_> {
+    Me {
+        user: &a.who.user,
+        role: a.who.role,
+        csrf: a.who.csrf.as_deref(),
+    }
 }
 
 /// `GET /api/me`.
-pub(super) async fn me(auth: Auth) -> Json<Json_> {
-    Json(me_body(&auth))
+pub(super) async fn me(auth: Auth) -> Response {
+    Json(me_body(&auth)).into_response()
 }
 
 /// `POST /api/login`.
@@ -57,7 +61,7 @@ pub(super) async fn login(
     ClientAddr(addr): ClientAddr,
     jar: CookieJar,
     ApiJson(body): ApiJson<Login>,
-) -> Result<(CookieJar, Json<Json_>), ApiError> {
+) -> Result<(CookieJar, Response), ApiError> {
     // The same name rule as at creation, so a name that can be made can sign in.
     super::auth::check_name(&body.username)?;
     if body.password.len() > super::auth::PASSWORD_MAX_BYTES {
@@ -127,7 +131,8 @@ pub(super) async fn login(
         addr,
         credential,
     };
-    Ok((jar.add(cookie), Json(me_body(&auth))))
+    let body = Json(me_body(&auth)).into_response();
+    Ok((jar.add(cookie), body))
 }
 
 fn time_days(d: i64) -> time::Duration {
@@ -171,7 +176,7 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 /// Open alarms with flood members nested in their group (`members`) and
 /// covered alarms under the one that covers them (`covers`), by severity
 /// then newest. An alarm whose cover is closed stands on its own again.
-fn nest(open: &[Alarm]) -> Vec<Json_> {
+fn nest(open: &[Alarm]) -> Vec<Nested> {
     let is_open = |id: i64| open.iter().any(|a| a.id == id);
     let mut top: Vec<&Alarm> = open
         .iter()
@@ -182,25 +187,19 @@ fn nest(open: &[Alarm]) -> Vec<Json_> {
             .cmp(&(b.severity, std::cmp::Reverse(b.raised_at)))
     });
     top.into_iter()
-        .map(|a| {
-            let mut v = json!(AlarmView::from(a));
-            if a.is_group {
-                let members: Vec<AlarmView> = open
-                    .iter()
+        .map(|a| Nested {
+            alarm: AlarmView::from(a),
+            members: a.is_group.then(|| {
+                open.iter()
                     .filter(|m| m.group == Some(a.id))
                     .map(AlarmView::from)
-                    .collect();
-                v["members"] = json!(members);
-            }
-            let covers: Vec<AlarmView> = open
+                    .collect()
+            }),
+            covers: open
                 .iter()
                 .filter(|m| m.inhibited_by == Some(a.id) && m.group.is_none())
                 .map(AlarmView::from)
-                .collect();
-            if !covers.is_empty() {
-                v["covers"] = json!(covers);
-            }
-            v
+                .collect(),
         })
         .collect()
 }
@@ -210,7 +209,7 @@ pub(super) async fn alarms(
     State(s): State<AppState>,
     _auth: Auth,
     ApiQuery(q): ApiQuery<AlarmQuery>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Response, ApiError> {
     match q.state.as_deref().unwrap_or("active") {
         "active" => {
             let open = s
@@ -219,7 +218,10 @@ pub(super) async fn alarms(
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            Ok(Json(json!({ "alarms": nest(&open) })))
+            Ok(Json(Alarms {
+                alarms: nest(&open),
+            })
+            .into_response())
         }
         "all" => {
             let query = Query {
@@ -232,8 +234,7 @@ pub(super) async fn alarms(
             let list =
                 blocking(move || Ok(db.lock().unwrap_or_else(|e| e.into_inner()).query(&query)?))
                     .await?;
-            let views: Vec<AlarmView> = list.iter().map(AlarmView::from).collect();
-            Ok(Json(json!({ "alarms": views })))
+            Ok(Json(Alarms::of(&list)).into_response())
         }
         other => Err(ApiError::invalid(
             "bad_state",
@@ -247,7 +248,7 @@ pub(super) async fn alarm(
     State(s): State<AppState>,
     _auth: Auth,
     Path(id): Path<String>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<AlarmDetail>, ApiError> {
     let id = parse_id(&id)?;
     let db = s.alarms_db.clone();
     let notify_db = s.notify_db.clone();
@@ -264,66 +265,23 @@ pub(super) async fn alarm(
     })
     .await?;
     let alarm = alarm.ok_or_else(|| ApiError::NotFound(format!("no alarm {id}")))?;
-    let events: Vec<Json_> = events
-        .into_iter()
-        .map(|e| {
-            json!({
-                "at": DateTime::<Utc>::from_timestamp_millis(e.at),
-                "action": e.action,
-                "from": e.from,
-                "to": e.to,
-                "user": e.user,
-                "comment": e.comment,
-                "value": e.value,
-                "detail": e
-                    .detail
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Json_::String(v.clone())))
-                    .collect::<serde_json::Map<String, Json_>>(),
-            })
-        })
-        .collect();
-    let ts = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
-    let notifications: Vec<Json_> = notifications
-        .into_iter()
-        .map(|n| {
-            json!({
-                "channel": n.channel,
-                "people": n.people.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
-                "step": n.step,
-                "kind": n.kind,
-                "state": n.state,
-                "attempts": n.attempts,
-                "created_at": ts(n.created_at),
-                "next_at": (n.state == "pending").then(|| ts(n.next_at)),
-                "sent_at": n.sent_at.and_then(ts),
-                "answer": n.answer,
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "alarm": AlarmView::from(&alarm), "events": events, "notifications": notifications }),
-    ))
+    Ok(Json(AlarmDetail {
+        alarm: AlarmView::from(&alarm),
+        events: events.into_iter().map(EventView::from).collect(),
+        notifications: notifications
+            .into_iter()
+            .map(NotificationView::from)
+            .collect(),
+    }))
 }
 
 /// `GET /api/duty`: who is on duty now, per team.
-pub(super) async fn duty(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
+pub(super) async fn duty(State(s): State<AppState>, _auth: Auth) -> Response {
     let now = now_ms();
-    let teams: Vec<Json_> = s.roster.as_ref().map_or_else(Vec::new, |r| {
-        r.duty(now)
-            .into_iter()
-            .map(|d| {
-                json!({
-                    "team": d.team,
-                    "name": d.team_name,
-                    "source": d.source,
-                    "gap": d.people.is_empty(),
-                    "people": d.people.iter().map(|p| json!({ "id": p.id, "name": p.name, "phone": p.phone })).collect::<Vec<_>>(),
-                })
-            })
-            .collect()
+    let teams = s.roster.as_ref().map_or_else(Vec::new, |r| {
+        r.duty(now).into_iter().map(TeamOnDuty::from).collect()
     });
-    Json(json!({ "at": DateTime::<Utc>::from_timestamp_millis(now), "teams": teams }))
+    Json(DutyNow { at: ts(now), teams }).into_response()
 }
 
 async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {
@@ -339,9 +297,8 @@ async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError>
     Ok(result?)
 }
 
-fn changed(alarms: &[Alarm]) -> Json<Json_> {
-    let views: Vec<AlarmView> = alarms.iter().map(AlarmView::from).collect();
-    Json(json!({ "alarms": views }))
+fn changed(alarms: &[Alarm]) -> Json<Alarms<AlarmView>> {
+    Json(Alarms::of(alarms))
 }
 
 /// The longest comment or reason, in characters.
@@ -391,7 +348,7 @@ pub(super) async fn ack(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AckBody>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Alarms<AlarmView>>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let comment = bounded(b.comment, "a comment", "comment_too_long")?;
@@ -426,7 +383,7 @@ pub(super) async fn shelve(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ShelveBody>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Alarms<AlarmView>>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     minutes_within(b.minutes, MAX_SHELVE_MINUTES)?;
@@ -456,7 +413,7 @@ pub(super) async fn unshelve(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Alarms<AlarmView>>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let out = run_command(
@@ -483,7 +440,7 @@ pub(super) async fn comment(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<CommentBody>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Alarms<AlarmView>>, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let text = bounded(Some(b.text), "a comment", "comment_too_long")?
@@ -508,7 +465,7 @@ pub(super) async fn comment(
 pub(super) async fn suppressions(
     State(s): State<AppState>,
     _auth: Auth,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Suppressions>, ApiError> {
     let db = s.alarms_db.clone();
     let now = now_ms();
     let list = blocking(move || {
@@ -518,12 +475,13 @@ pub(super) async fn suppressions(
             .load_suppressions()?)
     })
     .await?;
-    let list: Vec<Json_> = list
-        .into_iter()
-        .filter(|x| x.until > now)
-        .map(|x| json!({ "building": x.building, "floor": x.floor, "until": DateTime::<Utc>::from_timestamp_millis(x.until), "reason": x.reason, "by": x.by }))
-        .collect();
-    Ok(Json(json!({ "suppressions": list })))
+    Ok(Json(Suppressions {
+        suppressions: list
+            .into_iter()
+            .filter(|x| x.until > now)
+            .map(SuppressionView::from)
+            .collect(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -631,27 +589,30 @@ pub(super) async fn end_suppression(
 // Devices and buses
 
 /// `GET /api/devices`.
-pub(super) async fn devices(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
+pub(super) async fn devices(State(s): State<AppState>, _auth: Auth) -> Json<Devices> {
     let now = now_ms();
-    let counts: BTreeMap<&str, Json_> = s
-        .registry
-        .counts(now)
-        .into_iter()
-        .map(|(k, c)| (k.as_str(), json!(c)))
-        .collect();
-    Json(json!({ "devices": s.registry.devices(now), "counts": counts }))
+    Json(Devices {
+        devices: s.registry.devices(now),
+        counts: s
+            .registry
+            .counts(now)
+            .into_iter()
+            .map(|(k, c)| (k.as_str(), c))
+            .collect(),
+    })
 }
 
 /// `GET /api/buildings`: the buildings of the devices (declared, and seen
 /// with a place) with their floors, for choosing a drill zone.
-pub(super) async fn buildings(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
-    let list: Vec<Json_> = s
-        .registry
-        .buildings()
-        .into_iter()
-        .map(|(building, floors)| json!({ "building": building, "floors": floors }))
-        .collect();
-    Json(json!({ "buildings": list }))
+pub(super) async fn buildings(State(s): State<AppState>, _auth: Auth) -> Json<Buildings> {
+    Json(Buildings {
+        buildings: s
+            .registry
+            .buildings()
+            .into_iter()
+            .map(|(building, floors)| Building { building, floors })
+            .collect(),
+    })
 }
 
 /// `GET /api/buses`.
@@ -748,11 +709,11 @@ pub(super) async fn ledger(
 // Administration
 
 /// `GET /api/users`.
-pub(super) async fn users(State(s): State<AppState>, auth: Auth) -> Result<Json<Json_>, ApiError> {
+pub(super) async fn users(State(s): State<AppState>, auth: Auth) -> Result<Json<Users>, ApiError> {
     auth.require(Role::Admin)?;
     let store = s.auth.clone();
     let list = blocking(move || Ok(store.users()?)).await?;
-    Ok(Json(json!({ "users": list })))
+    Ok(Json(Users { users: list }))
 }
 
 #[derive(Deserialize)]
@@ -802,11 +763,14 @@ pub(super) async fn delete_user(
 }
 
 /// `GET /api/tokens`.
-pub(super) async fn tokens(State(s): State<AppState>, auth: Auth) -> Result<Json<Json_>, ApiError> {
+pub(super) async fn tokens(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Tokens>, ApiError> {
     auth.require(Role::Admin)?;
     let store = s.auth.clone();
     let list = blocking(move || Ok(store.tokens()?)).await?;
-    Ok(Json(json!({ "tokens": list })))
+    Ok(Json(Tokens { tokens: list }))
 }
 
 #[derive(Deserialize)]
@@ -823,7 +787,7 @@ pub(super) async fn add_token(
     State(s): State<AppState>,
     auth: Auth,
     ApiJson(b): ApiJson<NewToken>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<NewTokenMade>, ApiError> {
     auth.require(Role::Admin)?;
     // Owned by the signed-in user (a token made with a token: that token's
     // owner), never above what the caller may do now.
@@ -846,9 +810,13 @@ pub(super) async fn add_token(
             days.map_or(String::new(), |d| format!(", {d} days"))
         ),
     );
-    Ok(Json(
-        json!({ "name": b.name, "role": b.role, "token": token, "owner": auth.who.owner, "expires_in_days": days }),
-    ))
+    Ok(Json(NewTokenMade {
+        name: b.name,
+        role: b.role,
+        token,
+        owner: auth.who.owner,
+        expires_in_days: days,
+    }))
 }
 
 /// `DELETE /api/tokens/{id}`.
@@ -870,17 +838,20 @@ pub(super) async fn delete_token(
 }
 
 /// `GET /api/audit`.
-pub(super) async fn audit(State(s): State<AppState>, auth: Auth) -> Result<Json<Json_>, ApiError> {
+pub(super) async fn audit(State(s): State<AppState>, auth: Auth) -> Result<Json<Audit>, ApiError> {
     auth.require(Role::Admin)?;
     let store = s.auth.clone();
     let list = blocking(move || Ok(store.audit_log(500)?)).await?;
-    Ok(Json(json!({ "audit": list })))
+    Ok(Json(Audit { audit: list }))
 }
 
 /// `POST /api/admin/reload`: reload the rules from the configuration file
 /// (the same path as SIGHUP); a file with problems is refused with every
 /// problem listed (422), and the running rules stay.
-pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json<Json_>, ApiError> {
+pub(super) async fn reload(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Reloaded>, ApiError> {
     auth.require(Role::Admin)?;
     let path = s
         .config_path
@@ -889,7 +860,7 @@ pub(super) async fn reload(State(s): State<AppState>, auth: Auth) -> Result<Json
     match crate::app::reload_rules(&path, &s.rules).await {
         Ok(n) => {
             auth.audit(&s, "reload", "rules", &format!("{n} rules"));
-            Ok(Json(json!({ "rules": n })))
+            Ok(Json(Reloaded { rules: n }))
         }
         Err(crate::app::ReloadError::Invalid(e)) => {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
@@ -918,11 +889,22 @@ mod tests {
         covered.id = 2;
         covered.rule = "smoke-obscuration".into();
         covered.inhibited_by = Some(cover.id);
-        let both = nest(&[cover.clone(), covered.clone()]);
-        assert_eq!(both.len(), 1, "one event, one row: {both:?}");
+        // As the page reads it: the JSON, covers beside the alarm's own fields.
+        let json = |list: &[Alarm]| serde_json::json!(nest(list));
+        let both = json(&[cover.clone(), covered.clone()]);
+        assert_eq!(
+            both.as_array().map(Vec::len),
+            Some(1),
+            "one event, one row: {both}"
+        );
         assert_eq!(both[0]["covers"][0]["id"], 2);
-        let alone = nest(&[covered]);
-        assert_eq!(alone.len(), 1, "its cover closed: a row of its own");
+        assert_eq!(both[0]["id"], 1);
+        let alone = json(&[covered]);
+        assert_eq!(
+            alone.as_array().map(Vec::len),
+            Some(1),
+            "its cover closed: a row of its own"
+        );
         assert_eq!(alone[0]["id"], 2);
     }
 }

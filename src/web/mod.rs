@@ -21,6 +21,7 @@ mod error;
 pub mod limits;
 pub mod signin;
 pub mod stream;
+mod views;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
