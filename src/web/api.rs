@@ -1,6 +1,7 @@
 //! The JSON API handlers. Each checks the caller's role, does one thing,
 //! audits what changes state, and answers in the shapes INTERFACE.md names.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
@@ -175,12 +176,28 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 
 /// Open alarms with flood members nested in their group (`members`) and
 /// covered alarms under the one that covers them (`covers`), by severity
-/// then newest. An alarm whose cover is closed stands on its own again.
+/// then newest. Every open alarm is in the answer exactly once: one nests
+/// only under an open group, or under an open cover that is itself a row
+/// (not grouped, not covered); otherwise it is a row of its own — an
+/// alarm whose cover closed or sits in a flood group stands on its own.
 fn nest(open: &[Alarm]) -> Vec<Nested> {
-    let is_open = |id: i64| open.iter().any(|a| a.id == id);
+    let by_id: HashMap<i64, &Alarm> = open.iter().map(|a| (a.id, a)).collect();
+    let group_of = |a: &Alarm| a.group.filter(|g| by_id.get(g).is_some_and(|g| g.is_group));
+    let is_row_cover = |c: &&Alarm| {
+        !c.is_group
+            && group_of(c).is_none()
+            && !c.inhibited_by.is_some_and(|x| by_id.contains_key(&x))
+    };
+    let cover_of = |a: &Alarm| {
+        if a.is_group || group_of(a).is_some() {
+            return None;
+        }
+        a.inhibited_by
+            .filter(|c| by_id.get(c).is_some_and(is_row_cover))
+    };
     let mut top: Vec<&Alarm> = open
         .iter()
-        .filter(|a| a.group.is_none() && !a.inhibited_by.is_some_and(is_open))
+        .filter(|a| group_of(a).is_none() && cover_of(a).is_none())
         .collect();
     top.sort_by(|a, b| {
         (a.severity, std::cmp::Reverse(a.raised_at))
@@ -191,13 +208,13 @@ fn nest(open: &[Alarm]) -> Vec<Nested> {
             alarm: AlarmView::from(a),
             members: a.is_group.then(|| {
                 open.iter()
-                    .filter(|m| m.group == Some(a.id))
+                    .filter(|m| group_of(m) == Some(a.id))
                     .map(AlarmView::from)
                     .collect()
             }),
             covers: open
                 .iter()
-                .filter(|m| m.inhibited_by == Some(a.id) && m.group.is_none())
+                .filter(|m| cover_of(m) == Some(a.id))
                 .map(AlarmView::from)
                 .collect(),
         })
@@ -906,5 +923,61 @@ mod tests {
             "its cover closed: a row of its own"
         );
         assert_eq!(alone[0]["id"], 2);
+    }
+
+    /// Every id in the nested answer, wherever it sits.
+    fn shown(list: &[Nested]) -> Vec<i64> {
+        let mut ids: Vec<i64> = list
+            .iter()
+            .flat_map(|n| {
+                let inner = n.members.iter().flatten().chain(&n.covers);
+                std::iter::once(n.alarm.id).chain(inner.map(|v| v.id))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn an_alarm_is_never_nested_where_no_row_shows_it() {
+        // 10 is a flood group with member 1; 2 is covered by that member;
+        // 3 is covered by 2 (a cover that is itself covered); 4 names a
+        // group that is not open; 5 names a group and is covered.
+        let mut group = raised(10);
+        group.id = 10;
+        group.is_group = true;
+        let mut member = raised(1);
+        member.group = Some(10);
+        let mut under_member = raised(2);
+        under_member.id = 2;
+        under_member.inhibited_by = Some(1);
+        let mut under_covered = raised(3);
+        under_covered.id = 3;
+        under_covered.inhibited_by = Some(2);
+        let mut orphan = raised(4);
+        orphan.id = 4;
+        orphan.group = Some(99);
+        let mut both = raised(5);
+        both.id = 5;
+        both.group = Some(10);
+        both.inhibited_by = Some(2);
+        let open = [group, member, under_member, under_covered, orphan, both];
+        let list = nest(&open);
+        assert_eq!(
+            shown(&list),
+            vec![1, 2, 3, 4, 5, 10],
+            "each open alarm once"
+        );
+        let rows: Vec<i64> = list.iter().map(|n| n.alarm.id).collect();
+        assert!(
+            rows.contains(&2),
+            "its cover is in a flood group: a row of its own"
+        );
+        assert!(rows.contains(&4), "its group is not open: a row of its own");
+        let g = list
+            .iter()
+            .find(|n| n.alarm.id == 10)
+            .map(|n| shown(std::slice::from_ref(n)));
+        assert_eq!(g, Some(vec![1, 5, 10]), "the group holds its members");
     }
 }

@@ -182,10 +182,17 @@ function nest() {
   const members = new Map(); // group id -> members
   const covers = new Map();  // cover id -> covered alarms
   const add = (m, k, a) => { if (m.has(k)) m.get(k).push(a); else m.set(k, [a]); };
+  // As the server nests (web/api.rs nest): an alarm goes under an open
+  // group, or under an open cover that is itself a row; otherwise it is a
+  // row of its own, so no open alarm is ever left where no row shows it.
+  const groupOf = (a) => (a.group != null && open.get(a.group)?.is_group ? a.group : null);
+  const isRowCover = (c) => !!c && !c.is_group && groupOf(c) == null
+    && !(c.inhibited_by != null && open.has(c.inhibited_by));
   const top = [];
   for (const a of open.values()) {
-    if (a.group != null) add(members, a.group, a);
-    else if (a.inhibited_by != null && open.has(a.inhibited_by)) add(covers, a.inhibited_by, a);
+    const g = groupOf(a);
+    if (g != null) add(members, g, a);
+    else if (!a.is_group && a.inhibited_by != null && isRowCover(open.get(a.inhibited_by))) add(covers, a.inhibited_by, a);
     else top.push(a);
   }
   state.active = top.map((a) => {
