@@ -29,10 +29,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::alarms::store::AlarmStore;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::registry::Registry;
 use crate::rules::engine::{Engine, Flood};
-use crate::rules::task::{RulesHandle, RulesTask};
+use crate::rules::task::{ReloadError, RulesHandle, RulesTask};
 use crate::rules::RuleSet;
 use crate::sink::{InfluxWriter, Spool, SpoolConfig};
 use crate::sources::modbus::ModbusSource;
@@ -228,9 +228,9 @@ impl Gateway {
     }
 
     /// Replaces the alarm rules with those of the configuration file it
-    /// was started from (see [`reload_rules`]).
+    /// was started from (see [`crate::rules::task::reload`]).
     pub async fn reload_rules(&self, path: &Path) -> Result<usize, ReloadError> {
-        reload_rules(path, &self.rules).await
+        crate::rules::task::reload(path, &self.rules).await
     }
 
     /// A token that stops the gateway when cancelled.
@@ -555,49 +555,6 @@ pub async fn run(
     }
     gw.wait().await;
     Ok(())
-}
-
-/// Why the rules were not reloaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The file has problems (every one listed); the running rules stay.
-    #[error("{0}")]
-    Invalid(#[from] ConfigError),
-    /// The rules task is not running (the gateway is stopping).
-    #[error("the alarm engine is not running")]
-    Stopped,
-}
-
-/// The one way the alarm rules are reloaded, for SIGHUP and for
-/// `POST /api/admin/reload`: the whole file is loaded and checked as `check`
-/// does (so a file `run` would refuse is refused here too), then its rules
-/// replace the running ones. Returns how many rules run now.
-pub async fn reload_rules(path: &Path, rules: &RulesHandle) -> Result<usize, ReloadError> {
-    let file = path.to_owned();
-    // Reading and parsing a large file must not hold up a runtime worker.
-    let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
-        .await
-        .map_err(|_| ReloadError::Stopped)??;
-    // `load` compiled the rules already as part of validation.
-    let set = RuleSet::compile(&loaded.config).map_err(|p| ConfigError {
-        file: Some(path.to_owned()),
-        problems: p
-            .into_iter()
-            .map(|(path, message)| crate::config::Problem {
-                path,
-                origin: None,
-                message,
-            })
-            .collect(),
-        note: None,
-    })?;
-    let n = set.rules.len();
-    rules
-        .reload
-        .send(set)
-        .await
-        .map_err(|_| ReloadError::Stopped)?;
-    Ok(n)
 }
 
 /// SIGHUPs as a stream (none where there are no signals).

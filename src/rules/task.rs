@@ -13,6 +13,7 @@
 //! alarm is raised again after the restart. A reading that changed nothing
 //! lets go at once.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use super::RuleSet;
 use crate::alarms::store::{AlarmStore, StoreError, WalSync};
 use crate::alarms::Alarm;
 use crate::alarms::{Change, Command, CommandError};
+use crate::config::{Config, ConfigError};
 use crate::reading::now_ms;
 use crate::reading::{Ack, Reading};
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
@@ -308,4 +310,46 @@ fn count_states(open: &[Alarm]) -> [(&'static str, i64); 4] {
         ("cleared_unacked", n(ClearedUnacked)),
         ("shelved", n(Shelved)),
     ]
+}
+/// Why the rules were not reloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file has problems (every one listed); the running rules stay.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// The rules task is not running (the gateway is stopping).
+    #[error("the alarm engine is not running")]
+    Stopped,
+}
+
+/// The one way the alarm rules are reloaded, for SIGHUP and for
+/// `POST /api/admin/reload`: the whole file is loaded and checked as `check`
+/// does (so a file `run` would refuse is refused here too), then its rules
+/// replace the running ones. Returns how many rules run now.
+pub async fn reload(path: &Path, rules: &RulesHandle) -> Result<usize, ReloadError> {
+    let file = path.to_owned();
+    // Reading and parsing a large file must not hold up a runtime worker.
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+        .await
+        .map_err(|_| ReloadError::Stopped)??;
+    // `load` compiled the rules already as part of validation.
+    let set = RuleSet::compile(&loaded.config).map_err(|p| ConfigError {
+        file: Some(path.to_owned()),
+        problems: p
+            .into_iter()
+            .map(|(path, message)| crate::config::Problem {
+                path,
+                origin: None,
+                message,
+            })
+            .collect(),
+        note: None,
+    })?;
+    let n = set.rules.len();
+    rules
+        .reload
+        .send(set)
+        .await
+        .map_err(|_| ReloadError::Stopped)?;
+    Ok(n)
 }

@@ -874,12 +874,12 @@ pub(super) async fn reload(
         .config_path
         .clone()
         .ok_or_else(|| ApiError::Conflict("this gateway was not started from a file".into()))?;
-    match crate::app::reload_rules(&path, &s.rules).await {
+    match crate::rules::task::reload(&path, &s.rules).await {
         Ok(n) => {
             auth.audit(&s, "reload", "rules", &format!("{n} rules"));
             Ok(Json(Reloaded { rules: n }))
         }
-        Err(crate::app::ReloadError::Invalid(e)) => {
+        Err(crate::rules::task::ReloadError::Invalid(e)) => {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
             auth.audit(&s, "reload_refused", "rules", &problems.join("; "));
             Err(ApiError::Unprocessable {
@@ -890,7 +890,9 @@ pub(super) async fn reload(
                 problems,
             })
         }
-        Err(e @ crate::app::ReloadError::Stopped) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e @ crate::rules::task::ReloadError::Stopped) => {
+            Err(ApiError::Unavailable(e.to_string()))
+        }
     }
 }
 
