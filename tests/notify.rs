@@ -139,6 +139,93 @@ fn a_wrong_secret_is_refused_and_said_so() {
     assert!(stderr.contains("no channel `nope`"), "{stderr}");
 }
 
+/// `campusgw notify test` through a real SMTP server (aiosmtpd) that
+/// requires a login: the message read back has the person as recipient, a
+/// UTF-8 subject encoded for mail (RFC 2047) and decoded back to Chinese, a
+/// plain-text UTF-8 body; a wrong password is a permanent refusal that names
+/// the key to fix.
+#[test]
+fn email_reaches_the_person_through_a_real_smtp_server() {
+    use common::smtp::Smtp;
+    let smtp = Smtp::start_with(Some(("gw", "mail-pass")));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        r#"[mqtt]
+url = "mqtt://127.0.0.1:1"
+
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+email = "zhang.wei@school.example"
+
+[notify.channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+security = "plain"
+from = "校园安全网关 <gateway@school.example>"
+user = {{ env = "T_MAIL_USER" }}
+password = {{ env = "T_MAIL_PASS" }}
+"#,
+        port = smtp.port
+    );
+    std::fs::write(dir.path().join("campus.toml"), text).expect("write config");
+    let run = |password: &str| {
+        let out = Command::new(BIN)
+            .args(["notify", "test", "--config"])
+            .arg(dir.path().join("campus.toml"))
+            .args(["--channel", "mail", "--person", "zhang"])
+            .env("T_MAIL_USER", "gw")
+            .env("T_MAIL_PASS", password)
+            .output()
+            .expect("run campusgw notify test");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run("mail-pass");
+    assert_eq!(code, 0, "{out}\n{}", smtp.log());
+    assert!(out.contains("delivered"), "{out}");
+    let got = smtp.accepted();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let m = &got[0];
+    assert_eq!(m["auth"], true, "{m:#}");
+    assert_eq!(m["rcpt_tos"][0], "zhang.wei@school.example");
+    assert_eq!(m["mail_from"], "gateway@school.example");
+    assert_eq!(m["subject"], "【测试】校园安全网关", "{m:#}");
+    let raw = m["headers"]["subject"].as_str().unwrap_or_default();
+    assert!(
+        raw.is_ascii() && raw.to_ascii_lowercase().contains("=?utf-8?"),
+        "the subject is encoded for mail: {raw}"
+    );
+    assert_eq!(m["content_type"], "text/plain");
+    assert_eq!(m["charset"], "utf-8");
+    assert!(
+        m["headers"]["message-id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with("@campusgw>")),
+        "{m:#}"
+    );
+    let body = m["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("网关测试消息") && body.contains("此通道可用"),
+        "{body}"
+    );
+
+    let (code, out) = run("not-the-password");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused") && out.contains("535") && out.contains("notify.channels.mail"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not-the-password"),
+        "no password shown: {out}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The notifier on a controllable clock: alarms written to a real alarm store,
 // messages checked at the receiver.
@@ -535,6 +622,88 @@ policy = "fire"
             s.delivered("/webhook").len(),
             2,
             "the lead's step fires once, at its time"
+        );
+    }
+
+    /// An alarm by email to the person on duty, through a real SMTP server:
+    /// the body has severity, what, where in words, the value, the local
+    /// time and the link; a 4xx is retried with the same Message-ID, a 5xx
+    /// is given up at once and shown in /healthz.
+    #[tokio::test]
+    async fn an_alarm_by_email_and_the_smtp_answers_decide() {
+        use super::common::smtp::Smtp;
+        let smtp = Smtp::start();
+        let mut s = setup(&format!(
+            "[notify.channels.mail]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nfrom = \"gw@school.example\"\n[notify.policies.mail]\nsteps = [{{ after = \"0s\", notify = [\"on_duty:security\"], channels = [\"mail\"] }}]\n[[notify.routes]]\nseverities = [\"high\"]\npolicy = \"mail\"\n",
+            smtp.port
+        ));
+        s.cfg.notify.people[0].email = Some("zhang@school.example".into());
+        s.cfg.notify.public_url = Some("https://safety.school.example".into());
+        let mut n = s.notifier();
+        s.raise(1, Severity::High, T0, |a| {
+            a.location = Some(campus_gateway::reading::Location {
+                building: Some("A3".into()),
+                floor: Some("3".into()),
+                room: Some("301".into()),
+                name: None,
+            });
+        });
+        s.at(T0 + 3_000);
+        round(&mut n).await;
+        let got = smtp.accepted();
+        assert_eq!(got.len(), 1, "{got:#?}\n{}", smtp.log());
+        assert_eq!(got[0]["subject"], "【重要】烟感报警");
+        assert_eq!(got[0]["rcpt_tos"][0], "zhang@school.example");
+        let body = got[0]["body"].as_str().unwrap_or_default();
+        for part in [
+            "【重要】",
+            "烟感报警",
+            "位置：A3 / 3 / 301",
+            "数值：4.2",
+            "时间：2026-12-02 10:00:00",
+            "https://safety.school.example/#alarm-1",
+        ] {
+            assert!(body.contains(part), "{part} in {body}");
+        }
+
+        // Busy (4xx): retried later with the same Message-ID.
+        smtp.reply_with(Some("451 4.3.0 mailbox busy, try later"));
+        s.raise(2, Severity::High, T0 + MINUTE, |_| {});
+        s.at(T0 + MINUTE + 3_000);
+        round(&mut n).await;
+        assert_eq!(s.metrics.notifications("mail", "retried"), 1);
+        assert_eq!(s.health.status("notify/mail"), Some(Status::Degraded));
+        smtp.reply_with(None);
+        s.at(T0 + 2 * MINUTE);
+        round(&mut n).await;
+        let all = smtp.messages();
+        assert_eq!(all.len(), 3, "{all:#?}");
+        assert_eq!(
+            all[1]["headers"]["message-id"],
+            all[2]["headers"]["message-id"]
+        );
+        assert!(all[2]["refused"].is_null());
+        assert_eq!(s.health.status("notify/mail"), Some(Status::Ok));
+
+        // Refused for good (5xx): given up at once, shown, not retried.
+        smtp.reply_with(Some("550 5.7.1 relaying denied"));
+        s.raise(3, Severity::High, T0 + 3 * MINUTE, |_| {});
+        for i in 0..10 {
+            s.at(T0 + 3 * MINUTE + 3_000 + i * 30_000);
+            round(&mut n).await;
+        }
+        assert_eq!(smtp.messages().len(), 4, "a 5xx is not retried");
+        assert_eq!(s.metrics.notifications("mail", "failed"), 1);
+        assert_eq!(s.health.status("notify/mail"), Some(Status::Down));
+        let why = s
+            .health
+            .snapshot()
+            .get("notify/mail")
+            .and_then(|c| c.detail.clone())
+            .unwrap_or_default();
+        assert!(
+            why.contains("550") && why.contains("notify.channels.mail"),
+            "{why}"
         );
     }
 

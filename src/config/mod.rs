@@ -14,7 +14,9 @@ mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
-pub use notify::{ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, TeamConfig};
+pub use notify::{
+    ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, SmtpSecurity, TeamConfig,
+};
 pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig, TextConfig};
 pub use validate::Findings;
 

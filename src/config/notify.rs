@@ -194,6 +194,27 @@ pub enum ChannelKind {
         /// The robot's signing secret.
         secret: Secret,
     },
+    /// Email over SMTP, one plain-text UTF-8 message per person (to their
+    /// `email`): a campus relay keeps working with the internet line down.
+    Email {
+        /// The SMTP server's host name (checked against its certificate).
+        host: String,
+        /// Default: 587 for `starttls`, 465 for `tls`, 25 for `plain`.
+        port: Option<u16>,
+        /// `starttls` (default), `tls` (implicit, SMTPS) or `plain` — plain
+        /// only to a relay on this machine (`127.0.0.1`, `::1`, `localhost`).
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// The sender (`校园安全网关 <gateway@school.example>`).
+        from: String,
+        /// SMTP user name, with `password`.
+        user: Option<Secret>,
+        /// SMTP password.
+        password: Option<Secret>,
+        /// A PEM file with the CA of a campus relay's certificate, trusted
+        /// besides the system's roots.
+        ca_file: Option<PathBuf>,
+    },
     /// SMS through the provider's HTTP API: one templated request per person.
     Sms {
         /// `POST` (default) or `GET`.
@@ -212,6 +233,19 @@ pub enum ChannelKind {
         /// What `{secret}` stands for.
         secret: Option<Secret>,
     },
+}
+
+/// How an email channel protects its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connect, then STARTTLS (required: never falls back to plain).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only to a relay on loopback.
+    Plain,
 }
 
 fn default_wecom_url() -> String {

@@ -111,14 +111,14 @@ fn joined(problems: Vec<(String, String)>) -> String {
 
 /// Channels that send one message per person; the others are group robots.
 fn per_person(kind: &ChannelKind) -> bool {
-    matches!(kind, ChannelKind::Sms { .. })
+    matches!(kind, ChannelKind::Sms { .. } | ChannelKind::Email { .. })
 }
 
 fn default_rate(kind: &ChannelKind) -> u32 {
     match kind {
         ChannelKind::Wecom { .. } | ChannelKind::Dingtalk { .. } => 20,
         ChannelKind::Feishu { .. } => 100,
-        ChannelKind::Webhook { .. } | ChannelKind::Sms { .. } => 60,
+        ChannelKind::Webhook { .. } | ChannelKind::Sms { .. } | ChannelKind::Email { .. } => 60,
     }
 }
 
@@ -553,6 +553,7 @@ impl Notifier {
         let mut fields = BTreeMap::new();
         let mut mobiles = Vec::new();
         let mut phone = None;
+        let mut email = None;
         let mut lang = Lang::Zh;
         for n in batch {
             let people: Vec<&PersonConfig> = n
@@ -563,6 +564,7 @@ impl Notifier {
             if let [one] = people.as_slice() {
                 lang = one.lang;
                 phone = one.phone.clone();
+                email = one.email.clone();
             }
             for p in &people {
                 if let Some(m) = p.dingtalk_mobile.as_ref().or(p.phone.as_ref()) {
@@ -604,6 +606,7 @@ impl Notifier {
             text,
             mobiles,
             phone,
+            email,
             idempotency_key: key,
             fields,
         })
