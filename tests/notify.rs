@@ -833,3 +833,246 @@ policy = "fire"
     assert!(body.contains("张伟") && body.contains("保卫处"), "{body}");
     gw.stop().await;
 }
+
+/// The token of the first `/ack/` link in a message's text.
+fn ack_token(text: &str) -> String {
+    let at = text
+        .find("/ack/")
+        .unwrap_or_else(|| panic!("no ack link in {text}"));
+    text[at + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// The confirm form's nonce in an ack page.
+fn nonce_of(html: &str) -> String {
+    let key = "name=\"nonce\" value=\"";
+    let at = html
+        .find(key)
+        .unwrap_or_else(|| panic!("no nonce in {html}"));
+    html[at + key.len()..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect()
+}
+
+/// Acknowledging from a message's link in a running gateway: the link the
+/// robot got opens a page that changes nothing (twice, as a chat app's
+/// preview would), a form without the page's nonce or from another site is
+/// refused, the confirm acknowledges as the person's page user with the
+/// audit entry, and a second use, an expired link, a garbage and a foreign
+/// token each get a clear page, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_link_acknowledges_once_as_the_person() {
+    use campus_gateway::alarms::State;
+    use common::{eventually, feed, gateway, Mosquitto, Publisher, QoS};
+    let robots = Robots::start();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        r#"[gateway]
+data_dir = "{data}"
+[mqtt]
+url = "{mqtt}"
+client_id = "gw-ack-{pid}"
+[web]
+listen = "127.0.0.1:0"
+public_url = "https://safety.school.example"
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+building = "A3"
+floor = "3"
+room = "301"
+[[devices]]
+id = "b1-101"
+kind = "smoke"
+site = "yazhong"
+building = "B1"
+floor = "1"
+room = "101"
+{rule}
+[notify]
+group_wait = "0s"
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+user = "zhangwei"
+[notify.teams.security]
+members = ["zhang"]
+[[notify.shifts]]
+team = "security"
+people = ["zhang"]
+[notify.channels.hook]
+type = "webhook"
+url = "{base}/webhook"
+secret = "{secret}"
+[notify.policies.fire]
+steps = [{{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }}]
+ack_links = true
+[notify.policies.short]
+steps = [{{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }}]
+ack_links = true
+ack_expiry = "1s"
+[[notify.routes]]
+building = "B1"
+policy = "short"
+[[notify.routes]]
+policy = "fire"
+"#,
+        data = dir.path().display(),
+        mqtt = broker.url(),
+        pid = std::process::id(),
+        rule = gateway::smoke_rule("Smoke at {location}"),
+        base = robots.url(),
+        secret = robots::WEBHOOK_SECRET,
+    );
+    let gw = gateway::start(gateway::config(&text)).await;
+    gateway::wait_subscribed(&gw).await;
+    let publisher = Publisher::connect(&broker.url()).await;
+    let smoke = |device: &str| {
+        let mut p = feed::payload("smoke", common::now_ms(), 1);
+        p["alarm"] = serde_json::json!(true);
+        (format!("campus/yazhong/smoke/{device}"), p.to_string())
+    };
+    let (topic, body) = smoke("a3-301");
+    publisher.publish(&topic, body, QoS::AtLeastOnce).await;
+    publisher.flush().await;
+    let message = |place: &'static str| {
+        let robots = &robots;
+        async move {
+            eventually("the message at the receiver", || async {
+                robots.requests().iter().any(|r| {
+                    r["json"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(place))
+                })
+            })
+            .await;
+            robots
+                .requests()
+                .into_iter()
+                .find_map(|r| {
+                    r["json"]["text"]
+                        .as_str()
+                        .filter(|t| t.contains(place))
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+        }
+    };
+    let text = message("A3 / 3 / 301").await;
+    assert!(
+        text.contains("确认收到：https://safety.school.example/ack/"),
+        "{text}"
+    );
+    let token = ack_token(&text);
+    assert_eq!(token.len(), 43, "256 bits in base64url: {token}");
+    let id = gw.rules.open.read().expect("snapshot")[0].id;
+    let state = || {
+        gw.rules
+            .open
+            .read()
+            .expect("snapshot")
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| (a.state, a.acked_by.clone()))
+    };
+    let http = common::http_client();
+    let url = |t: &str| format!("http://{}/ack/{t}", gw.web_addr);
+    let origin = format!("http://{}", gw.web_addr);
+
+    // A preview and the person's own tap: nothing changes.
+    let mut html = String::new();
+    for _ in 0..2 {
+        let r = http.get(url(&token)).send().await.expect("GET");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .is_ok_and(|c| c.contains("default-src 'self'")));
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        html = r.text().await.unwrap_or_default();
+    }
+    assert!(
+        html.contains("确认收到") && html.contains("A3 / 3 / 301") && html.contains("张伟"),
+        "{html}"
+    );
+    assert_eq!(state(), Some((State::Unacked, None)), "GET changes nothing");
+    let nonce = nonce_of(&html);
+    let post = |nonce: String, origin: String| {
+        let http = &http;
+        let u = url(&token);
+        async move {
+            let r = http
+                .post(u)
+                .header("Origin", origin)
+                .form(&[("nonce", nonce)])
+                .send()
+                .await
+                .expect("POST");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    // Without the page's nonce, or from another site: refused.
+    let (code, _) = post("1.forged".into(), origin.clone()).await;
+    assert_eq!(code, 403);
+    let (code, _) = post(nonce.clone(), "https://evil.example".into()).await;
+    assert_eq!(code, 403);
+    assert_eq!(state(), Some((State::Unacked, None)));
+
+    let (code, page) = post(nonce.clone(), origin.clone()).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("已确认") && page.contains("张伟"), "{page}");
+    eventually("the alarm acknowledged as the person's user", || async {
+        state() == Some((State::Acked, Some("zhangwei".into())))
+    })
+    .await;
+    let audit = gw.auth.audit_log(20).expect("audit log");
+    assert!(
+        audit.iter().any(|e| e.user == "zhangwei"
+            && e.action == "ack"
+            && e.detail == "acknowledged by 张伟 from the message link"),
+        "{audit:#?}"
+    );
+
+    // A second use: refused, clearly.
+    let (code, page) = post(nonce, origin.clone()).await;
+    assert_eq!(code, 410, "{page}");
+    assert!(page.contains("已经用过"), "{page}");
+    let r = http.get(url(&token)).send().await.expect("GET");
+    assert_eq!(r.status(), 410);
+
+    // Garbage and a well-formed token this gateway never made.
+    for t in ["garbage", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let r = http.get(url(t)).send().await.expect("GET");
+        assert_eq!(r.status(), 404);
+        assert!(r.text().await.unwrap_or_default().contains("链接无效"));
+    }
+
+    // A link past its expiry (1 s for building B1).
+    let (topic, body) = smoke("b1-101");
+    publisher.publish(&topic, body, QoS::AtLeastOnce).await;
+    publisher.flush().await;
+    let late = ack_token(&message("B1 / 1 / 101").await);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let r = http.get(url(&late)).send().await.expect("GET");
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap_or_default().contains("已过期"));
+    let b1 = gw
+        .rules
+        .open
+        .read()
+        .expect("snapshot")
+        .iter()
+        .find(|a| a.device == "b1-101")
+        .map(|a| a.state);
+    assert_eq!(b1, Some(State::Unacked));
+
+    assert_eq!(gw.metrics.ack_links("acknowledged"), 1);
+    assert_eq!(gw.metrics.ack_links("used"), 2);
+    assert_eq!(gw.metrics.ack_links("unknown"), 2);
+    assert_eq!(gw.metrics.ack_links("expired"), 1);
+    gw.stop().await;
+}

@@ -36,8 +36,7 @@ pub struct NotifyConfig {
     /// Which alarms go to which policy; the first that matches wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
-    /// The status page's address as the people's phones reach it
-    /// (`https://safety.school.example`): messages link to the alarm.
+    /// The older place of `[web] public_url` (still read when that is unset).
     pub public_url: Option<String>,
     /// How long a new alarm waits before its first message, so that a flood
     /// folded into one group is one message (Alertmanager's `group_wait`).
@@ -63,6 +62,29 @@ pub struct PolicyConfig {
     /// Tell everyone who was told that the alarm is over.
     #[serde(default)]
     pub notify_on_clear: bool,
+    /// Each message's link acknowledges from the phone: `/ack/{token}`, a
+    /// one-time token bound to the alarm and the person (needs
+    /// `[web] public_url`).
+    #[serde(default)]
+    pub ack_links: bool,
+    /// How long an ack link stays valid.
+    #[serde(default = "default_ack_expiry", with = "humantime_serde")]
+    pub ack_expiry: Duration,
+}
+
+fn default_ack_expiry() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+impl NotifyConfig {
+    /// Where messages link to: `[web] public_url`, else the older
+    /// `notify.public_url`.
+    pub fn public_url<'a>(&'a self, web: &'a super::WebConfig) -> Option<&'a str> {
+        web.public_url
+            .as_deref()
+            .or(self.public_url.as_deref())
+            .map(|u| u.trim_end_matches('/'))
+    }
 }
 
 /// One step of a policy.

@@ -4,6 +4,7 @@
 //! answer read into delivered / retry / permanent), routing and escalation
 //! (`policy`, pure), the durable `outbox`, and the notifier `task`.
 
+pub mod ack;
 pub mod channel;
 pub mod outbox;
 pub mod policy;

@@ -53,6 +53,8 @@ pub struct Notifier {
     outbox: Outbox,
     offset: chrono::FixedOffset,
     link: Option<String>,
+    /// The one-time tokens of ack links (policies with `ack_links`).
+    ack: Option<super::ack::AckLinks>,
     commands: mpsc::Sender<CommandRequest>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -99,6 +101,9 @@ pub enum NotifierError {
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] super::outbox::OutboxError),
+    /// The ack links' key or table.
+    #[error(transparent)]
+    Ack(#[from] super::ack::AckError),
 }
 
 fn joined(problems: Vec<(String, String)>) -> String {
@@ -160,14 +165,20 @@ impl Notifier {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| NotifierError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let ack = if cfg.notify.policies.values().any(|p| p.ack_links) {
+            Some(super::ack::AckLinks::open(data_dir)?)
+        } else {
+            None
+        };
         Ok(Some(Self {
+            ack,
             plan,
             roster,
             channels,
             alarms,
             outbox,
             offset,
-            link: cfg.notify.public_url.clone(),
+            link: cfg.notify.public_url(&cfg.web).map(str::to_owned),
             commands,
             metrics,
             health,
@@ -547,6 +558,40 @@ impl Notifier {
         }
     }
 
+    /// The ack links of a notification, one per person (name, URL), when its
+    /// alarm's policy has `ack_links`; the same on every attempt.
+    fn ack_links(
+        &self,
+        n: &Notification,
+        people: &[&PersonConfig],
+    ) -> Result<Vec<(String, String)>, NotifierError> {
+        let (Some(ack), Some(base)) = (&self.ack, &self.link) else {
+            return Ok(Vec::new());
+        };
+        if n.kind != "alarm" {
+            return Ok(Vec::new());
+        }
+        let expiry = self
+            .outbox
+            .policy_of(n.alarm_id)?
+            .and_then(|p| self.plan.policy(&p).and_then(|p| p.ack_links_ms));
+        let Some(expiry) = expiry else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for p in people {
+            let token = ack.issue(
+                &n.key,
+                &p.id,
+                n.alarm_id,
+                n.created_at,
+                n.created_at.saturating_add(expiry),
+            )?;
+            out.push((p.name.clone(), format!("{base}/ack/{token}")));
+        }
+        Ok(out)
+    }
+
     /// The message of a batch of notifications (one, or several merged).
     fn compose(&self, batch: &[Notification]) -> Result<Message, NotifierError> {
         let mut parts = Vec::new();
@@ -574,8 +619,9 @@ impl Notifier {
                 }
             }
             if let Some(a) = self.alarms.get(n.alarm_id)? {
+                let acks = self.ack_links(n, &people)?;
                 let (title, text, f) =
-                    describe(&a, &n.kind, lang, self.offset, self.link.as_deref());
+                    describe(&a, &n.kind, lang, self.offset, self.link.as_deref(), &acks);
                 if fields.is_empty() {
                     fields = f;
                 }
@@ -620,6 +666,7 @@ fn describe(
     lang: Lang,
     offset: chrono::FixedOffset,
     link: Option<&str>,
+    acks: &[(String, String)],
 ) -> (String, String, BTreeMap<String, String>) {
     let sev = match (lang, a.severity) {
         (Lang::Zh, Severity::Critical) => "紧急",
@@ -654,9 +701,13 @@ fn describe(
     })
     .unwrap_or_default();
     let value = a.value.map(|v| v.to_string()).unwrap_or_default();
-    let link = link
-        .map(|l| format!("{}/#alarm-{}", l.trim_end_matches('/'), a.id))
-        .unwrap_or_default();
+    // One person's ack link replaces the page's; several get a line each.
+    let link = match acks {
+        [(_, one)] => one.clone(),
+        _ => link
+            .map(|l| format!("{}/#alarm-{}", l.trim_end_matches('/'), a.id))
+            .unwrap_or_default(),
+    };
     let mut lines = vec![a.message.get(lang).to_owned()];
     let label = |zh: &str, en: &str| {
         if lang == Lang::Zh {
@@ -676,8 +727,18 @@ fn describe(
             "Note: the device is not declared; check the source",
         ));
     }
-    if !link.is_empty() {
-        lines.push(link.clone());
+    if let [(_, one)] = acks {
+        lines.push(format!("{}{one}", label("确认收到：", "Acknowledge: ")));
+    } else {
+        if !link.is_empty() {
+            lines.push(link.clone());
+        }
+        for (name, url) in acks {
+            lines.push(format!(
+                "{}{url}",
+                label(&format!("{name} 确认："), &format!("{name}, acknowledge: "))
+            ));
+        }
     }
     let fields = BTreeMap::from([
         ("severity".to_owned(), sev.to_owned()),

@@ -326,7 +326,7 @@ pub(super) async fn duty(State(s): State<AppState>, _auth: Auth) -> Json<Json_> 
     Json(json!({ "at": DateTime::<Utc>::from_timestamp_millis(now), "teams": teams }))
 }
 
-async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {
+pub(super) async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {
     let (tx, rx) = oneshot::channel();
     s.rules
         .commands

@@ -7,13 +7,15 @@
 //! when the shutdown token fires.
 //!
 //! Access: everything but `/`, the assets, `/healthz` (states only; its
-//! details need a session or token), `/metrics` and
+//! details need a session or token), `/metrics`, `/ack/{token}` (its
+//! one-time token is the credential, see `ack`) and
 //! `/api/login` needs a session cookie or an API token (`Authorization:
 //! Bearer …`). A state-changing request on a session also needs its CSRF
 //! token in `X-CSRF-Token`; API tokens carry no ambient authority and need
 //! none. Roles: viewer reads, operator also acts on alarms and zones, admin
 //! also manages users, tokens and rules. Every action is audited.
 
+pub mod ack;
 mod api;
 mod assets;
 pub mod auth;
@@ -80,6 +82,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// Connection and event-stream caps and timeouts.
     pub limits: Arc<limits::Limits>,
+    /// `/ack/{token}` (policies with `ack_links`).
+    pub ack: Option<Arc<ack::AckPages>>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -284,6 +288,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(assets::file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/ack/{token}", get(ack::show).post(ack::confirm))
         .nest("/api", api)
         // Requests are small JSON; anything larger is a mistake or an attack.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
