@@ -115,6 +115,9 @@ fn page(status: StatusCode, lang: Lang, title: &str, body: &str) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             // The page names an alarm and holds a nonce: never cached.
             (header::CACHE_CONTROL, "no-store"),
+            // Its own origin on the confirm form's POST (with `no-referrer`
+            // a browser sends `Origin: null`); nothing to any other site.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         html,
     )
