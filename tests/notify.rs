@@ -707,6 +707,42 @@ policy = "fire"
         );
     }
 
+    /// A team with nobody on duty is a warning in /healthz: the `roster`
+    /// component degraded, naming the team and the time; ok again when a
+    /// shift covers it.
+    #[tokio::test]
+    async fn a_shift_with_nobody_on_it_is_a_warning_in_healthz() {
+        let mut s = setup(
+            "[notify.teams.canteen]\nname = \"食堂\"\nmembers = [\"wang\"]\n[[notify.shifts]]\nteam = \"canteen\"\npeople = [\"wang\"]\ntimes = [\"08:00-09:00\"]\n",
+        );
+        s.at(T0 - 90 * MINUTE);
+        let mut n = s.notifier();
+        round(&mut n).await;
+        assert_eq!(s.health.status("roster"), Some(Status::Ok));
+        s.at(T0);
+        round(&mut n).await;
+        assert_eq!(s.health.status("roster"), Some(Status::Degraded));
+        let detail = s
+            .health
+            .snapshot()
+            .get("roster")
+            .and_then(|c| c.detail.clone())
+            .unwrap_or_default();
+        assert!(
+            detail.contains("canteen (食堂)")
+                && detail.contains("2026-12-02 10:00")
+                && !detail.contains("security"),
+            "{detail}"
+        );
+        s.at(T0 + 22 * 60 * MINUTE);
+        round(&mut n).await;
+        assert_eq!(
+            s.health.status("roster"),
+            Some(Status::Ok),
+            "08:00 the next day"
+        );
+    }
+
     #[tokio::test]
     async fn a_rate_limited_robot_gets_one_merged_message() {
         let mut s = setup("");

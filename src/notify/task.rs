@@ -38,6 +38,9 @@ use crate::telemetry::{Health, Metrics, Status};
 /// The rule id of the gateway's own alarm for notifications given up.
 pub const FAILED_RULE: &str = "notify-failed";
 
+/// The `/healthz` component that warns of a team with nobody on duty.
+pub const ROSTER_COMPONENT: &str = "roster";
+
 /// Ledger entries taken per round.
 const BATCH: usize = 500;
 
@@ -61,6 +64,8 @@ pub struct Notifier {
     clock: Clock,
     /// Channels whose last message was given up: the `notify-failed` alarm holds while any is.
     failing: BTreeSet<String>,
+    /// The minute the roster was last checked for teams with nobody on duty.
+    roster_minute: Option<i64>,
     http: reqwest::Client,
 }
 
@@ -184,6 +189,7 @@ impl Notifier {
             health,
             clock,
             failing: BTreeSet::new(),
+            roster_minute: None,
             http,
         }))
     }
@@ -237,11 +243,51 @@ impl Notifier {
     /// One round: take in new ledger entries, fire due steps, deliver.
     pub async fn round(&mut self) -> Result<(), NotifierError> {
         let now = (self.clock)();
+        self.check_roster(now);
         self.take_events(now)?;
         self.fire_steps(now)?;
         self.deliver(now).await?;
         self.metrics.outbox_depth.set(self.outbox.pending_count()?);
         Ok(())
+    }
+
+    /// A team with nobody on duty is a warning in `/healthz` (component
+    /// `roster`, degraded, naming the teams and the time); checked once a
+    /// minute, as shifts start and end on minutes.
+    fn check_roster(&mut self, now: i64) {
+        let minute = now.div_euclid(60_000);
+        if self.roster_minute == Some(minute) {
+            return;
+        }
+        self.roster_minute = Some(minute);
+        let gaps: Vec<String> = self
+            .roster
+            .duty(now)
+            .into_iter()
+            .filter(|d| d.people.is_empty())
+            .map(|d| match d.team_name {
+                Some(name) => format!("{} ({name})", d.team),
+                None => d.team.to_owned(),
+            })
+            .collect();
+        if gaps.is_empty() {
+            self.health.set(ROSTER_COMPONENT, Status::Ok, None);
+            return;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| {
+                t.with_timezone(&self.offset)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let detail = format!("nobody on duty at {at}: {}", gaps.join(", "));
+        if self
+            .health
+            .set(ROSTER_COMPONENT, Status::Degraded, Some(detail.clone()))
+        {
+            warn!(detail = %detail, "A shift has nobody on it: alarms routed to it reach no one on duty.");
+        }
     }
 
     fn take_events(&mut self, now: i64) -> Result<(), NotifierError> {
