@@ -712,7 +712,7 @@ policy = "fire"
     /// shift covers it.
     #[tokio::test]
     async fn a_shift_with_nobody_on_it_is_a_warning_in_healthz() {
-        let mut s = setup(
+        let s = setup(
             "[notify.teams.canteen]\nname = \"食堂\"\nmembers = [\"wang\"]\n[[notify.shifts]]\nteam = \"canteen\"\npeople = [\"wang\"]\ntimes = [\"08:00-09:00\"]\n",
         );
         s.at(T0 - 90 * MINUTE);
