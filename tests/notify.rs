@@ -1112,3 +1112,111 @@ policy = "fire"
     assert_eq!(gw.metrics.ack_links("expired"), 1);
     gw.stop().await;
 }
+
+/// The gateway process killed with SIGKILL while an escalation step is
+/// pending: after the restart the step fires, once; the receiver counts the
+/// idempotency keys — none twice, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_step_fires_once_after_a_kill_9() {
+    use common::gwproc::GatewayProcess;
+    use common::{eventually, feed, gateway, Mosquitto, Publisher, QoS};
+    let robots = Robots::start();
+    let broker = Mosquitto::start();
+    let mut gw = GatewayProcess::new();
+    let config = format!(
+        r#"[gateway]
+data_dir = "{data}"
+shutdown_timeout = "2s"
+[mqtt]
+url = "{mqtt}"
+client_id = "gw-notify-kill-{pid}"
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+building = "A3"
+{rule}
+[notify]
+group_wait = "0s"
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+[[notify.people]]
+id = "wang"
+name = "王处长"
+[notify.teams.security]
+members = ["zhang"]
+lead = "wang"
+[[notify.shifts]]
+team = "security"
+people = ["zhang"]
+[notify.channels.hook]
+type = "webhook"
+url = "{base}/webhook"
+secret = "{secret}"
+[notify.policies.fire]
+steps = [
+  {{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }},
+  {{ after = "6s", notify = ["lead:security"], channels = ["hook"] }},
+]
+[[notify.routes]]
+policy = "fire"
+"#,
+        data = gw.data_dir().display(),
+        mqtt = broker.url(),
+        pid = std::process::id(),
+        rule = gateway::smoke_rule("Smoke at {location}"),
+        base = robots.url(),
+        secret = robots::WEBHOOK_SECRET,
+    );
+    gw.start(&config);
+    let publisher = Publisher::connect(&broker.url()).await;
+    let mut p = feed::payload("smoke", common::now_ms(), 1);
+    p["alarm"] = serde_json::json!(true);
+    publisher
+        .publish(
+            "campus/yazhong/smoke/a3-301",
+            p.to_string(),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    publisher.flush().await;
+    let sent = r#"campusgw_notifications_total{channel="hook",result="sent"}"#;
+    // The first step recorded as sent (so a resend would be a defect, not
+    // the at-least-once edge of a kill between sending and recording).
+    eventually("the first step recorded as sent", || async {
+        tokio::task::block_in_place(|| gw.metric(sent)) >= 1.0
+    })
+    .await;
+    let keys = || -> Vec<String> {
+        robots
+            .requests()
+            .into_iter()
+            .filter(|r| r["verified"] == true)
+            .filter_map(|r| r["headers"]["idempotency-key"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(keys().len(), 1, "{:?}", keys());
+    tokio::task::block_in_place(|| {
+        gw.kill();
+        gw.start_again();
+    });
+    // The lead's step, pending at the kill, is sent by the new process.
+    eventually("the pending step sent after the restart", || async {
+        tokio::task::block_in_place(|| gw.metric(sent)) >= 1.0
+    })
+    .await;
+    let got = keys();
+    let mut counts = std::collections::BTreeMap::new();
+    for k in &got {
+        *counts.entry(k.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 2, "both steps, none missing: {got:?}");
+    assert!(counts.values().all(|n| *n == 1), "none twice: {got:?}");
+    assert!(
+        counts.keys().any(|k| k.contains(":step:0:"))
+            && counts.keys().any(|k| k.contains(":step:1:")),
+        "{got:?}"
+    );
+    gw.stop();
+}
