@@ -35,10 +35,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # pymodbus from PyPI, pinned (its server API changes between minor releases),
-# in the venv the Modbus tests look for (tests/common/modbus.rs).
+# in the venv the Modbus tests look for (tests/common/modbus.rs); aiosmtpd,
+# pinned, is the email tests' SMTP server (tests/common/smtp.rs).
 PYMODBUS=3.16.1
+AIOSMTPD=1.4.6
 venv=target/pyvenv
-if ! "$venv/bin/python" -c "import sys, serial, pymodbus; sys.exit(pymodbus.__version__ != '$PYMODBUS')" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import sys, serial, pymodbus, aiosmtpd; sys.exit(pymodbus.__version__ != '$PYMODBUS' or aiosmtpd.__version__ != '$AIOSMTPD')" >/dev/null 2>&1; then
   echo "test.sh: creating $venv with pymodbus==$PYMODBUS"
   rm -rf "$venv"
   mkdir -p target
@@ -49,7 +51,7 @@ if ! "$venv/bin/python" -c "import sys, serial, pymodbus; sys.exit(pymodbus.__ve
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install -q --disable-pip-version-check "pymodbus==$PYMODBUS" "pyserial==3.5"
+  "$venv/bin/pip" install -q --disable-pip-version-check "pymodbus==$PYMODBUS" "pyserial==3.5" "aiosmtpd==$AIOSMTPD"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

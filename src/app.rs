@@ -408,6 +408,7 @@ async fn web(
         ),
         trusted_proxies: cfg.web.trusted_proxies.clone().into(),
         limits: Arc::new(web::limits::Limits::new(&cfg.web, shared.metrics.clone())),
+        ack: web::ack::AckPages::open_for(cfg).context("cannot open the ack links")?,
     };
     let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
         cert: t.cert_file.clone(),

@@ -28,13 +28,18 @@
 //! - `alarms/`   — the alarm vocabulary (`change`: `Change`, `Event`, `Command`, `Suppression`),
 //!   the ISA-18.2 `lifecycle` (pure), the durable `store`, the CSV `ledger` and MQTT `publish`;
 //!   `AlarmView`, the one outside shape of an alarm. `rules` depends on `alarms`, never back.
+//! - `notify/`   — duty alerts: the `roster` and routing/escalation (`policy`, both pure), the
+//!   `channel`s (webhook, WeCom, DingTalk, Feishu, SMS over HTTP; email over SMTP), the durable
+//!   `outbox` in `notify.db`, the one-time tokens of ack links (`ack`) and the notifier `task`
+//!   that follows the alarm ledger on a thread of its own.
 //! - `registry`  — declared and seen devices, their places, last readings, online state.
 //! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
 //!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries;
 //!   `bisect` finds the lines of a refused batch the database refuses, so only they are dropped.
 //! - `web/`      — axum: `/healthz`, `/metrics`, the status page and its API, users and tokens (`auth`),
 //!   the sign-in throttle and hashing pool (`signin`), connection and stream caps and timeouts (`limits`),
-//!   the event stream (`stream`); every JSON body the API answers with is a type in `views`.
+//!   the event stream (`stream`), the ack-link pages `/ack/{token}` (`ack`); every JSON body
+//!   the API answers with is a type in `views`.
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).

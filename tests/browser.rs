@@ -1184,3 +1184,137 @@ async fn a_new_alarm_under_a_reused_id_is_shown_after_the_gateway_restarts_with_
     c.close().await.expect("close");
     gw.stop().await;
 }
+
+/// Acknowledging from the phone: the link the robot receiver got opens in a
+/// phone's browser (no sign-in), shows the alarm, and the tap on confirm
+/// acknowledges it as the person — the security room's page, signed in
+/// meanwhile, shows the alarm acknowledged by that person's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ack_link_from_a_message_acknowledges_in_the_browser() {
+    use common::robots::{self, Robots};
+    let robots = Robots::start();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A fixed port of our own, so the links in messages point at this gateway.
+    let port = free_port();
+    let cfg = common::gateway::config(&format!(
+        r#"
+[gateway]
+data_dir = "{data}"
+[mqtt]
+url = "{mqtt}"
+[web]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[[devices]]
+id = "a3-301"
+kind = "smoke"
+site = "yazhong"
+building = "A3"
+floor = "3"
+room = "301"
+{rule}
+[notify]
+group_wait = "0s"
+[[notify.people]]
+id = "zhang"
+name = "张伟"
+user = "zhangwei"
+[notify.teams.security]
+members = ["zhang"]
+[[notify.shifts]]
+team = "security"
+people = ["zhang"]
+[notify.channels.hook]
+type = "webhook"
+url = "{base}/webhook"
+secret = "{secret}"
+[notify.policies.fire]
+steps = [{{ after = "0s", notify = ["on_duty:security"], channels = ["hook"] }}]
+ack_links = true
+[[notify.routes]]
+policy = "fire"
+"#,
+        data = dir.path().display(),
+        mqtt = broker.url(),
+        rule = common::gateway::smoke_rule("Smoke at {location}"),
+        base = robots.url(),
+        secret = robots::WEBHOOK_SECRET,
+    ));
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let room = driver.browser("zh-CN").await;
+    sign_in(&room, &base_url(&gw), "duty", "duty-room-password").await;
+
+    let publisher = Publisher::connect(&broker.url()).await;
+    smoke(&publisher, &gw, "yazhong", "a3-301", true, "unacked").await;
+    wait_for(
+        &room,
+        "the alarm on the room's page",
+        "[data-testid=alarm-row][data-state=unacked]",
+    )
+    .await;
+    common::eventually("the message at the receiver", || async {
+        robots.requests().iter().any(|r| r["verified"] == true)
+    })
+    .await;
+    let text = robots
+        .requests()
+        .into_iter()
+        .find_map(|r| r["json"]["text"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let link = text
+        .split_whitespace()
+        .flat_map(|w| w.split('：'))
+        .find(|w| w.starts_with("http://") && w.contains("/ack/"))
+        .unwrap_or_else(|| panic!("no ack link in {text}"))
+        .to_owned();
+
+    // The phone: the link, the alarm, the tap.
+    let phone = driver.browser("zh-CN").await;
+    phone.goto(&link).await.expect("open the link");
+    let body = wait_for(&phone, "the ack page", "#confirm").await;
+    let shown = text_of(&phone, "body").await;
+    assert!(
+        shown.contains("A3 / 3 / 301") && shown.contains("张伟"),
+        "{shown}"
+    );
+    assert_eq!(
+        gw.rules.open.read().expect("snapshot")[0].state.as_str(),
+        "unacked",
+        "opening the link changes nothing"
+    );
+    body.click().await.expect("tap confirm");
+    let done = wait_for(&phone, "the acknowledged page", "#done").await;
+    assert!(
+        done.text().await.unwrap_or_default().contains("张伟"),
+        "{}",
+        text_of(&phone, "body").await
+    );
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let png = phone.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts.join("ack-link-done.png"), png).expect("save screenshot");
+
+    // The room's page: acknowledged by the person's user.
+    let row = wait_for(
+        &room,
+        "the row acknowledged from the link",
+        "[data-testid=alarm-row][data-state=acked]",
+    )
+    .await;
+    let row_text = row.text().await.unwrap_or_default();
+    assert!(row_text.contains("zhangwei"), "{row_text}");
+
+    // The link again (the back button, a second tap): refused, clearly.
+    phone.goto(&link).await.expect("open the link again");
+    let again = text_of(&phone, "body").await;
+    assert!(again.contains("链接已使用"), "{again}");
+    phone.close().await.expect("close");
+    room.close().await.expect("close");
+    gw.stop().await;
+}

@@ -212,6 +212,19 @@ impl Config {
                 *f = d.join(&*f);
             }
         }
+        for c in config.notify.channels.values_mut() {
+            if let (
+                Some(d),
+                super::ChannelKind::Email {
+                    ca_file: Some(f), ..
+                },
+            ) = (dir, &mut c.kind)
+            {
+                if f.is_relative() {
+                    *f = d.join(&*f);
+                }
+            }
+        }
         let super::validate::Findings {
             mut errors,
             warnings,

@@ -14,7 +14,9 @@ mod rules;
 mod validate;
 
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
-pub use notify::{ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, TeamConfig};
+pub use notify::{
+    ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, SmtpSecurity, TeamConfig,
+};
 pub use rules::{AlarmsConfig, CalendarConfig, Calendars, ConditionConfig, RuleConfig, TextConfig};
 pub use validate::Findings;
 
@@ -490,6 +492,10 @@ fn default_retry_max() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
+    /// The page's address as people's phones reach it
+    /// (`https://safety.school.example`): duty messages link to the alarm
+    /// and, with a policy's `ack_links`, to `/ack/{token}`.
+    pub public_url: Option<String>,
     /// Address to listen on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -568,6 +574,7 @@ impl Default for WebConfig {
             max_connections_per_address: default_max_connections_per_address(),
             max_streams_per_session: default_max_streams_per_session(),
             max_streams_per_address: default_max_streams_per_address(),
+            public_url: None,
         }
     }
 }

@@ -36,8 +36,7 @@ pub struct NotifyConfig {
     /// Which alarms go to which policy; the first that matches wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
-    /// The status page's address as the people's phones reach it
-    /// (`https://safety.school.example`): messages link to the alarm.
+    /// The older place of `[web] public_url` (still read when that is unset).
     pub public_url: Option<String>,
     /// How long a new alarm waits before its first message, so that a flood
     /// folded into one group is one message (Alertmanager's `group_wait`).
@@ -63,6 +62,29 @@ pub struct PolicyConfig {
     /// Tell everyone who was told that the alarm is over.
     #[serde(default)]
     pub notify_on_clear: bool,
+    /// Each message's link acknowledges from the phone: `/ack/{token}`, a
+    /// one-time token bound to the alarm and the person (needs
+    /// `[web] public_url`).
+    #[serde(default)]
+    pub ack_links: bool,
+    /// How long an ack link stays valid.
+    #[serde(default = "default_ack_expiry", with = "humantime_serde")]
+    pub ack_expiry: Duration,
+}
+
+fn default_ack_expiry() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+impl NotifyConfig {
+    /// Where messages link to: `[web] public_url`, else the older
+    /// `notify.public_url`.
+    pub fn public_url<'a>(&'a self, web: &'a super::WebConfig) -> Option<&'a str> {
+        web.public_url
+            .as_deref()
+            .or(self.public_url.as_deref())
+            .map(|u| u.trim_end_matches('/'))
+    }
 }
 
 /// One step of a policy.
@@ -194,6 +216,27 @@ pub enum ChannelKind {
         /// The robot's signing secret.
         secret: Secret,
     },
+    /// Email over SMTP, one plain-text UTF-8 message per person (to their
+    /// `email`): a campus relay keeps working with the internet line down.
+    Email {
+        /// The SMTP server's host name (checked against its certificate).
+        host: String,
+        /// Default: 587 for `starttls`, 465 for `tls`, 25 for `plain`.
+        port: Option<u16>,
+        /// `starttls` (default), `tls` (implicit, SMTPS) or `plain` — plain
+        /// only to a relay on this machine (`127.0.0.1`, `::1`, `localhost`).
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// The sender (`校园安全网关 <gateway@school.example>`).
+        from: String,
+        /// SMTP user name, with `password`.
+        user: Option<Secret>,
+        /// SMTP password.
+        password: Option<Secret>,
+        /// A PEM file with the CA of a campus relay's certificate, trusted
+        /// besides the system's roots.
+        ca_file: Option<PathBuf>,
+    },
     /// SMS through the provider's HTTP API: one templated request per person.
     Sms {
         /// `POST` (default) or `GET`.
@@ -212,6 +255,19 @@ pub enum ChannelKind {
         /// What `{secret}` stands for.
         secret: Option<Secret>,
     },
+}
+
+/// How an email channel protects its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connect, then STARTTLS (required: never falls back to plain).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only to a relay on loopback.
+    Plain,
 }
 
 fn default_wecom_url() -> String {

@@ -315,6 +315,9 @@ impl Config {
                 err(&path, message);
             }
         }
+        for (path, message) in crate::notify::channel::email_problems(self) {
+            err(&path, message);
+        }
 
         let inline_modbus = self
             .modbus
@@ -375,6 +378,9 @@ impl Config {
                 K::Feishu { hook, secret, .. } => {
                     vec![("hook", Some(hook)), ("secret", Some(secret))]
                 }
+                K::Email { user, password, .. } => {
+                    vec![("user", user.as_ref()), ("password", password.as_ref())]
+                }
             };
             for (field, secret) in secrets {
                 if let Some(Err(message)) = secret.map(Secret::resolve) {
@@ -387,6 +393,20 @@ impl Config {
             files.push(("mqtt.tls.ca_file", Some(&t.ca_file)));
             files.push(("mqtt.tls.client_cert_file", t.client_cert_file.as_ref()));
             files.push(("mqtt.tls.client_key_file", t.client_key_file.as_ref()));
+        }
+        let mut ca_keys = Vec::new();
+        for (id, c) in &self.notify.channels {
+            if let super::ChannelKind::Email {
+                ca_file: Some(f), ..
+            } = &c.kind
+            {
+                ca_keys.push((format!("notify.channels.{id}.ca_file"), f));
+            }
+        }
+        for (key, file) in ca_keys {
+            if let Err(e) = std::fs::File::open(file) {
+                out.push((key, format!("cannot read {}: {e}", file.display())));
+            }
         }
         if let Some(t) = &self.web.tls {
             files.push(("web.tls.cert_file", Some(&t.cert_file)));

@@ -1,8 +1,9 @@
 //! The channels that carry a message to people: a generic webhook, the
-//! WeCom, DingTalk and Feishu group robots, and SMS through a provider's
-//! HTTP API. Each builds its request (signed as its peer requires) and reads
-//! the peer's answer into an [`Outcome`]: the three robots answer HTTP 200
-//! on failure too, so their body's `errcode`/`code` decides.
+//! WeCom, DingTalk and Feishu group robots, SMS through a provider's HTTP
+//! API, and email over SMTP (lettre). Each builds its request (signed as its
+//! peer requires) and reads the peer's answer into an [`Outcome`]: the three
+//! robots answer HTTP 200 on failure too, so their body's `errcode`/`code`
+//! decides; an SMTP server's 4xx is a retry, its 5xx permanent.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::{ChannelConfig, ChannelKind};
+use crate::config::{ChannelConfig, ChannelKind, Config, SmtpSecurity};
 
 /// At most this much of a peer's answer is kept (shown, stored).
 const ANSWER_MAX: usize = 512;
@@ -27,6 +28,8 @@ pub struct Message {
     pub mobiles: Vec<String>,
     /// The SMS recipient.
     pub phone: Option<String>,
+    /// The email recipient.
+    pub email: Option<String>,
     /// The same key for every attempt of this message: a receiver that
     /// counts it can tell a retry from a new message.
     pub idempotency_key: String,
@@ -87,6 +90,62 @@ enum Kind {
         body: String,
         secret: String,
     },
+    Email(Box<Email>),
+}
+
+#[derive(Clone)]
+struct Email {
+    host: String,
+    port: u16,
+    security: SmtpSecurity,
+    from: lettre::message::Mailbox,
+    credentials: Option<(String, String)>,
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// `check`'s problems with the email channels: a sender that is not an
+/// address, plain SMTP off this machine, a user without a password.
+pub fn email_problems(cfg: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (id, c) in &cfg.notify.channels {
+        let ChannelKind::Email {
+            host,
+            security,
+            from,
+            user,
+            password,
+            ..
+        } = &c.kind
+        else {
+            continue;
+        };
+        let key = |k: &str| format!("notify.channels.{id}.{k}");
+        if let Err(e) = from.parse::<lettre::message::Mailbox>() {
+            out.push((
+                key("from"),
+                format!("`{from}` is not an email address: {e}"),
+            ));
+        }
+        if *security == SmtpSecurity::Plain && !is_loopback(host) {
+            out.push((
+                key("security"),
+                format!("`plain` sends passwords and alarms readable on the network; only to a relay on this machine (127.0.0.1, ::1, localhost), not `{host}`: use `starttls` or `tls`"),
+            ));
+        }
+        if user.is_some() != password.is_some() {
+            out.push((key("user"), "`user` and `password` go together".into()));
+        }
+    }
+    out
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Channel {
@@ -141,6 +200,50 @@ impl Channel {
                     .transpose()?
                     .unwrap_or_default(),
             },
+            ChannelKind::Email {
+                host,
+                port,
+                security,
+                from,
+                user,
+                password,
+                ca_file,
+            } => {
+                let credentials = match (user, password) {
+                    (Some(u), Some(p)) => Some((secret(u, "user")?, secret(p, "password")?)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(format!(
+                            "notify.channels.{id}: `user` and `password` go together"
+                        ))
+                    }
+                };
+                let ca_pem = ca_file
+                    .as_ref()
+                    .map(|f| {
+                        std::fs::read(f).map_err(|e| {
+                            format!(
+                                "notify.channels.{id}.ca_file: cannot read {}: {e}",
+                                f.display()
+                            )
+                        })
+                    })
+                    .transpose()?;
+                Kind::Email(Box::new(Email {
+                    host: host.clone(),
+                    port: port.unwrap_or(match security {
+                        SmtpSecurity::Starttls => 587,
+                        SmtpSecurity::Tls => 465,
+                        SmtpSecurity::Plain => 25,
+                    }),
+                    security: *security,
+                    from: from
+                        .parse()
+                        .map_err(|e| format!("notify.channels.{id}.from: `{from}`: {e}"))?,
+                    credentials,
+                    ca_pem,
+                }))
+            }
         };
         Ok(Self {
             id: id.to_owned(),
@@ -151,6 +254,9 @@ impl Channel {
 
     /// Sends one message (one attempt); `now_ms` signs the robots' requests.
     pub async fn send(&self, client: &reqwest::Client, msg: &Message, now_ms: i64) -> Outcome {
+        if let Kind::Email(e) = &self.kind {
+            return self.send_email(e, msg).await;
+        }
         let request = match self.request(client, msg, now_ms) {
             Ok(r) => r,
             Err(e) => return Outcome::Permanent(e),
@@ -164,6 +270,87 @@ impl Channel {
         let body = response.text().await.unwrap_or_default();
         let body = cut(&body);
         self.judge(status, &body)
+    }
+
+    async fn send_email(&self, e: &Email, msg: &Message) -> Outcome {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+        use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+
+        let fix = format!("notify.channels.{}", self.id);
+        let Some(to) = msg.email.as_deref() else {
+            return Outcome::Permanent(
+                "the person has no email address ([[notify.people]] email)".into(),
+            );
+        };
+        let to: lettre::message::Mailbox = match to.parse() {
+            Ok(m) => m,
+            Err(err) => {
+                return Outcome::Permanent(format!(
+                    "`{to}` is not an email address ([[notify.people]] email): {err}"
+                ))
+            }
+        };
+        // A Message-ID from the idempotency key: every attempt of a message
+        // carries the same one, so a mail system can drop a repeat.
+        let digest = sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(
+            msg.idempotency_key.as_bytes(),
+        ));
+        let mut body = format!("{}\n\n{}\n", msg.title, msg.text);
+        if body.contains('\r') {
+            body = body.replace('\r', "");
+        }
+        let email = lettre::Message::builder()
+            .from(e.from.clone())
+            .to(to)
+            .subject(msg.title.clone())
+            .message_id(Some(format!("<{}@campusgw>", hex(&digest[..16]))))
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(body);
+        let email = match email {
+            Ok(m) => m,
+            Err(err) => return Outcome::Permanent(format!("cannot build the email: {err}")),
+        };
+        let tls = || {
+            let mut b = TlsParameters::builder(e.host.clone());
+            if let Some(pem) = &e.ca_pem {
+                b = b.add_root_certificate(Certificate::from_pem(pem)?);
+            }
+            b.build()
+        };
+        let tls = match e.security {
+            SmtpSecurity::Plain => Ok(Tls::None),
+            SmtpSecurity::Starttls => tls().map(Tls::Required),
+            SmtpSecurity::Tls => tls().map(Tls::Wrapper),
+        };
+        let tls = match tls {
+            Ok(t) => t,
+            Err(err) => return Outcome::Permanent(format!("{fix}.ca_file: {err}")),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.as_str())
+            .port(e.port)
+            .tls(tls)
+            .timeout(Some(self.timeout));
+        if let Some((u, p)) = &e.credentials {
+            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+        }
+        let transport = builder.build();
+        // The per-command timeout bounds each step; this bounds the whole dialogue.
+        let sent =
+            tokio::time::timeout(self.timeout.saturating_mul(4), transport.send(email)).await;
+        match sent {
+            Err(_) => Outcome::Retry(format!("SMTP {}:{}: no answer in time", e.host, e.port)),
+            Ok(Ok(r)) => Outcome::Delivered(cut(&format!(
+                "SMTP {} {}",
+                r.code(),
+                r.message().collect::<Vec<_>>().join(" ")
+            ))),
+            Ok(Err(err)) if err.is_permanent() => Outcome::Permanent(cut(&format!(
+                "SMTP {err} (fix {fix}: from, user, password, or the person's email)"
+            ))),
+            // 4xx (busy, greylisted), no connection, TLS or a timeout: later.
+            Ok(Err(err)) => Outcome::Retry(cut(&format!("SMTP {}:{}: {err}", e.host, e.port))),
+        }
     }
 
     fn request(
@@ -282,6 +469,7 @@ impl Channel {
                     req.body(body)
                 }
             }
+            Kind::Email(_) => return Err("email is not an HTTP channel".into()),
         })
     }
 
@@ -301,7 +489,7 @@ impl Channel {
             return Outcome::Permanent(answer);
         }
         match &self.kind {
-            Kind::Webhook { .. } | Kind::Sms { .. } => Outcome::Delivered(answer),
+            Kind::Webhook { .. } | Kind::Sms { .. } | Kind::Email(_) => Outcome::Delivered(answer),
             Kind::Wecom { .. } => match code("errcode") {
                 Some(0) => Outcome::Delivered(answer),
                 // 45009: over the robot's 20 a minute.

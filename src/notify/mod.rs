@@ -1,9 +1,10 @@
-//! Duty alerts (值班通知): who is told of an alarm and how. So far the
-//! `roster` (who is on duty when, pure) and the `channel`s (webhook, WeCom,
-//! DingTalk, Feishu, SMS: a signed request per message, the peer's answer
-//! read into delivered / retry / permanent); routing, escalation and the
-//! durable outbox build on them.
+//! Duty alerts (值班通知): who is told of an alarm and how. The `roster`
+//! (who is on duty when, pure), the `channel`s (webhook, WeCom, DingTalk,
+//! Feishu, SMS: a signed request per message; email over SMTP; the peer's
+//! answer read into delivered / retry / permanent), routing and escalation
+//! (`policy`, pure), the durable `outbox`, and the notifier `task`.
 
+pub mod ack;
 pub mod channel;
 pub mod outbox;
 pub mod policy;
@@ -76,6 +77,7 @@ pub async fn send_test(
             .into_iter()
             .collect(),
         phone: p.and_then(|p| p.phone.clone()),
+        email: p.and_then(|p| p.email.clone()),
         idempotency_key: format!("test-{channel}-{now_ms}"),
         fields,
     };

@@ -204,6 +204,18 @@ impl Outbox {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The policy of an alarm's escalation, done or not.
+    pub fn policy_of(&self, alarm_id: i64) -> Result<Option<String>, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT policy FROM escalations WHERE alarm_id = ?1",
+                [alarm_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Notifications not yet delivered or given up.
     pub fn pending_count(&self) -> Result<i64, OutboxError> {
         self.conn

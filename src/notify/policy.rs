@@ -64,6 +64,8 @@ pub struct Policy {
     pub repeat_ms: Option<i64>,
     /// Tell who was told when the alarm is over.
     pub notify_on_clear: bool,
+    /// Messages carry one-time acknowledge links, valid this long (ms).
+    pub ack_links_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,18 @@ impl Plan {
                     channels: s.channels.clone(),
                 });
             }
+            if p.ack_links && n.public_url(&cfg.web).is_none() {
+                errors.push((
+                    format!("notify.policies.{id}.ack_links"),
+                    "needs [web] public_url, the page's address as phones reach it".into(),
+                ));
+            }
+            if p.ack_links && p.ack_expiry.is_zero() {
+                errors.push((
+                    format!("notify.policies.{id}.ack_expiry"),
+                    "must be longer than 0s".into(),
+                ));
+            }
             if p.repeat.is_some_and(|r| r.is_zero()) {
                 errors.push((
                     format!("notify.policies.{id}.repeat"),
@@ -161,6 +175,7 @@ impl Plan {
                     steps,
                     repeat_ms: p.repeat.map(ms),
                     notify_on_clear: p.notify_on_clear,
+                    ack_links_ms: p.ack_links.then(|| ms(p.ack_expiry)),
                 },
             );
         }

@@ -38,6 +38,9 @@ use crate::telemetry::{Health, Metrics, Status};
 /// The rule id of the gateway's own alarm for notifications given up.
 pub const FAILED_RULE: &str = "notify-failed";
 
+/// The `/healthz` component that warns of a team with nobody on duty.
+pub const ROSTER_COMPONENT: &str = "roster";
+
 /// Ledger entries taken per round.
 const BATCH: usize = 500;
 
@@ -53,12 +56,16 @@ pub struct Notifier {
     outbox: Outbox,
     offset: chrono::FixedOffset,
     link: Option<String>,
+    /// The one-time tokens of ack links (policies with `ack_links`).
+    ack: Option<super::ack::AckLinks>,
     commands: mpsc::Sender<CommandRequest>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     clock: Clock,
     /// Channels whose last message was given up: the `notify-failed` alarm holds while any is.
     failing: BTreeSet<String>,
+    /// The minute the roster was last checked for teams with nobody on duty.
+    roster_minute: Option<i64>,
     http: reqwest::Client,
 }
 
@@ -99,6 +106,9 @@ pub enum NotifierError {
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] super::outbox::OutboxError),
+    /// The ack links' key or table.
+    #[error(transparent)]
+    Ack(#[from] super::ack::AckError),
 }
 
 fn joined(problems: Vec<(String, String)>) -> String {
@@ -111,14 +121,14 @@ fn joined(problems: Vec<(String, String)>) -> String {
 
 /// Channels that send one message per person; the others are group robots.
 fn per_person(kind: &ChannelKind) -> bool {
-    matches!(kind, ChannelKind::Sms { .. })
+    matches!(kind, ChannelKind::Sms { .. } | ChannelKind::Email { .. })
 }
 
 fn default_rate(kind: &ChannelKind) -> u32 {
     match kind {
         ChannelKind::Wecom { .. } | ChannelKind::Dingtalk { .. } => 20,
         ChannelKind::Feishu { .. } => 100,
-        ChannelKind::Webhook { .. } | ChannelKind::Sms { .. } => 60,
+        ChannelKind::Webhook { .. } | ChannelKind::Sms { .. } | ChannelKind::Email { .. } => 60,
     }
 }
 
@@ -160,19 +170,26 @@ impl Notifier {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| NotifierError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let ack = if cfg.notify.policies.values().any(|p| p.ack_links) {
+            Some(super::ack::AckLinks::open(data_dir)?)
+        } else {
+            None
+        };
         Ok(Some(Self {
+            ack,
             plan,
             roster,
             channels,
             alarms,
             outbox,
             offset,
-            link: cfg.notify.public_url.clone(),
+            link: cfg.notify.public_url(&cfg.web).map(str::to_owned),
             commands,
             metrics,
             health,
             clock,
             failing: BTreeSet::new(),
+            roster_minute: None,
             http,
         }))
     }
@@ -226,11 +243,51 @@ impl Notifier {
     /// One round: take in new ledger entries, fire due steps, deliver.
     pub async fn round(&mut self) -> Result<(), NotifierError> {
         let now = (self.clock)();
+        self.check_roster(now);
         self.take_events(now)?;
         self.fire_steps(now)?;
         self.deliver(now).await?;
         self.metrics.outbox_depth.set(self.outbox.pending_count()?);
         Ok(())
+    }
+
+    /// A team with nobody on duty is a warning in `/healthz` (component
+    /// `roster`, degraded, naming the teams and the time); checked once a
+    /// minute, as shifts start and end on minutes.
+    fn check_roster(&mut self, now: i64) {
+        let minute = now.div_euclid(60_000);
+        if self.roster_minute == Some(minute) {
+            return;
+        }
+        self.roster_minute = Some(minute);
+        let gaps: Vec<String> = self
+            .roster
+            .duty(now)
+            .into_iter()
+            .filter(|d| d.people.is_empty())
+            .map(|d| match d.team_name {
+                Some(name) => format!("{} ({name})", d.team),
+                None => d.team.to_owned(),
+            })
+            .collect();
+        if gaps.is_empty() {
+            self.health.set(ROSTER_COMPONENT, Status::Ok, None);
+            return;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| {
+                t.with_timezone(&self.offset)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let detail = format!("nobody on duty at {at}: {}", gaps.join(", "));
+        if self
+            .health
+            .set(ROSTER_COMPONENT, Status::Degraded, Some(detail.clone()))
+        {
+            warn!(detail = %detail, "A shift has nobody on it: alarms routed to it reach no one on duty.");
+        }
     }
 
     fn take_events(&mut self, now: i64) -> Result<(), NotifierError> {
@@ -547,12 +604,47 @@ impl Notifier {
         }
     }
 
+    /// The ack links of a notification, one per person (name, URL), when its
+    /// alarm's policy has `ack_links`; the same on every attempt.
+    fn ack_links(
+        &self,
+        n: &Notification,
+        people: &[&PersonConfig],
+    ) -> Result<Vec<(String, String)>, NotifierError> {
+        let (Some(ack), Some(base)) = (&self.ack, &self.link) else {
+            return Ok(Vec::new());
+        };
+        if n.kind != "alarm" {
+            return Ok(Vec::new());
+        }
+        let expiry = self
+            .outbox
+            .policy_of(n.alarm_id)?
+            .and_then(|p| self.plan.policy(&p).and_then(|p| p.ack_links_ms));
+        let Some(expiry) = expiry else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for p in people {
+            let token = ack.issue(
+                &n.key,
+                &p.id,
+                n.alarm_id,
+                n.created_at,
+                n.created_at.saturating_add(expiry),
+            )?;
+            out.push((p.name.clone(), format!("{base}/ack/{token}")));
+        }
+        Ok(out)
+    }
+
     /// The message of a batch of notifications (one, or several merged).
     fn compose(&self, batch: &[Notification]) -> Result<Message, NotifierError> {
         let mut parts = Vec::new();
         let mut fields = BTreeMap::new();
         let mut mobiles = Vec::new();
         let mut phone = None;
+        let mut email = None;
         let mut lang = Lang::Zh;
         for n in batch {
             let people: Vec<&PersonConfig> = n
@@ -563,6 +655,7 @@ impl Notifier {
             if let [one] = people.as_slice() {
                 lang = one.lang;
                 phone = one.phone.clone();
+                email = one.email.clone();
             }
             for p in &people {
                 if let Some(m) = p.dingtalk_mobile.as_ref().or(p.phone.as_ref()) {
@@ -572,8 +665,9 @@ impl Notifier {
                 }
             }
             if let Some(a) = self.alarms.get(n.alarm_id)? {
+                let acks = self.ack_links(n, &people)?;
                 let (title, text, f) =
-                    describe(&a, &n.kind, lang, self.offset, self.link.as_deref());
+                    describe(&a, &n.kind, lang, self.offset, self.link.as_deref(), &acks);
                 if fields.is_empty() {
                     fields = f;
                 }
@@ -604,6 +698,7 @@ impl Notifier {
             text,
             mobiles,
             phone,
+            email,
             idempotency_key: key,
             fields,
         })
@@ -617,6 +712,7 @@ fn describe(
     lang: Lang,
     offset: chrono::FixedOffset,
     link: Option<&str>,
+    acks: &[(String, String)],
 ) -> (String, String, BTreeMap<String, String>) {
     let sev = match (lang, a.severity) {
         (Lang::Zh, Severity::Critical) => "紧急",
@@ -651,9 +747,13 @@ fn describe(
     })
     .unwrap_or_default();
     let value = a.value.map(|v| v.to_string()).unwrap_or_default();
-    let link = link
-        .map(|l| format!("{}/#alarm-{}", l.trim_end_matches('/'), a.id))
-        .unwrap_or_default();
+    // One person's ack link replaces the page's; several get a line each.
+    let link = match acks {
+        [(_, one)] => one.clone(),
+        _ => link
+            .map(|l| format!("{}/#alarm-{}", l.trim_end_matches('/'), a.id))
+            .unwrap_or_default(),
+    };
     let mut lines = vec![a.message.get(lang).to_owned()];
     let label = |zh: &str, en: &str| {
         if lang == Lang::Zh {
@@ -673,8 +773,18 @@ fn describe(
             "Note: the device is not declared; check the source",
         ));
     }
-    if !link.is_empty() {
-        lines.push(link.clone());
+    if let [(_, one)] = acks {
+        lines.push(format!("{}{one}", label("确认收到：", "Acknowledge: ")));
+    } else {
+        if !link.is_empty() {
+            lines.push(link.clone());
+        }
+        for (name, url) in acks {
+            lines.push(format!(
+                "{}{url}",
+                label(&format!("{name} 确认："), &format!("{name}, acknowledge: "))
+            ));
+        }
     }
     let fields = BTreeMap::from([
         ("severity".to_owned(), sev.to_owned()),

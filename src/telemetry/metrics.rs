@@ -59,6 +59,11 @@ struct NotificationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AckLinkLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModbusFailureLabel {
     device: String,
     reason: &'static str,
@@ -195,6 +200,7 @@ pub struct Metrics {
     notifications: Family<NotificationLabel, Counter>,
     /// Notifications waiting in the outbox (pending or being retried).
     pub outbox_depth: Gauge,
+    ack_links: Family<AckLinkLabel, Counter>,
     /// The web server's (`telemetry::web`).
     pub web: super::web::WebMetrics,
 }
@@ -241,6 +247,7 @@ impl Metrics {
             mqtt_subscribe_failures: Counter::default(),
             notifications: Family::default(),
             outbox_depth: Gauge::default(),
+            ack_links: Family::default(),
             web: super::web::WebMetrics::default(),
             registry: Registry::default(),
         };
@@ -362,6 +369,11 @@ impl Metrics {
             "notify_outbox_depth",
             "Notifications waiting in the outbox",
             m.outbox_depth.clone(),
+        );
+        r.register(
+            "ack_links",
+            "Requests to /ack/{token} by result (shown, acknowledged, used, expired, unknown, refused, throttled)",
+            m.ack_links.clone(),
         );
         r.register(
             "modbus_polls",
@@ -532,6 +544,16 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Counts one request to an ack link.
+    pub fn ack_link(&self, result: &'static str) {
+        self.ack_links.get_or_create(&AckLinkLabel { result }).inc();
+    }
+
+    /// The count of ack link requests with `result`.
+    pub fn ack_links(&self, result: &'static str) -> u64 {
+        self.ack_links.get_or_create(&AckLinkLabel { result }).get()
     }
 
     /// The count of a channel's results.

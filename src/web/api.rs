@@ -301,7 +301,7 @@ pub(super) async fn duty(State(s): State<AppState>, _auth: Auth) -> Response {
     Json(DutyNow { at: ts(now), teams }).into_response()
 }
 
-async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {
+pub(super) async fn run_command(s: &AppState, cmd: Command) -> Result<Vec<Alarm>, ApiError> {
     let (tx, rx) = oneshot::channel();
     s.rules
         .commands

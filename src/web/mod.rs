@@ -7,13 +7,15 @@
 //! when the shutdown token fires.
 //!
 //! Access: everything but `/`, the assets, `/healthz` (states only; its
-//! details need a session or token), `/metrics` and
+//! details need a session or token), `/metrics`, `/ack/{token}` (its
+//! one-time token is the credential, see `ack`) and
 //! `/api/login` needs a session cookie or an API token (`Authorization:
 //! Bearer …`). A state-changing request on a session also needs its CSRF
 //! token in `X-CSRF-Token`; API tokens carry no ambient authority and need
 //! none. Roles: viewer reads, operator also acts on alarms and zones, admin
 //! also manages users, tokens and rules. Every action is audited.
 
+pub mod ack;
 mod api;
 mod assets;
 pub mod auth;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// Connection and event-stream caps and timeouts.
     pub limits: Arc<limits::Limits>,
+    /// `/ack/{token}` (policies with `ack_links`).
+    pub ack: Option<Arc<ack::AckPages>>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -285,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(assets::file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/ack/{token}", get(ack::show).post(ack::confirm))
         .nest("/api", api)
         // Requests are small JSON; anything larger is a mistake or an attack.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -303,10 +308,10 @@ async fn security_headers(mut res: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    // A page may ask for less strict: the ack pages need `same-origin`, or
+    // the browser posts their form with `Origin: null`.
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     res
 }
 

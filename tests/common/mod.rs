@@ -36,6 +36,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
 pub mod robots;
+pub mod smtp;
 pub mod tls;
 pub mod victoria;
 
