@@ -62,11 +62,48 @@ enum Command {
         #[command(subcommand)]
         action: NotifyCommand,
     },
+    /// Publish the reference feed from simulated devices to a broker (for
+    /// checking a site's broker, ACLs and database before the devices arrive).
+    Simulate(SimulateArgs),
     /// Manage the users of the status page.
     User {
         #[command(subcommand)]
         action: UserCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// The broker: mqtt://host:1883 or mqtts://host:8883.
+    #[arg(long)]
+    broker: String,
+    /// Number of simulated devices (spread over the kinds in turn).
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Messages per second over all devices.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Kinds of device, comma-separated (default all five): smoke,gate,kitchen,labcab,bus.
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<campus_gateway::reading::Kind>,
+    /// The site: topics are campus/<site>/<kind>/<device>.
+    #[arg(long, default_value = "sim")]
+    site: String,
+    /// Stop after this long, e.g. 30s or 10m (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// User name at the broker.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the password (first line), with --username.
+    #[arg(long, requires = "username")]
+    password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the broker, for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// MQTT client id.
+    #[arg(long, default_value = "campusgw-simulate")]
+    client_id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +166,10 @@ fn main() -> ExitCode {
                     person,
                 },
         } => notify_test(&config, &channel, person.as_deref()),
+        Command::Simulate(args) => {
+            init_logging(cli.log_format);
+            simulate(args)
+        }
         Command::User {
             action:
                 UserCommand::Add {
@@ -210,6 +251,70 @@ where
             eprintln!("campusgw: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `campusgw simulate`: exit 0 when the broker acknowledged every message.
+fn simulate(args: SimulateArgs) -> ExitCode {
+    use campus_gateway::config::{MqttConfig, MqttTlsConfig, Secret};
+    use campus_gateway::demo::simulate::{simulate, SimulateOptions};
+    let mut table = toml::Table::new();
+    table.insert("url".into(), args.broker.clone().into());
+    let mut cfg: MqttConfig = match table.try_into() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("campusgw: --broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cfg.client_id = args.client_id;
+    cfg.clean_session = true;
+    cfg.username = args.username;
+    cfg.password = args.password_file.map(|file| Secret::File { file });
+    cfg.tls = args.ca_file.map(|ca_file| MqttTlsConfig {
+        ca_file,
+        client_cert_file: None,
+        client_key_file: None,
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mqtt = match campus_gateway::sources::mqtt::options(&cfg, "") {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("campusgw: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = SimulateOptions {
+        devices: args.devices,
+        rate: args.rate,
+        kinds: args.kinds,
+        site: args.site,
+        duration: args.duration,
+    };
+    let report = runtime_value(|| async {
+        let stop = app::signal_token();
+        simulate(mqtt, opts, stop).await
+    });
+    match report {
+        Some(Ok(r)) => {
+            println!(
+                "published {} messages, {} acknowledged by the broker",
+                r.published, r.acknowledged
+            );
+            if r.acknowledged < r.published {
+                eprintln!(
+                    "campusgw: {} messages not acknowledged by the broker in time",
+                    r.published - r.acknowledged
+                );
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("campusgw: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::FAILURE,
     }
 }
 
