@@ -158,9 +158,15 @@ pub async fn simulate(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = client.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    pump_stop.cancel();
-    let _ = pump.await;
+    // The pump ends once the DISCONNECT is out, or here at the latest.
+    let mut pump = pump;
+    if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+        .await
+        .is_err()
+    {
+        pump_stop.cancel();
+        let _ = pump.await;
+    }
     Ok(SimulateReport {
         published,
         acknowledged: acked.load(Ordering::Relaxed),
@@ -203,6 +209,8 @@ async fn pump(mut events: EventLoop, acked: Arc<AtomicU64>, stop: CancellationTo
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
+                // Ours, at the end: the broker closing the socket next is no loss.
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
                     warn!("MQTT connection lost ({e}); reconnecting.");
