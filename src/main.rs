@@ -83,6 +83,15 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Ask a gateway's /healthz (for a container's HEALTHCHECK: the image has no curl).
+    Health {
+        /// The URL of /healthz.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Accept any certificate (a self-signed page certificate, checked on loopback).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Manage the users of the status page.
     User {
         #[command(subcommand)]
@@ -189,6 +198,7 @@ fn main() -> ExitCode {
             data_dir,
             to,
         } => backup(config, data_dir, &to),
+        Command::Health { url, insecure } => health(&url, insecure),
         Command::Simulate(args) => {
             init_logging(cli.log_format);
             simulate(args)
@@ -274,6 +284,37 @@ where
             eprintln!("campusgw: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `campusgw health`: exit 0 when /healthz answers 200 (ok or degraded), 1 otherwise.
+fn health(url: &str, insecure: bool) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = runtime_value(|| async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .danger_accept_invalid_certs(insecure)
+            .build()?;
+        let resp = client.get(url).send().await?;
+        let status = resp.status();
+        // Bounded: a health answer is small.
+        let body = resp.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, body.chars().take(2048).collect::<String>()))
+    });
+    match result {
+        Some(Ok((status, body))) => {
+            println!("{} {body}", status.as_u16());
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Some(Err(e)) => {
+            eprintln!("campusgw: {url}: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::from(1),
     }
 }
 

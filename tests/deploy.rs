@@ -386,3 +386,24 @@ condition = {{ type = "above", field = "duct_temp_c", value = 60.0, clear = 58.0
     );
     restored.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_0_on_a_ready_gateway_and_1_when_it_cannot_be_reached() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = common::gateway::start(common::gateway::config(&format!(
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display(),
+        broker.url()
+    )))
+    .await;
+    common::gateway::wait_subscribed(&gw).await;
+    let url = format!("http://{}/healthz", gw.web_addr);
+    let ok = campusgw(args(&["health", "--url", &url])).await;
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.starts_with("200 "), "{stdout}");
+    gw.stop().await;
+    let down = campusgw(args(&["health", "--url", &url])).await;
+    assert_eq!(down.status.code(), Some(1));
+}
