@@ -42,11 +42,13 @@
 //!   the API answers with is a type in `views`.
 //! - `telemetry/`— logs, Prometheus metrics, component health.
 //! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
-//!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them).
+//!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them);
+//!   `campusgw simulate` (`simulate`): the simulated devices towards any broker.
 //! - `app`       — wiring, the alarm path's own thread (MQTT source, router, rules,
 //!   alarm publication, sink batcher; the web and the InfluxDB writer run on the
 //!   shared workers), and ordered shutdown.
 //! - `memory`    — glibc malloc tuning that keeps the resident memory small.
+//! - `backup`    — `campusgw backup`: SQLite online backup of the data directory's stores.
 //!
 //! # Invariants
 //!
@@ -83,6 +85,7 @@
 
 pub mod alarms;
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod data_dir;
 pub mod demo;

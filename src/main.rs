@@ -62,11 +62,75 @@ enum Command {
         #[command(subcommand)]
         action: NotifyCommand,
     },
+    /// Publish the reference feed from simulated devices to a broker (for
+    /// checking a site's broker, ACLs and database before the devices arrive).
+    Simulate(SimulateArgs),
+    /// Copy every store of the data directory (users, alarms, duty alerts)
+    /// into a new directory while the gateway runs (SQLite online backup).
+    Backup {
+        /// The configuration file (for gateway.data_dir).
+        #[arg(
+            long,
+            short,
+            env = "CAMPUSGW_CONFIG",
+            required_unless_present = "data_dir"
+        )]
+        config: Option<PathBuf>,
+        /// The data directory, instead of a configuration file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The new directory for the copies (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Ask a gateway's /healthz (for a container's HEALTHCHECK: the image has no curl).
+    Health {
+        /// The URL of /healthz.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Accept any certificate (a self-signed page certificate, checked on loopback).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Manage the users of the status page.
     User {
         #[command(subcommand)]
         action: UserCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// The broker: mqtt://host:1883 or mqtts://host:8883.
+    #[arg(long)]
+    broker: String,
+    /// Number of simulated devices (spread over the kinds in turn).
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Messages per second over all devices.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Kinds of device, comma-separated (default all five): smoke,gate,kitchen,labcab,bus.
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<campus_gateway::reading::Kind>,
+    /// The site: topics are campus/<site>/<kind>/<device>.
+    #[arg(long, default_value = "sim")]
+    site: String,
+    /// Stop after this long, e.g. 30s or 10m (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// User name at the broker.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the password (first line), with --username.
+    #[arg(long, requires = "username")]
+    password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the broker, for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// MQTT client id.
+    #[arg(long, default_value = "campusgw-simulate")]
+    client_id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +193,16 @@ fn main() -> ExitCode {
                     person,
                 },
         } => notify_test(&config, &channel, person.as_deref()),
+        Command::Backup {
+            config,
+            data_dir,
+            to,
+        } => backup(config, data_dir, &to),
+        Command::Health { url, insecure } => health(&url, insecure),
+        Command::Simulate(args) => {
+            init_logging(cli.log_format);
+            simulate(args)
+        }
         Command::User {
             action:
                 UserCommand::Add {
@@ -213,6 +287,142 @@ where
     }
 }
 
+/// `campusgw health`: exit 0 when /healthz answers 200 (ok or degraded), 1 otherwise.
+fn health(url: &str, insecure: bool) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = runtime_value(|| async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .danger_accept_invalid_certs(insecure)
+            .build()?;
+        let resp = client.get(url).send().await?;
+        let status = resp.status();
+        // Bounded: a health answer is small.
+        let body = resp.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, body.chars().take(2048).collect::<String>()))
+    });
+    match result {
+        Some(Ok((status, body))) => {
+            println!("{} {body}", status.as_u16());
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Some(Err(e)) => {
+            eprintln!("campusgw: {url}: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::from(1),
+    }
+}
+
+/// `campusgw simulate`: exit 0 when the broker acknowledged every message.
+fn simulate(args: SimulateArgs) -> ExitCode {
+    use campus_gateway::config::{MqttConfig, MqttTlsConfig, Secret};
+    use campus_gateway::demo::simulate::{simulate, SimulateOptions};
+    let mut table = toml::Table::new();
+    table.insert("url".into(), args.broker.clone().into());
+    let mut cfg: MqttConfig = match table.try_into() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("campusgw: --broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cfg.client_id = args.client_id;
+    cfg.clean_session = true;
+    cfg.username = args.username;
+    cfg.password = args.password_file.map(|file| Secret::File { file });
+    cfg.tls = args.ca_file.map(|ca_file| MqttTlsConfig {
+        ca_file,
+        client_cert_file: None,
+        client_key_file: None,
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mqtt = match campus_gateway::sources::mqtt::options(&cfg, "") {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("campusgw: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = SimulateOptions {
+        devices: args.devices,
+        rate: args.rate,
+        kinds: args.kinds,
+        site: args.site,
+        duration: args.duration,
+    };
+    let report = runtime_value(|| async {
+        let stop = app::signal_token();
+        simulate(mqtt, opts, stop).await
+    });
+    match report {
+        Some(Ok(r)) => {
+            println!(
+                "published {} messages, {} acknowledged by the broker",
+                r.published, r.acknowledged
+            );
+            if r.acknowledged < r.published {
+                eprintln!(
+                    "campusgw: {} messages not acknowledged by the broker in time",
+                    r.published - r.acknowledged
+                );
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("campusgw: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// The data directory from `--data-dir`, or from the configuration's `gateway.data_dir`.
+fn data_dir_of(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (data_dir, config) {
+        (Some(d), _) => Ok(d),
+        (None, Some(c)) => match Config::load_skipping_secrets(&c) {
+            Ok(l) => Ok(l.config.gateway.data_dir),
+            Err(e) => {
+                eprint!("{e}");
+                Err(ExitCode::from(2))
+            }
+        },
+        (None, None) => {
+            eprintln!("campusgw: give --config or --data-dir");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `campusgw backup`: exit 0 when every store present was copied and checked.
+fn backup(config: Option<PathBuf>, data_dir: Option<PathBuf>, to: &std::path::Path) -> ExitCode {
+    let dir = match data_dir_of(config, data_dir) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match campus_gateway::backup::backup(&dir, to) {
+        Ok(report) => {
+            for c in &report.copied {
+                println!("{}: {} bytes", to.join(c.name).display(), c.bytes);
+            }
+            for name in &report.absent {
+                println!("{name}: not in {} (nothing to copy)", dir.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("campusgw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn user_add(
     name: &str,
     role: Role,
@@ -220,19 +430,9 @@ fn user_add(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let dir = match (data_dir, config) {
-        (Some(d), _) => d,
-        (None, Some(c)) => match Config::load_skipping_secrets(&c) {
-            Ok(l) => l.config.gateway.data_dir,
-            Err(e) => {
-                eprint!("{e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => {
-            eprintln!("campusgw: give --config or --data-dir");
-            return ExitCode::from(2);
-        }
+    let dir = match data_dir_of(config, data_dir) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     let password = if password_stdin {
         let mut line = String::new();

@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod modbus;
 pub mod sim;
+pub mod simulate;
 
 use std::net::SocketAddr;
 
