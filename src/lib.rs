@@ -78,6 +78,7 @@
 
 pub mod alarms;
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod data_dir;
 pub mod demo;

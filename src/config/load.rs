@@ -212,6 +212,11 @@ impl Config {
                 *f = d.join(&*f);
             }
         }
+        if let (Some(d), Some(f)) = (dir, config.buses.routes_file.as_mut()) {
+            if f.is_relative() {
+                *f = d.join(&*f);
+            }
+        }
         let super::validate::Findings {
             mut errors,
             warnings,

@@ -315,6 +315,9 @@ impl Config {
                 err(&path, message);
             }
         }
+        for (path, message) in crate::bus::problems(self) {
+            err(&path, message);
+        }
 
         let inline_modbus = self
             .modbus
