@@ -93,6 +93,9 @@ impl Gateway {
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
         let (buses_tx, _) = broadcast::channel(256);
+        // router → bus checks → rules (alarms) and sink (bus_episode)
+        let (checks_tx, checks_rx) = mpsc::channel(cap);
+        let (episodes_tx, episodes_rx) = mpsc::channel(1024);
 
         let rules = RuleSet::compile(&cfg).map_err(|p| {
             anyhow::anyhow!(
@@ -160,6 +163,15 @@ impl Gateway {
             health.clone(),
         )?;
 
+        let bus = crate::bus::task::BusTask::new(
+            &cfg,
+            checks_rx,
+            rules_handle.commands.clone(),
+            episodes_tx,
+            metrics.clone(),
+        )
+        .context("cannot start the bus route checks")?;
+        let (bus_task, bus_handle) = bus.map_or((None, None), |(t, h)| (Some(t), Some(h)));
         let auth = Arc::new(AuthStore::open(&cfg.gateway.data_dir).with_context(|| {
             format!(
                 "cannot open the user store in {}",
@@ -188,6 +200,7 @@ impl Gateway {
             ),
             trusted_proxies: cfg.web.trusted_proxies.clone().into(),
             limits: Arc::new(web::limits::Limits::new(&cfg.web, metrics.clone())),
+            buses: bus_handle,
         };
         let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
             cert: t.cert_file.clone(),
@@ -224,6 +237,7 @@ impl Gateway {
             sink: sink_tx,
             rules: rules_tx,
             buses: buses_tx.clone(),
+            checks: bus_task.is_some().then_some(checks_tx),
         };
         tracker.spawn_on(
             crate::router::run(source_rx, outputs, registry.clone(), metrics.clone()),
@@ -239,6 +253,10 @@ impl Gateway {
             shutdown.clone(),
         ));
         tracker.spawn_on(rules_task.run(), &alarm_path);
+        if let Some(t) = bus_task {
+            // Ends when the router drops its sender (after the sources), saving its trips.
+            tracker.spawn(t.run(CancellationToken::new()));
+        }
         // Its first round runs at once: start-up (a large configuration
         // parsed and dropped) is over.
         tracker.spawn(crate::memory::release_periodically(shutdown.clone()));
@@ -288,6 +306,7 @@ impl Gateway {
                 writer,
                 readings: sink_rx,
                 alarms: points_rx,
+                episodes: episodes_rx,
                 metrics: metrics.clone(),
                 health: health.clone(),
                 give_up: give_up.clone(),

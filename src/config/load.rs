@@ -712,7 +712,12 @@ timeout = "3s"
 
     #[test]
     fn example_config_is_valid() {
-        let text = include_str!("../../config/campus.example.toml");
+        let routes = concat!(env!("CARGO_MANIFEST_DIR"), "/config/routes.example.geojson");
+        let text = include_str!("../../config/campus.example.toml").replace(
+            "routes_file = \"routes.example.geojson\"",
+            &format!("routes_file = \"{routes}\""),
+        );
+        let text = text.as_str();
         let l = load(text).unwrap_or_else(|e| panic!("example config: {e}"));
         assert!(!l.config.devices.is_empty());
         // The reference maps ship ready to use, and every Modbus device resolves.

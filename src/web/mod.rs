@@ -17,6 +17,7 @@
 mod api;
 mod assets;
 pub mod auth;
+mod buses;
 mod error;
 pub mod limits;
 pub mod signin;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// Connection and event-stream caps and timeouts.
     pub limits: Arc<limits::Limits>,
+    /// The bus route checks (none without `[buses] routes_file`).
+    pub buses: Option<crate::bus::task::BusHandle>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -265,7 +268,9 @@ pub fn router(state: AppState) -> Router {
         .route("/alarms/{id}/unshelve", post(api::unshelve))
         .route("/alarms/{id}/comment", post(api::comment))
         .route("/devices", get(api::devices))
-        .route("/buses", get(api::buses))
+        .route("/buses", get(buses::buses))
+        .route("/buses/weather", post(buses::weather))
+        .route("/reports/bus", get(buses::report))
         .route("/duty", get(api::duty))
         .route("/buildings", get(api::buildings))
         .route("/suppressions", get(api::suppressions).post(api::suppress))
