@@ -46,7 +46,7 @@ pub struct Fix {
 }
 
 /// Why a fix was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DropReason {
     /// Latitude and longitude 0 (a terminal without a fix).
     Zero,
@@ -159,7 +159,7 @@ pub struct Checker {
     /// The bus.
     pub vehicle: String,
     /// Fixes waiting to be checked, in time order, with their arrival.
-    pending: Vec<(Fix, i64)>,
+    pending: Vec<(Fix, i64, Option<DropReason>)>,
     last_arrival: i64,
     last: Option<Fix>,
     jump: Option<Fix>,
@@ -222,28 +222,29 @@ impl Checker {
     /// Takes a fix that arrived at `now` (wall clock, epoch ms).
     pub fn push(&mut self, f: Fix, now: i64, ctx: &Ctx<'_>, out: &mut Vec<Out>) {
         self.last_arrival = now;
-        let drop = if !(f.lat.is_finite() && f.lon.is_finite()) {
+        // Duplicates and stragglers depend on arrival: judged now.
+        if self.last.is_some_and(|l| f.ts == l.ts) || self.pending.iter().any(|p| p.0.ts == f.ts) {
+            self.dropped(DropReason::Duplicate, out);
+            return;
+        }
+        if self.last.is_some_and(|l| f.ts < l.ts) {
+            self.dropped(DropReason::Late, out);
+            return;
+        }
+        // An impossible fix is counted in its place in time (the trip it
+        // falls in), like every other verdict.
+        let invalid = if !(f.lat.is_finite() && f.lon.is_finite()) {
             Some(DropReason::Range)
         } else if f.lat.abs() < 1e-6 && f.lon.abs() < 1e-6 {
             Some(DropReason::Zero)
         } else if f.lat.abs() > 90.0 || f.lon.abs() > 180.0 || !(0.0..=400.0).contains(&f.speed_kmh)
         {
             Some(DropReason::Range)
-        } else if self.last.is_some_and(|l| f.ts == l.ts)
-            || self.pending.iter().any(|p| p.0.ts == f.ts)
-        {
-            Some(DropReason::Duplicate)
-        } else if self.last.is_some_and(|l| f.ts < l.ts) {
-            Some(DropReason::Late)
         } else {
             None
         };
-        if let Some(reason) = drop {
-            self.dropped(reason, out);
-            return;
-        }
         let at = self.pending.partition_point(|p| p.0.ts < f.ts);
-        self.pending.insert(at, (f, now));
+        self.pending.insert(at, (f, now, invalid));
         self.ripe(now, ctx, out);
     }
 
@@ -256,12 +257,15 @@ impl Checker {
         let n = self
             .pending
             .iter()
-            .rposition(|(_, arrived)| now - arrived >= window)
+            .rposition(|(_, arrived, _)| now - arrived >= window)
             .map_or(0, |i| i + 1)
             .max(self.pending.len().saturating_sub(PENDING_MAX));
-        let ready: Vec<Fix> = self.pending.drain(..n).map(|(f, _)| f).collect();
-        for f in ready {
-            self.process(f, ctx, out);
+        let ready: Vec<_> = self.pending.drain(..n).collect();
+        for (f, _, invalid) in ready {
+            match invalid {
+                Some(reason) => self.dropped(reason, out),
+                None => self.process(f, ctx, out),
+            }
         }
     }
 

@@ -138,6 +138,7 @@ pub fn generate(net: &Network, spec: &TraceSpec) -> Option<Vec<Fix>> {
     });
     let skip = |i: usize| spec.faults.contains(&Fault::SkipStop(i));
     let mut done = false;
+    let mut at_last = 0;
     while !done && t < 6.0 * 3600.0 {
         // Speed at this moment.
         let mut door = false;
@@ -211,6 +212,13 @@ pub fn generate(net: &Network, spec: &TraceSpec) -> Option<Vec<Fix>> {
                         passengers = *n;
                     }
                 }
+            }
+            // At the last stop the pupils get off.
+            if at_last > 0 {
+                passengers = 0;
+            }
+            if standing_until.is_some() && stop_i + 1 == route.stops.len() {
+                at_last += 1;
             }
             let (lon, lat) = net.plane.unproject(c);
             let ts = spec.depart + (t * 1000.0) as i64;
