@@ -44,7 +44,8 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
 
     // The reference maps, as the example configuration ships them.
-    let example = Config::from_toml(campus_gateway::demo::EXAMPLE_CONFIG, Vec::new())
+    let example_text = campus_gateway::demo::example_with_routes(work.path()).expect("routes");
+    let example = Config::from_toml(&example_text, Vec::new())
         .expect("example config")
         .config;
     let plan = |name: &str, kind| {

@@ -99,10 +99,13 @@ impl Gateway {
         let (rules_tx, rules_rx) = mpsc::channel(cap);
         let (points_tx, points_rx) = mpsc::channel(4096);
         let (buses_tx, _) = broadcast::channel(256);
+        // router → bus checks → rules (alarms) and sink (bus_episode)
+        let (checks_tx, checks_rx) = mpsc::channel(cap);
+        let (episodes_tx, episodes_rx) = mpsc::channel(1024);
 
         // The components.
         let (rules, handle) = alarm_engine(&cfg, &known, &shared, rules_rx, points_tx)?;
-        let sink = sink(&cfg, &shared, sink_rx, points_rx, give_up.clone()).await?;
+        let sink = sink(&cfg, &shared, sink_rx, points_rx, episodes_rx, give_up.clone()).await?;
         let modbus = ModbusSource::new(
             &cfg,
             source_tx.clone(),
@@ -116,13 +119,23 @@ impl Gateway {
             shared.metrics.clone(),
             shared.health.clone(),
         )?;
+        let bus = crate::bus::task::BusTask::new(
+            &cfg,
+            checks_rx,
+            handle.commands.clone(),
+            episodes_tx,
+            shared.metrics.clone(),
+        )
+        .context("cannot start the bus route checks")?;
+        let (bus_task, bus_handle) = bus.map_or((None, None), |(t, h)| (Some(t), Some(h)));
         let outputs = crate::router::Outputs {
             sink: sink_tx,
             rules: rules_tx,
             buses: buses_tx.clone(),
+            checks: bus_task.is_some().then_some(checks_tx),
         };
         let notifier = notifier(&cfg, &shared, &handle)?;
-        let web = web(&cfg, &shared, &handle, path).await?;
+        let web = web(&cfg, &shared, &handle, bus_handle, path).await?;
         let (web_addr, server) = web::bind(cfg.web.listen, web.tls, web.state, shutdown.clone())
             .await
             .with_context(|| format!("cannot serve on web.listen {}", cfg.web.listen))?;
@@ -155,6 +168,10 @@ impl Gateway {
         );
         // Ends when the router's sender is gone.
         tracker.spawn_on(rules.run(), on_alarm_path);
+        // Ends when the router's sender is gone, saving its trips.
+        if let Some(t) = bus_task {
+            tracker.spawn(t.run(CancellationToken::new()));
+        }
         // Ends when the router and the rules are done, or on `give_up`.
         let pipeline = tracker.spawn_on(sink.run(), on_alarm_path);
         // Ends on `late_stop`, after the pipeline: the last transitions are announced.
@@ -315,6 +332,7 @@ async fn sink(
     shared: &Shared,
     readings: mpsc::Receiver<Arc<crate::reading::Reading>>,
     alarms: mpsc::Receiver<Arc<crate::alarms::Change>>,
+    episodes: mpsc::Receiver<Arc<crate::bus::task::EpisodePoint>>,
     give_up: CancellationToken,
 ) -> anyhow::Result<crate::sink::Sink> {
     let spool_cfg = SpoolConfig::new(
@@ -339,6 +357,7 @@ async fn sink(
         writer,
         readings,
         alarms,
+        episodes,
         metrics: shared.metrics.clone(),
         health: shared.health.clone(),
         give_up,
@@ -378,6 +397,7 @@ async fn web(
     cfg: &Config,
     shared: &Shared,
     handle: &RulesHandle,
+    buses: Option<crate::bus::task::BusHandle>,
     path: Option<PathBuf>,
 ) -> anyhow::Result<Web> {
     let data_dir = &cfg.gateway.data_dir;
@@ -409,6 +429,7 @@ async fn web(
         trusted_proxies: cfg.web.trusted_proxies.clone().into(),
         limits: Arc::new(web::limits::Limits::new(&cfg.web, shared.metrics.clone())),
         ack: web::ack::AckPages::open_for(cfg).context("cannot open the ack links")?,
+        buses,
     };
     let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
         cert: t.cert_file.clone(),

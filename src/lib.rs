@@ -86,6 +86,7 @@
 pub mod alarms;
 pub mod app;
 pub mod backup;
+pub mod bus;
 pub mod config;
 pub mod data_dir;
 pub mod demo;

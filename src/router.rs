@@ -30,6 +30,9 @@ pub struct Outputs {
     pub rules: mpsc::Sender<Arc<Reading>>,
     /// Bus positions for the live page; subscribers may come and go.
     pub buses: broadcast::Sender<Arc<Reading>>,
+    /// Bus fixes for the route checks (`bus::task` holds the other end);
+    /// none without a route file.
+    pub checks: Option<mpsc::Sender<Arc<Reading>>>,
 }
 
 /// Runs until `rx` closes or the sink is gone.
@@ -58,6 +61,13 @@ pub async fn run(
             let mut position = r.clone();
             position.ack = None;
             let _ = out.buses.send(Arc::new(position));
+        }
+        if let (Kind::Bus, Some(checks)) = (r.kind, &out.checks) {
+            // Like the page's copy: the checks' store does not hold the
+            // message's acknowledgement (see bus::task). A full queue waits.
+            let mut fix = r.clone();
+            fix.ack = None;
+            let _ = checks.send(Arc::new(fix)).await;
         }
         // The rules task holds its clone of the reading's Ack until the alarm
         // store has what the reading changed. A rules task that is gone (a
@@ -110,7 +120,12 @@ map = "m"
         let (buses, _) = broadcast::channel(4);
         let router = tokio::spawn(run(
             rx,
-            Outputs { sink, rules, buses },
+            Outputs {
+                sink,
+                rules,
+                buses,
+                checks: None,
+            },
             registry,
             metrics.clone(),
         ));

@@ -663,6 +663,11 @@ fn roster_prints_who_is_on_duty() {
         dir.path().join("roster.csv"),
     )
     .expect("copy");
+    std::fs::copy(
+        config.join("routes.example.geojson"),
+        dir.path().join("routes.example.geojson"),
+    )
+    .expect("copy");
     let path = dir.path().join("campus.toml");
     let roster = |at: &str| {
         let out = Command::new(BIN)

@@ -93,6 +93,10 @@ pub enum Command {
         /// The text.
         message: Text,
     },
+    /// An alarm on a device that a checker outside the rule engine keeps
+    /// (a school bus's route episodes, `bus::task`): raised while `active`,
+    /// cleared when not, at the device's own time `at`.
+    Device(DeviceAlarm),
     /// End a zone's suppression early.
     EndSuppression {
         /// Building.
@@ -100,6 +104,31 @@ pub enum Command {
         /// Floor (none: the whole building).
         floor: Option<String>,
     },
+}
+
+/// An alarm that a checker outside the rule engine raises or clears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceAlarm {
+    /// Rule id, e.g. `bus-overspeed`.
+    pub rule: String,
+    /// Site.
+    pub site: String,
+    /// Device id.
+    pub device: String,
+    /// Whether the condition holds.
+    pub active: bool,
+    /// Severity.
+    pub severity: crate::alarms::Severity,
+    /// The rule's name.
+    pub name: Text,
+    /// The text.
+    pub message: Text,
+    /// The figure (peak speed, distance).
+    pub value: Option<f64>,
+    /// When, epoch ms (the device's time).
+    pub at: i64,
+    /// What identifies it in the ledger (trip, stop, zone).
+    pub detail: Vec<(String, String)>,
 }
 
 /// A zone under a drill or maintenance.

@@ -187,7 +187,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// A cell a spreadsheet shows as text: formulas neutralised, cut to Excel's limit.
-fn cell(text: &str) -> String {
+pub(crate) fn cell(text: &str) -> String {
     const FORMULA: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
     let is_number = text.parse::<f64>().is_ok_and(f64::is_finite);
     let mut out = if text.starts_with(FORMULA) && !is_number {

@@ -14,7 +14,7 @@ pub mod store;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-pub use change::{Change, Command, CommandError, Event, Suppression};
+pub use change::{Change, Command, CommandError, DeviceAlarm, Event, Suppression};
 pub use lifecycle::{Action, Alarm, Lang, Severity, State, Text};
 
 fn ts(ms: i64) -> Option<DateTime<Utc>> {

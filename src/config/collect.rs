@@ -36,6 +36,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "rules",
     "modbus",
     "notify",
+    "buses",
 ];
 
 /// Most errors noted in one unit before giving up on it (a bound on the work
@@ -159,6 +160,7 @@ fn check_section(key: &str, value: &mut toml::Value, out: &mut Vec<(String, Stri
             ok
         }
         "notify" => unit::<super::NotifyConfig>(value, key, out),
+        "buses" => unit::<super::BusesConfig>(value, key, out),
         // Not reached: the caller checks `SECTIONS`.
         _ => true,
     }

@@ -206,24 +206,27 @@ impl Config {
             file_problems = super::devices_file::read(&file, &mut config.devices);
             config.devices_from_file = config.devices.len() - before;
         }
-        // Read later (roster reloads, `campusgw roster`): anchored here, like devices_file.
-        if let (Some(d), Some(f)) = (dir, config.notify.roster_file.as_mut()) {
-            if f.is_relative() {
+        // Files read later (roster reloads, `campusgw roster`, a channel's
+        // CA, the bus routes) are anchored here, like devices_file: relative
+        // to the configuration file, not to wherever the gateway was started.
+        let anchor = |f: &mut std::path::PathBuf| {
+            if let Some(d) = dir.filter(|_| f.is_relative()) {
                 *f = d.join(&*f);
             }
+        };
+        if let Some(f) = config.notify.roster_file.as_mut() {
+            anchor(f);
         }
         for c in config.notify.channels.values_mut() {
-            if let (
-                Some(d),
-                super::ChannelKind::Email {
-                    ca_file: Some(f), ..
-                },
-            ) = (dir, &mut c.kind)
+            if let super::ChannelKind::Email {
+                ca_file: Some(f), ..
+            } = &mut c.kind
             {
-                if f.is_relative() {
-                    *f = d.join(&*f);
-                }
+                anchor(f);
             }
+        }
+        if let Some(f) = config.buses.routes_file.as_mut() {
+            anchor(f);
         }
         let super::validate::Findings {
             mut errors,
@@ -720,7 +723,12 @@ timeout = "3s"
 
     #[test]
     fn example_config_is_valid() {
-        let text = include_str!("../../config/campus.example.toml");
+        let routes = concat!(env!("CARGO_MANIFEST_DIR"), "/config/routes.example.geojson");
+        let text = include_str!("../../config/campus.example.toml").replace(
+            "routes_file = \"routes.example.geojson\"",
+            &format!("routes_file = \"{routes}\""),
+        );
+        let text = text.as_str();
         let l = load(text).unwrap_or_else(|e| panic!("example config: {e}"));
         assert!(!l.config.devices.is_empty());
         // The reference maps ship ready to use, and every Modbus device resolves.

@@ -6,6 +6,7 @@
 //! and unknown-key error, with "did you mean"); `validate` collects every
 //! semantic problem at once, never stopping at the first.
 
+mod buses;
 mod collect;
 mod devices_file;
 mod load;
@@ -13,6 +14,7 @@ mod notify;
 mod rules;
 mod validate;
 
+pub use buses::{BusesConfig, TripConfig, VehicleConfig};
 pub use load::{ConfigError, Loaded, Problem, ENV_PREFIX};
 pub use notify::{
     ChannelConfig, ChannelKind, NotifyConfig, PersonConfig, ShiftConfig, SmtpSecurity, TeamConfig,
@@ -72,6 +74,9 @@ pub struct Config {
     /// The duty staff: people, teams, the weekly duty pattern and the roster file.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// School buses: the route file, the vehicles, the timetable, the route checks.
+    #[serde(default)]
+    pub buses: BusesConfig,
 }
 
 /// What to do with a device that publishes but is not declared.

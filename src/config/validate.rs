@@ -315,7 +315,10 @@ impl Config {
                 err(&path, message);
             }
         }
-        for (path, message) in crate::notify::channel::email_problems(self) {
+        let more = crate::notify::channel::email_problems(self)
+            .into_iter()
+            .chain(crate::bus::problems(self));
+        for (path, message) in more {
             err(&path, message);
         }
 

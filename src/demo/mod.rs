@@ -26,6 +26,21 @@ use crate::config::{Config, ModbusTransport};
 /// The annotated example configuration, embedded at build time.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../config/campus.example.toml");
 
+/// The example's bus routes (its `[buses] routes_file`), embedded too.
+pub const EXAMPLE_ROUTES: &str = include_str!("../../config/routes.example.geojson");
+
+/// The example configuration with its route file written into `dir` (the
+/// file names it relative to itself, and the embedded text has no place).
+pub fn example_with_routes(dir: &std::path::Path) -> std::io::Result<String> {
+    let routes = dir.join("routes.example.geojson");
+    std::fs::write(&routes, EXAMPLE_ROUTES)?;
+    let path = toml::Value::String(routes.display().to_string()).to_string();
+    Ok(EXAMPLE_CONFIG.replace(
+        "routes_file = \"routes.example.geojson\"",
+        &format!("routes_file = {path}"),
+    ))
+}
+
 /// Demo settings from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -63,7 +78,8 @@ pub fn config(
 ) -> anyhow::Result<Config> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let influx_from_env = env.iter().any(|(k, _)| k == "CAMPUSGW__INFLUX__URL");
-    let mut cfg = Config::from_toml(EXAMPLE_CONFIG, env)
+    let text = example_with_routes(data_dir).context("cannot write the example bus routes")?;
+    let mut cfg = Config::from_toml(&text, env)
         .context("the embedded example configuration")?
         .config;
     cfg.mqtt.url = format!("mqtt://{mqtt_addr}");

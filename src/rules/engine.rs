@@ -427,12 +427,62 @@ impl Engine {
                     _ => {}
                 }
             }
+            Command::Device(d) => self.device_alarm(d, &mut changes),
             Command::EndSuppression { building, floor } => {
                 self.suppressions
                     .retain(|x| !(x.building == building && x.floor == floor));
             }
         }
         Ok(changes)
+    }
+
+    /// An alarm kept by a checker outside the engine (`bus::task`): raised,
+    /// repeated while open, cleared, like a rule's, at the device's time.
+    fn device_alarm(&mut self, d: crate::alarms::DeviceAlarm, changes: &mut Vec<Change>) {
+        let key: DeviceKey = (Arc::from(d.site.as_str()), Arc::from(d.device.as_str()));
+        let open = self.by_key.get(&(d.rule.clone(), key.clone())).copied();
+        match (d.active, open) {
+            (true, Some(id)) => {
+                self.act(
+                    id,
+                    Action::Repeat { value: d.value },
+                    None,
+                    None,
+                    d.at,
+                    changes,
+                );
+                if let Some(last) = changes.last_mut().filter(|c| c.alarm.id == id) {
+                    last.event.detail = d.detail;
+                }
+            }
+            (true, None) => {
+                let dev = self.devices.get(&key);
+                let location = dev.and_then(|x| x.location.clone());
+                let suppressed = self
+                    .suppressions
+                    .iter()
+                    .find(|s| s.until > d.at && s.covers(location.as_deref()))
+                    .map(|s| s.reason.clone());
+                let id = self.next_id;
+                self.next_id += 1;
+                let mut alarm = Alarm::raised(id, &d.rule, d.severity, d.message, d.value, d.at);
+                alarm.name = d.name;
+                alarm.device = d.device;
+                alarm.kind = dev.map_or("", |x| x.kind.as_str()).to_owned();
+                alarm.site = d.site;
+                alarm.location = location.as_deref().cloned();
+                alarm.suppressed = suppressed;
+                alarm.declared = dev.is_some_and(|x| x.declared);
+                self.open_new(alarm, key, None, d.detail, changes);
+            }
+            (false, Some(id)) => {
+                let active = self.open.get(&id).is_some_and(|a| a.active);
+                if active {
+                    self.act(id, Action::Clear, None, None, d.at, changes);
+                }
+            }
+            (false, None) => {}
+        }
     }
 
     /// Replaces the rules, keeping what the conditions remember of rules that
@@ -458,6 +508,8 @@ impl Engine {
                 a.active
                     && !a.is_group
                     && a.kind != SYSTEM
+                    // The bus checker's alarms are not the rules' to clear.
+                    && !a.rule.starts_with("bus-")
                     && !self.set.rules.iter().any(|r| r.id == a.rule)
             })
             .map(|a| a.id)

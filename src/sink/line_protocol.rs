@@ -66,6 +66,45 @@ pub fn encode_alarm(c: &crate::alarms::Change, out: &mut String) {
     push_ts(c.event.at, out);
 }
 
+/// Appends one point of the `bus_episode` measurement for a finished bus
+/// episode: tags `device`, `route`, `site`, `type`; fields `duration_s`,
+/// `peak_kmh`, `limit_kmh`, `max_distance_m`, `passengers`, `zone`, `stop`;
+/// at the episode's start.
+pub fn encode_bus_episode(p: &crate::bus::task::EpisodePoint, out: &mut String) {
+    let e = &p.episode;
+    out.push_str("bus_episode");
+    for (key, value) in [
+        ("device", p.vehicle.as_str()),
+        ("route", p.route.as_str()),
+        ("site", p.site.as_str()),
+        ("type", e.kind.as_str()),
+    ] {
+        if !value.is_empty() {
+            out.push(',');
+            out.push_str(key);
+            out.push('=');
+            escape_key(value, out);
+        }
+    }
+    let f = |v: Option<f64>| v.filter(|x| x.is_finite()).map(Value::F64);
+    let duration = Value::F64(e.duration_s(e.start));
+    let (peak, limit, dist) = (f(e.peak_kmh), f(e.limit_kmh), f(e.max_distance_m));
+    let passengers = e.passengers.map(Value::I64);
+    let zone = e.zone.as_deref().map(|z| Value::Str(z.into()));
+    let stop = e.stop.as_deref().map(|z| Value::Str(z.into()));
+    let fields = [
+        ("duration_s", Some(&duration)),
+        ("peak_kmh", peak.as_ref()),
+        ("limit_kmh", limit.as_ref()),
+        ("max_distance_m", dist.as_ref()),
+        ("passengers", passengers.as_ref()),
+        ("zone", zone.as_ref()),
+        ("stop", stop.as_ref()),
+    ];
+    write_fields(fields.into_iter().filter_map(|(n, v)| Some((n, v?))), out);
+    push_ts(e.start, out);
+}
+
 /// Appends ` name=value,…` for the fields.
 pub fn write_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>, out: &mut String) {
     let mut sep = ' ';

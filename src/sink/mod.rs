@@ -111,6 +111,8 @@ pub struct Sink {
     pub readings: mpsc::Receiver<Arc<Reading>>,
     /// Alarm transitions (already durable); the rules task holds the other end.
     pub alarms: mpsc::Receiver<Arc<Change>>,
+    /// Finished bus episodes (`bus_episode`); the bus task holds the other end.
+    pub episodes: mpsc::Receiver<Arc<crate::bus::task::EpisodePoint>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Health.
@@ -135,6 +137,7 @@ impl Sink {
             writer,
             readings: mut rx,
             mut alarms,
+            mut episodes,
             metrics,
             health,
             give_up,
@@ -174,8 +177,8 @@ impl Sink {
         let max_points = cfg.batch_size;
         let mut chunk = Chunk::default();
         // Alarm transitions (already durable in the alarm store) ride along.
-        let (mut readings_open, mut alarms_open) = (true, true);
-        while readings_open || alarms_open {
+        let (mut readings_open, mut alarms_open, mut episodes_open) = (true, true, true);
+        while readings_open || alarms_open || episodes_open {
             let ready = chunk.points >= HAND_OVER_POINTS
                 || chunk.due().is_some_and(|d| d <= Instant::now());
             tokio::select! {
@@ -202,6 +205,13 @@ impl Sink {
                         chunk.add_point();
                     }
                     None => alarms_open = false,
+                },
+                e = episodes.recv(), if episodes_open && chunk.points < max_points => match e {
+                    Some(e) => {
+                        line_protocol::encode_bus_episode(&e, &mut chunk.lines);
+                        chunk.add_point();
+                    }
+                    None => episodes_open = false,
                 },
             }
         }

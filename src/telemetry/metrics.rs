@@ -203,6 +203,12 @@ pub struct Metrics {
     ack_links: Family<AckLinkLabel, Counter>,
     /// The web server's (`telemetry::web`).
     pub web: super::web::WebMetrics,
+    /// Bus fixes dropped as impossible, by reason (`bus::check::DropReason`).
+    bus_fixes_dropped: Family<ReasonLabel, Counter>,
+    /// Fixes of buses not in `[[buses.vehicles]]` (shown, not checked).
+    pub bus_unchecked: Counter,
+    /// Failed writes to the bus store.
+    pub bus_store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -249,9 +255,32 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             ack_links: Family::default(),
             web: super::web::WebMetrics::default(),
+            bus_fixes_dropped: Family::default(),
+            bus_unchecked: Counter::default(),
+            bus_store_errors: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        r.register(
+            "bus_fixes_dropped",
+            "Bus position fixes dropped as impossible, by reason",
+            m.bus_fixes_dropped.clone(),
+        );
+        r.register(
+            "bus_fixes_unchecked",
+            "Fixes of buses not in [[buses.vehicles]]",
+            m.bus_unchecked.clone(),
+        );
+        r.register(
+            "bus_store_errors",
+            "Failed writes to the bus store",
+            m.bus_store_errors.clone(),
+        );
+        for d in crate::bus::check::DropReason::ALL {
+            let _ = m
+                .bus_fixes_dropped
+                .get_or_create(&ReasonLabel { reason: d.as_str() });
+        }
         m.web.register(r);
         r.register(
             "messages_received",
@@ -427,6 +456,24 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason: e.as_str() });
         }
         Self { registry, ..m }
+    }
+
+    /// Counts a bus fix dropped as impossible.
+    pub fn bus_fix_dropped(&self, reason: crate::bus::check::DropReason) {
+        self.bus_fixes_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// How many bus fixes were dropped for `reason`.
+    pub fn bus_fixes_dropped(&self, reason: crate::bus::check::DropReason) -> u64 {
+        self.bus_fixes_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
     }
 
     /// The counter of messages from one source.

@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value as Json_};
+
 use tokio::sync::oneshot;
 
 use super::auth::Role;
@@ -24,7 +24,6 @@ use crate::alarms::store::Query;
 use crate::alarms::{Alarm, AlarmView};
 use crate::alarms::{Command, Suppression};
 use crate::reading::now_ms;
-use crate::reading::Kind;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -630,36 +629,6 @@ pub(super) async fn buildings(State(s): State<AppState>, _auth: Auth) -> Json<Bu
             .map(|(building, floors)| Building { building, floors })
             .collect(),
     })
-}
-
-/// `GET /api/buses`.
-pub(super) async fn buses(State(s): State<AppState>, _auth: Auth) -> Json<Json_> {
-    let buses: Vec<Json_> = s
-        .registry
-        .devices(now_ms())
-        .into_iter()
-        .filter(|d| d.kind == Kind::Bus)
-        .map(|d| {
-            let f = |n: &str| d.fields.get(n).cloned().unwrap_or(Json_::Null);
-            json!({
-                "id": d.id,
-                "site": d.site,
-                "name": d.location.as_ref().and_then(|l| l.name.clone()),
-                "online": d.online,
-                "last_seen": d.last_seen,
-                "lat": f("lat"),
-                "lon": f("lon"),
-                "speed_kmh": f("speed_kmh"),
-                "heading_deg": f("heading_deg"),
-                "passengers": f("passengers"),
-                "door_open": f("door_open"),
-                "route_id": f("route_id"),
-                // Route compliance arrives with the route work.
-                "compliance": Json_::Null,
-            })
-        })
-        .collect();
-    Json(json!({ "buses": buses, "routes": [] }))
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ pub mod ack;
 mod api;
 mod assets;
 pub mod auth;
+mod buses;
 mod error;
 pub mod limits;
 pub mod signin;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// `/ack/{token}` (policies with `ack_links`).
     pub ack: Option<Arc<ack::AckPages>>,
+    /// The bus route checks (none without `[buses] routes_file`).
+    pub buses: Option<crate::bus::task::BusHandle>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done
@@ -270,7 +273,9 @@ pub fn router(state: AppState) -> Router {
         .route("/alarms/{id}/unshelve", post(api::unshelve))
         .route("/alarms/{id}/comment", post(api::comment))
         .route("/devices", get(api::devices))
-        .route("/buses", get(api::buses))
+        .route("/buses", get(buses::buses))
+        .route("/buses/weather", post(buses::weather))
+        .route("/reports/bus", get(buses::report))
         .route("/duty", get(api::duty))
         .route("/buildings", get(api::buildings))
         .route("/suppressions", get(api::suppressions).post(api::suppress))
