@@ -743,6 +743,70 @@ policy = "fire"
         );
     }
 
+    /// `low` alarms of a policy with `digest_at` go out as one digest at
+    /// those local times, not one each; the digest is in the outbox, so a
+    /// restart neither loses nor repeats it; other severities are not held.
+    #[tokio::test]
+    async fn low_alarms_go_out_as_one_digest_at_its_time() {
+        let mut s = setup(
+            "[notify.policies.low]\nsteps = [{ after = \"0s\", notify = [\"on_duty:security\"], channels = [\"hook\"] }]\ndigest_at = [\"17:00\", \"08:00\"]\n[[notify.routes]]\nseverities = [\"low\", \"medium\"]\npolicy = \"low\"\n",
+        );
+        let digests = |s: &Setup| {
+            s.delivered("/webhook")
+                .into_iter()
+                .filter(|r| {
+                    r["headers"]["idempotency-key"]
+                        .as_str()
+                        .is_some_and(|k| k.contains("alarm:1:"))
+                })
+                .collect::<Vec<_>>()
+        };
+        {
+            let mut n = s.notifier();
+            for i in 1..=3 {
+                s.raise(i, Severity::Low, T0 + i * MINUTE, |_| {});
+            }
+            // Not held: a medium alarm on the same policy.
+            s.raise(9, Severity::Medium, T0, |_| {});
+            s.at(T0 + 5 * MINUTE);
+            round(&mut n).await;
+            let now = s.delivered("/webhook");
+            assert_eq!(now.len(), 1, "only the medium alarm at once: {now:#?}");
+            s.at(T0 + 7 * 60 * MINUTE - 1_000);
+            round(&mut n).await;
+            assert!(digests(&s).is_empty(), "not before 17:00");
+        }
+        // The gateway restarts before the digest is due.
+        let mut n = s.notifier();
+        s.at(T0 + 7 * 60 * MINUTE);
+        round(&mut n).await;
+        let got = digests(&s);
+        assert_eq!(got.len(), 1, "one digest at 17:00: {got:#?}");
+        let title = got[0]["json"]["title"].as_str().unwrap_or_default();
+        assert!(title.contains("提示汇总") && title.contains('3'), "{title}");
+        let key = got[0]["headers"]["idempotency-key"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(key.matches("alarm:").count(), 3, "{key}");
+        // Restarted again: not sent twice.
+        let mut n = s.notifier();
+        s.at(T0 + 7 * 60 * MINUTE + 1_000);
+        round(&mut n).await;
+        assert_eq!(digests(&s).len(), 1);
+        // One raised after 17:00 waits for 08:00 the next morning.
+        s.raise(4, Severity::Low, T0 + 8 * 60 * MINUTE, |_| {});
+        s.at(T0 + 22 * 60 * MINUTE - 1_000);
+        round(&mut n).await;
+        assert_eq!(s.delivered("/webhook").len(), 2);
+        s.at(T0 + 22 * 60 * MINUTE);
+        round(&mut n).await;
+        let all = s.delivered("/webhook");
+        assert_eq!(all.len(), 3, "{all:#?}");
+        assert!(all[2]["headers"]["idempotency-key"]
+            .as_str()
+            .is_some_and(|k| k.contains("alarm:4:")));
+    }
+
     #[tokio::test]
     async fn a_rate_limited_robot_gets_one_merged_message() {
         let mut s = setup("");

@@ -70,6 +70,10 @@ pub struct PolicyConfig {
     /// How long an ack link stays valid.
     #[serde(default = "default_ack_expiry", with = "humantime_serde")]
     pub ack_expiry: Duration,
+    /// Local times (`"08:00"`) at which the policy's `low` alarms are sent
+    /// as one digest, through its first step, instead of one message each.
+    #[serde(default)]
+    pub digest_at: Vec<String>,
 }
 
 fn default_ack_expiry() -> Duration {

@@ -5,11 +5,14 @@
 //! `config/campus.example.toml`, its Modbus TCP devices (a kitchen hood and a
 //! chemical cabinet) served in-process on their register maps and polled
 //! like real ones, and the gateway consuming it all exactly as `run` does.
+//! Its duty alerts go to a receiver inside the demo (`duty`), which logs
+//! each message it would have sent.
 //! InfluxDB is used when `CAMPUSGW__INFLUX__URL` is set. Each demo has its
 //! own private data directory (or the `--data-dir` it is given), so demos
 //! run side by side on different ports without touching each other.
 
 pub mod broker;
+pub mod duty;
 pub mod modbus;
 pub mod sim;
 pub mod simulate;
@@ -147,7 +150,21 @@ pub async fn run(
         }
     };
     let data_dir = dir.path().to_owned();
-    let mut cfg = config(mqtt_addr, opts.web_port, &data_dir)?;
+    // The links in duty messages need the page's port before it is bound.
+    let web_port = match opts.web_port {
+        0 => std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .context("cannot pick a port for the page")?,
+        p => p,
+    };
+    let mut cfg = config(mqtt_addr, web_port, &data_dir)?;
+    let receiver = duty::start(
+        &mut cfg,
+        format!("http://127.0.0.1:{web_port}"),
+        shutdown.child_token(),
+    )
+    .await?;
     let sim_stop = shutdown.child_token();
     simulate_modbus(&mut cfg, &sim_stop).await?;
     // Devices polled over Modbus do not also publish over MQTT.
@@ -188,6 +205,10 @@ pub async fn run(
         "  MQTT:     mqtt://{mqtt_addr}  (try: mosquitto_sub -h {} -p {} -t 'campus/#' -v)",
         mqtt_addr.ip(),
         mqtt_addr.port()
+    );
+    println!(
+        "  Duty:     messages to the duty staff go to the demo's receiver (logged; the last {} at http://{receiver}/messages); tap the link in one to acknowledge",
+        duty::KEEP
     );
     println!("  Modbus:   {modbus_count} simulated TCP devices, polled like real ones (see modbus/… in /healthz)");
     match stored {

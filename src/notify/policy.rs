@@ -66,6 +66,9 @@ pub struct Policy {
     pub notify_on_clear: bool,
     /// Messages carry one-time acknowledge links, valid this long (ms).
     pub ack_links_ms: Option<i64>,
+    /// Minutes of the local day at which `low` alarms go out as one digest
+    /// (sorted); empty: one message each.
+    pub digest_at: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +165,19 @@ impl Plan {
                     "must be longer than 0s".into(),
                 ));
             }
+            let mut digest_at = Vec::new();
+            for (j, t) in p.digest_at.iter().enumerate() {
+                match chrono::NaiveTime::parse_from_str(t, "%H:%M") {
+                    Ok(t) => digest_at
+                        .push(chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)),
+                    Err(_) => errors.push((
+                        format!("notify.policies.{id}.digest_at[{j}]"),
+                        format!("`{t}` is not a local time HH:MM"),
+                    )),
+                }
+            }
+            digest_at.sort_unstable();
+            digest_at.dedup();
             if p.repeat.is_some_and(|r| r.is_zero()) {
                 errors.push((
                     format!("notify.policies.{id}.repeat"),
@@ -176,6 +192,7 @@ impl Plan {
                     repeat_ms: p.repeat.map(ms),
                     notify_on_clear: p.notify_on_clear,
                     ack_links_ms: p.ack_links.then(|| ms(p.ack_expiry)),
+                    digest_at,
                 },
             );
         }
@@ -253,6 +270,30 @@ impl Policy {
         let rounds = i64::try_from(k - last).ok()?;
         self.repeat_ms
             .map(|r| at(last).saturating_add(r.saturating_mul(rounds)))
+    }
+
+    /// Whether an alarm of `severity` waits for this policy's digest.
+    pub fn digests(&self, severity: crate::alarms::Severity) -> bool {
+        severity == crate::alarms::Severity::Low && !self.digest_at.is_empty()
+    }
+
+    /// The first digest time at or after `at_ms` (epoch ms) in the local
+    /// time of `offset`.
+    pub fn next_digest(&self, at_ms: i64, offset: chrono::FixedOffset) -> Option<i64> {
+        let local = chrono::DateTime::from_timestamp_millis(at_ms)?.with_timezone(&offset);
+        let midnight = local
+            .date_naive()
+            .and_hms_opt(0, 0, 0)?
+            .and_local_timezone(offset)
+            .single()?
+            .timestamp_millis();
+        (0..2)
+            .flat_map(|day| {
+                self.digest_at
+                    .iter()
+                    .map(move |m| midnight + day * 86_400_000 + i64::from(*m) * 60_000)
+            })
+            .find(|t| *t >= at_ms)
     }
 
     /// The step that step number `k` runs (repeats run the last).

@@ -305,6 +305,7 @@ impl Notifier {
             }
             let plan = &self.plan;
             let metrics = &self.metrics;
+            let offset = self.offset;
             let full = events.len() == BATCH;
             self.outbox.transaction(|tx| {
                 for (id, e) in &events {
@@ -325,7 +326,14 @@ impl Notifier {
                             } else if a.inhibited_by.is_some() {
                                 // Covered by the alarm of the same event, which is told.
                             } else if let Some(p) = plan.route(a) {
-                                if let Some(at) = p.due(0, a.raised_at, plan.group_wait_ms) {
+                                let due = p.due(0, a.raised_at, plan.group_wait_ms);
+                                // A `low` alarm of a policy with digests waits for the next one.
+                                let due = if p.digests(a.severity) {
+                                    due.and_then(|t| p.next_digest(t, offset))
+                                } else {
+                                    due
+                                };
+                                if let Some(at) = due {
                                     tx.start(&Escalation {
                                         alarm_id: a.id,
                                         policy: p.id.clone(),
@@ -421,6 +429,12 @@ impl Notifier {
                 })?;
                 continue;
             }
+            // A digest is its alarms' only message: no escalation after it.
+            let (kind, next) = if p.digests(a.severity) {
+                ("digest", None)
+            } else {
+                ("alarm", next)
+            };
             let channels = &self.channels;
             self.outbox.transaction(|tx| {
                 for c in &step.channels {
@@ -434,7 +448,7 @@ impl Notifier {
                                 esc.step,
                                 c,
                                 &person.id,
-                                "alarm",
+                                kind,
                                 "pending",
                                 now,
                                 None,
@@ -448,7 +462,7 @@ impl Notifier {
                             esc.step,
                             c,
                             &ids.join(","),
-                            "alarm",
+                            kind,
                             "pending",
                             now,
                             None,
@@ -500,13 +514,23 @@ impl Notifier {
                 }
                 continue;
             }
+            // A digest is one message per recipient, whatever it holds.
+            let (digest, rows): (Vec<Notification>, Vec<Notification>) =
+                rows.into_iter().partition(|n| n.kind == "digest");
+            let mut batches: Vec<Vec<Notification>> = Vec::new();
+            let mut by_people: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
+            for n in digest {
+                by_people.entry(n.people.clone()).or_default().push(n);
+            }
+            batches.extend(by_people.into_values());
+            let tokens = tokens.saturating_sub(batches.len());
             // A group robot with more waiting than it may take now gets one
             // merged message; per-person messages go one by one.
-            let batches: Vec<Vec<Notification>> = if !personal && rows.len() > tokens {
-                vec![rows]
+            if !personal && rows.len() > tokens && !rows.is_empty() {
+                batches.push(rows);
             } else {
-                rows.into_iter().take(tokens).map(|n| vec![n]).collect()
-            };
+                batches.extend(rows.into_iter().take(tokens).map(|n| vec![n]));
+            }
             for batch in batches {
                 if let Some((_, b, _, _)) = self.channels.get_mut(&channel) {
                     b.tokens -= 1.0;
@@ -674,8 +698,20 @@ impl Notifier {
                 parts.push((title, text));
             }
         }
+        let digest = batch.iter().all(|n| n.kind == "digest");
         let (title, text) = match parts.as_slice() {
             [(t, x)] => (t.clone(), x.clone()),
+            _ if digest => (
+                match lang {
+                    Lang::Zh => format!("【提示汇总】{} 条提示报警", parts.len()),
+                    Lang::En => format!("[Digest] {} low alarms", parts.len()),
+                },
+                parts
+                    .iter()
+                    .map(|(t, x)| format!("{t}\n{x}"))
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
             _ => (
                 match lang {
                     Lang::Zh => format!("【{} 条报警】", parts.len()),
