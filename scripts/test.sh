@@ -21,6 +21,11 @@ declare -A want=(
   [chromedriver]=chromium-driver
   [python3]=python3
   [nft]=nftables
+  # The Debian package and container tests (tests/package.rs, tests/containers.rs).
+  [lintian]=lintian
+  [docker-compose]=docker-compose
+  [systemd-analyze]=systemd
+  [adduser]=adduser
 )
 missing=()
 for cmd in "${!want[@]}"; do
@@ -58,11 +63,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deb"
+  cargo install --locked cargo-deb
+fi
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "test.sh: cargo build --release (the binary tests/package.rs packs)"
+cargo build --release --locked --bin campusgw
 echo "test.sh: cargo nextest run"
 cargo nextest run --locked --profile "${NEXTEST_PROFILE:-ci}" "$@"
 
