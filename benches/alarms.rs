@@ -20,6 +20,12 @@
 //! default 200; `BENCH_NO_INFLUX=1` to leave the database out;
 //! `BENCH_INFLUX_NICE=10` to run it at that nice value; `BENCH_TRACE=1`
 //! prints every probe's MQTT latency and every SSE delivery over 10 ms).
+//!
+//! `BENCH_SHAPE=campus` is issue 17's school instead: the background is
+//! 1,000 msg/s (`BENCH_RATE`) from 500 devices of the five kinds over one
+//! connection, 1 % of it alarm-worthy (each an alarm raised and cleared),
+//! under the five threshold rules of `tests/common/campus.rs`; the probes
+//! are smoke readings over the obscuration limit.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,11 +36,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{feed, free_port, Influx1, Mosquitto};
+use common::{campus, feed, free_port, Influx1, Mosquitto};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-const BACKGROUND_RATE: u64 = 5_000;
-const DEVICES: usize = 1_000;
+/// The background load: messages/s, devices, and whether it is the campus shape.
+#[derive(Clone, Copy)]
+struct Background {
+    rate: u64,
+    devices: usize,
+    campus: bool,
+}
+
+fn background_shape() -> Background {
+    let campus = std::env::var("BENCH_SHAPE").is_ok_and(|s| s == "campus");
+    let (rate, devices) = if campus { (1_000, 500) } else { (5_000, 1_000) };
+    Background {
+        rate: std::env::var("BENCH_RATE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(rate),
+        devices,
+        campus,
+    }
+}
 
 /// When each probe was published: monotonic for MQTT, wall clock for the kernel's timestamps.
 type Sent = Arc<Mutex<HashMap<String, (Instant, SystemTime)>>>;
@@ -63,6 +87,7 @@ fn main() {
     let data = dir.path().join("data");
     let web_port = free_port();
 
+    let shape = background_shape();
     let mut cfg = format!(
         "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = 0\n{}",
         data.display(),
@@ -73,10 +98,19 @@ fn main() {
         } else {
             format!("[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"campus\"\n", influx.url())
         },
-        common::gateway::smoke_rule("smoke at {device}")
+        if shape.campus {
+            campus::rules(5)
+        } else {
+            common::gateway::smoke_rule("smoke at {device}")
+        }
     );
-    for d in 0..DEVICES {
-        cfg.push_str(&format!("[[devices]]\nid = \"smoke-{d}\"\nkind = \"smoke\"\nsite = \"bench\"\nbuilding = \"B{}\"\n", d % 10));
+    for d in 0..shape.devices {
+        let kind = if shape.campus {
+            feed::KINDS[d % 5]
+        } else {
+            "smoke"
+        };
+        cfg.push_str(&format!("[[devices]]\nid = \"{kind}-{d}\"\nkind = \"{kind}\"\nsite = \"bench\"\nbuilding = \"B{}\"\n", d % 10));
     }
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).expect("config");
@@ -134,7 +168,13 @@ fn main() {
             v.last().copied().unwrap_or(f64::NAN)
         );
     };
-    println!("\n{probes} alarms, {BACKGROUND_RATE} msg/s background from {DEVICES} devices, {clients} SSE clients, {seconds} s; latency from publish (ms):\n");
+    println!(
+        "\n{probes} alarms, {} msg/s background from {} devices{}, {clients} SSE clients, {seconds} s; load average {}; latency from publish (ms):\n",
+        shape.rate,
+        shape.devices,
+        if shape.campus { " (campus shape: 1 % alarm-worthy, five rules)" } else { "" },
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("| delivered on | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|");
     report("MQTT (after the store commit)", mqtt_lat);
     let inexact = sse_lat.inexact;
@@ -231,7 +271,7 @@ fn run(
         let sent = sent.clone();
         std::thread::spawn(move || runtime().block_on(probe(port, sent, window)))
     };
-    runtime().block_on(background(port, window));
+    runtime().block_on(background(port, window, background_shape()));
     let (mqtt_lat, echo, n) = probes.join().expect("probe thread");
     let sse_lat = sse.join().expect("SSE thread");
     (mqtt_lat, sse_lat, echo, n)
@@ -502,12 +542,10 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
     while start.elapsed() < window {
         tick.tick().await;
         let dev = format!("probe-{n}");
-        let mut p = feed::payload("smoke", common::now_ms(), n as u64);
-        p["alarm"] = serde_json::json!(true);
+        let p = campus::probe_payload(common::now_ms(), n as u64);
         sent.lock()
             .expect("sent")
             .insert(dev.clone(), (Instant::now(), SystemTime::now()));
-        let p = p.to_string();
         let _ = probe
             .publish(
                 format!("campus/bench/smoke/{dev}"),
@@ -528,8 +566,9 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
     (v, e, n)
 }
 
-/// The background: `BACKGROUND_RATE` QoS 1 messages/s from `DEVICES` detectors, none alarming.
-async fn background(port: u16, window: Duration) {
+/// The background: `shape.rate` QoS 1 messages/s from `shape.devices`
+/// detectors, none alarming; or the campus shape, 1 % alarm-worthy.
+async fn background(port: u16, window: Duration, shape: Background) {
     let mut o = MqttOptions::new("bench-background", "127.0.0.1", port);
     o.set_inflight(1000).set_request_channel_capacity(10_000);
     let (bg, mut bg_events) = AsyncClient::new(o, 10_000);
@@ -539,9 +578,22 @@ async fn background(port: u16, window: Duration) {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while start.elapsed() < window {
         tick.tick().await;
-        let due = (start.elapsed().as_secs_f64() * BACKGROUND_RATE as f64) as u64;
+        let due = (start.elapsed().as_secs_f64() * shape.rate as f64) as u64;
         while seq < due {
-            let d = (seq as usize) % DEVICES;
+            let d = (seq as usize) % shape.devices;
+            if shape.campus {
+                let kind = feed::KINDS[d % 5];
+                let alarm = campus::alarm_worthy(seq, campus::period(0.01));
+                let t = feed::topic("bench", kind, &format!("{kind}-{d}"));
+                let _ = bg.try_publish(
+                    t,
+                    QoS::AtLeastOnce,
+                    false,
+                    campus::payload(kind, common::now_ms(), seq, alarm),
+                );
+                seq += 1;
+                continue;
+            }
             let (t, p) = feed::message(
                 "smoke",
                 "bench",
