@@ -26,6 +26,12 @@
 //! connection, 1 % of it alarm-worthy (each an alarm raised and cleared),
 //! under the five threshold rules of `tests/common/campus.rs`; the probes
 //! are smoke readings over the obscuration limit.
+//!
+//! `BENCH_FLOOD=1` times a flood instead: 1,000 smoke detectors going into
+//! alarm within one second (no background; flood grouping on at its default
+//! of 10 in 10 s): the gateway's CPU per alarm transition, the time until the
+//! last alarm is on MQTT and on every SSE client's socket, when the flood
+//! group was first published, and the gateway's peak RSS.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -88,8 +94,9 @@ fn main() {
     let web_port = free_port();
 
     let shape = background_shape();
+    let flood = std::env::var("BENCH_FLOOD").is_ok_and(|v| v == "1");
     let mut cfg = format!(
-        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = 0\n{}",
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = {}\n{}",
         data.display(),
         broker.url(),
         // BENCH_NO_INFLUX=1: readings are spooled but not written, to tell the database's share apart.
@@ -98,6 +105,7 @@ fn main() {
         } else {
             format!("[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"campus\"\n", influx.url())
         },
+        if flood { 10 } else { 0 },
         if shape.campus {
             campus::rules(5)
         } else {
@@ -144,6 +152,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    if flood {
+        run_flood(&broker.url(), web_port, clients, gw.id());
+        gw.stop();
+        return;
+    }
     let (mqtt_lat, sse_lat, echo, probes) = run(&broker.url(), web_port, clients, seconds);
     let inside = common::http_sync(web_port, "GET", "/metrics", None, None)
         .map(|(_, body)| histogram_quantiles(&body, "campusgw_alarm_latency_seconds"))
@@ -293,6 +306,8 @@ struct SseLatency {
     /// Alarms read together with later bytes, whose timestamp is that of
     /// the later bytes: left out, counted.
     inexact: usize,
+    /// Their latencies, upper bounds (the flood's "last on the page").
+    late: Vec<f64>,
 }
 
 /// The length of the first complete SSE frame (up to and including its blank line).
@@ -395,12 +410,13 @@ async fn sse_clients(
                         continue;
                     };
                     let mut lat = lat.lock().expect("lat");
-                    if !exact {
-                        lat.inexact += 1;
-                        continue;
-                    }
                     let at_socket =
                         arrived.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0;
+                    if !exact {
+                        lat.inexact += 1;
+                        lat.late.push(at_socket);
+                        continue;
+                    }
                     lat.exact.push(at_socket);
                     if trace && at_socket > 10.0 {
                         eprintln!(
@@ -607,4 +623,145 @@ async fn background(port: u16, window: Duration, shape: Background) {
             seq += 1;
         }
     }
+}
+
+/// The flood: 1,000 detectors into alarm within one second, timed until the
+/// last is on MQTT and on every event stream, with the gateway's CPU per
+/// alarm transition and its peak RSS.
+fn run_flood(url: &str, web_port: u16, clients: usize, pid: u32) {
+    const FLOOD: usize = 1_000;
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let window = Duration::from_secs(20);
+    let sse = {
+        let (sent, connected) = (sent.clone(), connected.clone());
+        std::thread::spawn(move || {
+            idle_priority();
+            runtime().block_on(sse_clients(web_port, clients, sent, connected, window))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connected.load(Ordering::Relaxed) < clients {
+        assert!(Instant::now() < deadline, "SSE clients did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = || {
+        common::http_sync(web_port, "GET", "/metrics", None, None)
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    };
+    let transitions = |text: &str| -> f64 {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("campusgw_alarm_transitions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum()
+    };
+    let before = transitions(&metrics());
+    let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
+    let (mqtt_last, group_first, on_mqtt) = runtime().block_on(async {
+        let mut o = MqttOptions::new("bench-flood-watch", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (sub, mut events) = AsyncClient::new(o, 100);
+        sub.subscribe("campusgw/+/alarm/#", QoS::AtMostOnce)
+            .await
+            .expect("subscribe");
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let watch = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut seen = std::collections::HashSet::new();
+            let (mut last, mut group) = (None, None);
+            while let Ok(Ok(ev)) =
+                tokio::time::timeout(Duration::from_secs(15), events.poll()).await
+            {
+                match ev {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let dev = p.topic.split('/').nth(3).unwrap_or("").to_owned();
+                        if dev.starts_with("group-") {
+                            group.get_or_insert(Instant::now());
+                        } else if String::from_utf8_lossy(&p.payload)
+                            .contains("\"state\":\"unacked\"")
+                            && seen.insert(dev)
+                        {
+                            last = Some(Instant::now());
+                            if seen.len() == FLOOD {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (last, group, seen.len())
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready).await;
+        let mut o = MqttOptions::new("bench-flood", "127.0.0.1", port);
+        o.set_inflight(1000).set_request_channel_capacity(2_000);
+        let (publ, mut publ_events) = AsyncClient::new(o, 2_000);
+        tokio::spawn(async move { while publ_events.poll().await.is_ok() {} });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let start = Instant::now();
+        let wall = SystemTime::now();
+        {
+            // Every detector's alarm is timed from the flood's start.
+            let mut s = sent.lock().expect("sent");
+            for d in 0..FLOOD {
+                s.insert(format!("smoke-{d}"), (start, wall));
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for burst in 0..100 {
+            tick.tick().await;
+            for d in burst * 10..burst * 10 + 10 {
+                let mut p = feed::payload("smoke", common::now_ms(), d as u64);
+                p["alarm"] = serde_json::json!(true);
+                let _ = publ
+                    .publish(
+                        format!("campus/bench/smoke/smoke-{d}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        p.to_string(),
+                    )
+                    .await;
+            }
+        }
+        eprintln!(
+            "flood published in {:.0} ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        let (last, group, n) = watch.await.expect("watcher");
+        let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(start));
+        (since(last), since(group), n)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu1, rss) = common::process::cpu_and_peak_rss(pid);
+    let made = transitions(&metrics()) - before;
+    let sse_lat = sse.join().expect("SSE thread");
+    let mut all: Vec<f64> = sse_lat.exact.iter().chain(&sse_lat.late).copied().collect();
+    all.sort_by(f64::total_cmp);
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    println!(
+        "\nFlood: {FLOOD} smoke detectors into alarm within 1 s, {clients} SSE clients; load average {}.\n",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!("| alarm transitions | gateway CPU | per transition | last on MQTT | flood group on MQTT | SSE deliveries | last on the page (SSE) | gateway peak RSS |\n|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {made:.0} | {:.0} ms | {:.0} µs | {:.0} ms ({on_mqtt} of {FLOOD}) | {:.0} ms | {} of {} | {:.0} ms | {rss:.1} MB |",
+        (cpu1 - cpu0) * 1000.0,
+        if made > 0.0 { (cpu1 - cpu0) * 1e6 / made } else { f64::NAN },
+        ms(mqtt_last),
+        ms(group_first),
+        all.len(),
+        FLOOD * clients,
+        all.last().copied().unwrap_or(f64::NAN),
+    );
 }
