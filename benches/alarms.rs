@@ -20,6 +20,18 @@
 //! default 200; `BENCH_NO_INFLUX=1` to leave the database out;
 //! `BENCH_INFLUX_NICE=10` to run it at that nice value; `BENCH_TRACE=1`
 //! prints every probe's MQTT latency and every SSE delivery over 10 ms).
+//!
+//! `BENCH_SHAPE=campus` is issue 17's school instead: the background is
+//! 1,000 msg/s (`BENCH_RATE`) from 500 devices of the five kinds over one
+//! connection, 1 % of it alarm-worthy (each an alarm raised and cleared),
+//! under the five threshold rules of `tests/common/campus.rs`; the probes
+//! are smoke readings over the obscuration limit.
+//!
+//! `BENCH_FLOOD=1` times a flood instead: 1,000 smoke detectors going into
+//! alarm within one second (no background; flood grouping on at its default
+//! of 10 in 10 s): the gateway's CPU per alarm transition, the time until the
+//! last alarm is on MQTT and on every SSE client's socket, when the flood
+//! group was first published, and the gateway's peak RSS.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,11 +42,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{feed, free_port, Influx1, Mosquitto};
+use common::{campus, feed, free_port, Influx1, Mosquitto};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-const BACKGROUND_RATE: u64 = 5_000;
-const DEVICES: usize = 1_000;
+/// The background load: messages/s, devices, and whether it is the campus shape.
+#[derive(Clone, Copy)]
+struct Background {
+    rate: u64,
+    devices: usize,
+    campus: bool,
+}
+
+fn background_shape() -> Background {
+    let campus = std::env::var("BENCH_SHAPE").is_ok_and(|s| s == "campus");
+    let (rate, devices) = if campus { (1_000, 500) } else { (5_000, 1_000) };
+    Background {
+        rate: std::env::var("BENCH_RATE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(rate),
+        devices,
+        campus,
+    }
+}
 
 /// When each probe was published: monotonic for MQTT, wall clock for the kernel's timestamps.
 type Sent = Arc<Mutex<HashMap<String, (Instant, SystemTime)>>>;
@@ -63,8 +93,10 @@ fn main() {
     let data = dir.path().join("data");
     let web_port = free_port();
 
+    let shape = background_shape();
+    let flood = std::env::var("BENCH_FLOOD").is_ok_and(|v| v == "1");
     let mut cfg = format!(
-        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = 0\n{}",
+        "[gateway]\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-alarms\"\n{}[web]\nlisten = \"127.0.0.1:{web_port}\"\n# 200 screens from one address and one session.\nmax_streams_per_session = 1000\nmax_streams_per_address = 1000\nmax_connections_per_address = 1000\n[alarms]\nflood_threshold = {}\n{}",
         data.display(),
         broker.url(),
         // BENCH_NO_INFLUX=1: readings are spooled but not written, to tell the database's share apart.
@@ -73,10 +105,20 @@ fn main() {
         } else {
             format!("[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"campus\"\n", influx.url())
         },
-        common::gateway::smoke_rule("smoke at {device}")
+        if flood { 10 } else { 0 },
+        if shape.campus {
+            campus::rules(5)
+        } else {
+            common::gateway::smoke_rule("smoke at {device}")
+        }
     );
-    for d in 0..DEVICES {
-        cfg.push_str(&format!("[[devices]]\nid = \"smoke-{d}\"\nkind = \"smoke\"\nsite = \"bench\"\nbuilding = \"B{}\"\n", d % 10));
+    for d in 0..shape.devices {
+        let kind = if shape.campus {
+            feed::KINDS[d % 5]
+        } else {
+            "smoke"
+        };
+        cfg.push_str(&format!("[[devices]]\nid = \"{kind}-{d}\"\nkind = \"{kind}\"\nsite = \"bench\"\nbuilding = \"B{}\"\n", d % 10));
     }
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).expect("config");
@@ -110,6 +152,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    if flood {
+        run_flood(&broker.url(), web_port, clients, gw.id());
+        gw.stop();
+        return;
+    }
     let (mqtt_lat, sse_lat, echo, probes) = run(&broker.url(), web_port, clients, seconds);
     let inside = common::http_sync(web_port, "GET", "/metrics", None, None)
         .map(|(_, body)| histogram_quantiles(&body, "campusgw_alarm_latency_seconds"))
@@ -134,7 +181,13 @@ fn main() {
             v.last().copied().unwrap_or(f64::NAN)
         );
     };
-    println!("\n{probes} alarms, {BACKGROUND_RATE} msg/s background from {DEVICES} devices, {clients} SSE clients, {seconds} s; latency from publish (ms):\n");
+    println!(
+        "\n{probes} alarms, {} msg/s background from {} devices{}, {clients} SSE clients, {seconds} s; load average {}; latency from publish (ms):\n",
+        shape.rate,
+        shape.devices,
+        if shape.campus { " (campus shape: 1 % alarm-worthy, five rules)" } else { "" },
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("| delivered on | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|");
     report("MQTT (after the store commit)", mqtt_lat);
     let inexact = sse_lat.inexact;
@@ -231,7 +284,7 @@ fn run(
         let sent = sent.clone();
         std::thread::spawn(move || runtime().block_on(probe(port, sent, window)))
     };
-    runtime().block_on(background(port, window));
+    runtime().block_on(background(port, window, background_shape()));
     let (mqtt_lat, echo, n) = probes.join().expect("probe thread");
     let sse_lat = sse.join().expect("SSE thread");
     (mqtt_lat, sse_lat, echo, n)
@@ -253,6 +306,8 @@ struct SseLatency {
     /// Alarms read together with later bytes, whose timestamp is that of
     /// the later bytes: left out, counted.
     inexact: usize,
+    /// Their latencies, upper bounds (the flood's "last on the page").
+    late: Vec<f64>,
 }
 
 /// The length of the first complete SSE frame (up to and including its blank line).
@@ -355,12 +410,13 @@ async fn sse_clients(
                         continue;
                     };
                     let mut lat = lat.lock().expect("lat");
-                    if !exact {
-                        lat.inexact += 1;
-                        continue;
-                    }
                     let at_socket =
                         arrived.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0;
+                    if !exact {
+                        lat.inexact += 1;
+                        lat.late.push(at_socket);
+                        continue;
+                    }
                     lat.exact.push(at_socket);
                     if trace && at_socket > 10.0 {
                         eprintln!(
@@ -502,12 +558,10 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
     while start.elapsed() < window {
         tick.tick().await;
         let dev = format!("probe-{n}");
-        let mut p = feed::payload("smoke", common::now_ms(), n as u64);
-        p["alarm"] = serde_json::json!(true);
+        let p = campus::probe_payload(common::now_ms(), n as u64);
         sent.lock()
             .expect("sent")
             .insert(dev.clone(), (Instant::now(), SystemTime::now()));
-        let p = p.to_string();
         let _ = probe
             .publish(
                 format!("campus/bench/smoke/{dev}"),
@@ -528,8 +582,9 @@ async fn probe(port: u16, sent: Sent, window: Duration) -> (Vec<f64>, Vec<f64>, 
     (v, e, n)
 }
 
-/// The background: `BACKGROUND_RATE` QoS 1 messages/s from `DEVICES` detectors, none alarming.
-async fn background(port: u16, window: Duration) {
+/// The background: `shape.rate` QoS 1 messages/s from `shape.devices`
+/// detectors, none alarming; or the campus shape, 1 % alarm-worthy.
+async fn background(port: u16, window: Duration, shape: Background) {
     let mut o = MqttOptions::new("bench-background", "127.0.0.1", port);
     o.set_inflight(1000).set_request_channel_capacity(10_000);
     let (bg, mut bg_events) = AsyncClient::new(o, 10_000);
@@ -539,9 +594,22 @@ async fn background(port: u16, window: Duration) {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while start.elapsed() < window {
         tick.tick().await;
-        let due = (start.elapsed().as_secs_f64() * BACKGROUND_RATE as f64) as u64;
+        let due = (start.elapsed().as_secs_f64() * shape.rate as f64) as u64;
         while seq < due {
-            let d = (seq as usize) % DEVICES;
+            let d = (seq as usize) % shape.devices;
+            if shape.campus {
+                let kind = feed::KINDS[d % 5];
+                let alarm = campus::alarm_worthy(seq, campus::period(0.01));
+                let t = feed::topic("bench", kind, &format!("{kind}-{d}"));
+                let _ = bg.try_publish(
+                    t,
+                    QoS::AtLeastOnce,
+                    false,
+                    campus::payload(kind, common::now_ms(), seq, alarm),
+                );
+                seq += 1;
+                continue;
+            }
             let (t, p) = feed::message(
                 "smoke",
                 "bench",
@@ -555,4 +623,145 @@ async fn background(port: u16, window: Duration) {
             seq += 1;
         }
     }
+}
+
+/// The flood: 1,000 detectors into alarm within one second, timed until the
+/// last is on MQTT and on every event stream, with the gateway's CPU per
+/// alarm transition and its peak RSS.
+fn run_flood(url: &str, web_port: u16, clients: usize, pid: u32) {
+    const FLOOD: usize = 1_000;
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let window = Duration::from_secs(20);
+    let sse = {
+        let (sent, connected) = (sent.clone(), connected.clone());
+        std::thread::spawn(move || {
+            idle_priority();
+            runtime().block_on(sse_clients(web_port, clients, sent, connected, window))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connected.load(Ordering::Relaxed) < clients {
+        assert!(Instant::now() < deadline, "SSE clients did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = || {
+        common::http_sync(web_port, "GET", "/metrics", None, None)
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    };
+    let transitions = |text: &str| -> f64 {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("campusgw_alarm_transitions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum()
+    };
+    let before = transitions(&metrics());
+    let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
+    let (mqtt_last, group_first, on_mqtt) = runtime().block_on(async {
+        let mut o = MqttOptions::new("bench-flood-watch", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (sub, mut events) = AsyncClient::new(o, 100);
+        sub.subscribe("campusgw/+/alarm/#", QoS::AtMostOnce)
+            .await
+            .expect("subscribe");
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let watch = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut seen = std::collections::HashSet::new();
+            let (mut last, mut group) = (None, None);
+            while let Ok(Ok(ev)) =
+                tokio::time::timeout(Duration::from_secs(15), events.poll()).await
+            {
+                match ev {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let dev = p.topic.split('/').nth(3).unwrap_or("").to_owned();
+                        if dev.starts_with("group-") {
+                            group.get_or_insert(Instant::now());
+                        } else if String::from_utf8_lossy(&p.payload)
+                            .contains("\"state\":\"unacked\"")
+                            && seen.insert(dev)
+                        {
+                            last = Some(Instant::now());
+                            if seen.len() == FLOOD {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (last, group, seen.len())
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready).await;
+        let mut o = MqttOptions::new("bench-flood", "127.0.0.1", port);
+        o.set_inflight(1000).set_request_channel_capacity(2_000);
+        let (publ, mut publ_events) = AsyncClient::new(o, 2_000);
+        tokio::spawn(async move { while publ_events.poll().await.is_ok() {} });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let start = Instant::now();
+        let wall = SystemTime::now();
+        {
+            // Every detector's alarm is timed from the flood's start.
+            let mut s = sent.lock().expect("sent");
+            for d in 0..FLOOD {
+                s.insert(format!("smoke-{d}"), (start, wall));
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for burst in 0..100 {
+            tick.tick().await;
+            for d in burst * 10..burst * 10 + 10 {
+                let mut p = feed::payload("smoke", common::now_ms(), d as u64);
+                p["alarm"] = serde_json::json!(true);
+                let _ = publ
+                    .publish(
+                        format!("campus/bench/smoke/smoke-{d}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        p.to_string(),
+                    )
+                    .await;
+            }
+        }
+        eprintln!(
+            "flood published in {:.0} ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        let (last, group, n) = watch.await.expect("watcher");
+        let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(start));
+        (since(last), since(group), n)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu1, rss) = common::process::cpu_and_peak_rss(pid);
+    let made = transitions(&metrics()) - before;
+    let sse_lat = sse.join().expect("SSE thread");
+    let mut all: Vec<f64> = sse_lat.exact.iter().chain(&sse_lat.late).copied().collect();
+    all.sort_by(f64::total_cmp);
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    println!(
+        "\nFlood: {FLOOD} smoke detectors into alarm within 1 s, {clients} SSE clients; load average {}.\n",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!("| alarm transitions | gateway CPU | per transition | last on MQTT | flood group on MQTT | SSE deliveries | last on the page (SSE) | gateway peak RSS |\n|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {made:.0} | {:.0} ms | {:.0} µs | {:.0} ms ({on_mqtt} of {FLOOD}) | {:.0} ms | {} of {} | {:.0} ms | {rss:.1} MB |",
+        (cpu1 - cpu0) * 1000.0,
+        if made > 0.0 { (cpu1 - cpu0) * 1e6 / made } else { f64::NAN },
+        ms(mqtt_last),
+        ms(group_first),
+        all.len(),
+        FLOOD * clients,
+        all.last().copied().unwrap_or(f64::NAN),
+    );
 }

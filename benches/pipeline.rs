@@ -24,6 +24,17 @@
 //! write API instead: a database that costs far less CPU per point, which
 //! leaves more of the two cores to the gateway and shows its own ceiling.
 //!
+//! The traffic shape: `BENCH_DEVICES` (10,000), `BENCH_CONNECTIONS` (4),
+//! `BENCH_ALARM_FRACTION` (0: the share of messages over a rule's limit, each
+//! an alarm raised and, at the device's next message, cleared) and
+//! `BENCH_RULES` (0–5 threshold rules, `tests/common/campus.rs`);
+//! `BENCH_SHAPE=campus` is issue 17's school: 500 devices over one connection,
+//! 1 % alarm-worthy, five rules, rates 1,000 and 5,000 msg/s. `BENCH_CONTROL=1`
+//! (on for `campus`) adds a `control` row per rate: the same load through the
+//! broker alone to a plain QoS 1 subscriber (no gateway), so the broker's own
+//! cost and lag are in the same run. `BENCH_IDLE=<seconds>` adds an `idle`
+//! row: the gateway connected, no traffic.
+//!
 //! `BENCH_SOAK=1 cargo bench --bench pipeline` runs the soak instead:
 //! `BENCH_SOAK_MINUTES` (60) at `BENCH_SOAK_RATE` (5,000) messages/s with
 //! InfluxDB stopped for `BENCH_SOAK_OUTAGE_SECS` (60) every
@@ -39,15 +50,70 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::ChildGuard;
-use common::{feed, free_port, Influx1, Mosquitto, Victoria};
+use common::{campus, feed, free_port, Influx1, Mosquitto, Victoria};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
-const DEVICES: usize = 10_000;
-const CONNECTIONS: usize = 4;
+/// The traffic: how many devices over how many connections, how much of it alarm-worthy.
+struct Shape {
+    devices: usize,
+    connections: usize,
+    /// One message in this many is alarm-worthy (0: none).
+    alarm_period: u64,
+    alarm_fraction: f64,
+    /// How many of the five threshold rules the gateway has.
+    rules: usize,
+    /// `campus`: the default rates are issue 17's 1,000 and 5,000 msg/s.
+    campus: bool,
+}
+
+impl Shape {
+    fn from_env() -> Shape {
+        let campus = std::env::var("BENCH_SHAPE").is_ok_and(|s| s == "campus");
+        let (devices, connections, fraction, rules) = if campus {
+            (500, 1, 0.01, 5)
+        } else {
+            (10_000, 4, 0.0, 0)
+        };
+        let fraction = std::env::var("BENCH_ALARM_FRACTION")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(fraction);
+        Shape {
+            devices: env_u64("BENCH_DEVICES", devices as u64) as usize,
+            connections: env_u64("BENCH_CONNECTIONS", connections as u64).max(1) as usize,
+            alarm_period: campus::period(fraction),
+            alarm_fraction: fraction,
+            rules: (env_u64("BENCH_RULES", rules as u64) as usize).min(5),
+            campus,
+        }
+    }
+
+    /// The reference feed as it is, the shape the earlier tables measured.
+    fn plain(&self) -> bool {
+        self.alarm_period == 0 && self.rules == 0
+    }
+}
+
+static SHAPE: std::sync::OnceLock<Shape> = std::sync::OnceLock::new();
+
+fn shape() -> &'static Shape {
+    SHAPE.get_or_init(Shape::from_env)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Through the gateway.
+    Gateway,
+    /// Through the broker alone, to a plain subscriber.
+    Control,
+    /// The gateway with no traffic.
+    Idle,
+}
 
 struct Phase {
     name: String,
     rate: Option<u64>,
+    kind: Kind,
 }
 
 #[derive(Default)]
@@ -63,6 +129,8 @@ struct Outcome {
     lag_max_ms: f64,
     /// CPU (% of one core) of mosquitto, InfluxDB and the load generator (this process).
     others_pct: [f64; 3],
+    /// Alarm transitions the gateway made (raised, cleared…).
+    transitions: u64,
 }
 
 /// Where the gateway writes, fresh for every phase.
@@ -180,30 +248,72 @@ fn main() {
         return;
     }
     let seconds = env_u64("BENCH_SECONDS", 15);
+    let shape = shape();
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
         .ok()
         .map(|s| s.split(',').filter_map(|r| r.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 5_000, 10_000, 20_000, 40_000]);
+        .unwrap_or_else(|| {
+            if shape.campus {
+                vec![1_000, 5_000]
+            } else {
+                vec![1_000, 5_000, 10_000, 20_000, 40_000]
+            }
+        });
+    let control = std::env::var("BENCH_CONTROL").map_or(shape.campus, |v| v == "1");
+    let idle = env_u64("BENCH_IDLE", 0);
     let rt = runtime();
     let broker = Mosquitto::builder().for_gateway().start();
     let mut database = Database::start();
     let work = tempfile::tempdir().expect("temp dir");
     let config_path = work.path().join("bench.toml");
 
-    let mut phases: Vec<Phase> = rates
-        .iter()
-        .map(|r| Phase {
+    let mut phases: Vec<Phase> = Vec::new();
+    if idle > 0 {
+        phases.push(Phase {
+            name: "idle".into(),
+            rate: Some(0),
+            kind: Kind::Idle,
+        });
+    }
+    for r in &rates {
+        if control {
+            phases.push(Phase {
+                name: format!("control {r} msg/s"),
+                rate: Some(*r),
+                kind: Kind::Control,
+            });
+        }
+        phases.push(Phase {
             name: format!("{r} msg/s"),
             rate: Some(*r),
-        })
-        .collect();
-    phases.push(Phase {
-        name: "max".into(),
-        rate: None,
-    });
+            kind: Kind::Gateway,
+        });
+    }
+    // The campus shape is about a school's own rates, not the ceiling.
+    if !shape.campus || std::env::var("BENCH_MAX").is_ok_and(|v| v == "1") {
+        phases.push(Phase {
+            name: "max".into(),
+            rate: None,
+            kind: Kind::Gateway,
+        });
+    }
 
     let mut rows = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
+        if phase.kind == Kind::Control {
+            let outcome = rt.block_on(run_control(
+                &broker.url(),
+                broker.pid().unwrap_or(0),
+                phase.rate,
+                seconds,
+            ));
+            eprintln!(
+                "{:>20}: {:>8.0} msg/s to the subscriber, mosquitto CPU {:.1}%, lag p50 {:.0} ms p99 {:.0} ms",
+                phase.name, outcome.msgs_per_s, outcome.others_pct[0], outcome.lag_p50_ms, outcome.lag_p99_ms
+            );
+            rows.push((phase, outcome));
+            continue;
+        }
         let db = format!("bench{i}");
         let sink = rt.block_on(database.prepare(&db));
         let web_port = free_port();
@@ -214,6 +324,24 @@ fn main() {
         .expect("write config");
         let gw = start_gateway(&config_path, web_port);
         let pid = gw.id();
+        if phase.kind == Kind::Idle {
+            // Past the start-up's own work (devices loaded, trims) first.
+            std::thread::sleep(Duration::from_secs(5));
+            let (cpu0, _) = common::process::cpu_and_peak_rss(pid);
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_secs(idle));
+            let (cpu1, rss) = common::process::cpu_and_peak_rss(pid);
+            gw.stop();
+            let outcome = Outcome {
+                seconds: t0.elapsed().as_secs_f64(),
+                cpu_pct: (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0,
+                rss_mb: rss,
+                ..Outcome::default()
+            };
+            eprintln!("idle: gateway CPU {:.3}% over {idle} s", outcome.cpu_pct);
+            rows.push((phase, outcome));
+            continue;
+        }
         let outcome = rt.block_on(run_phase(
             &broker.url(),
             &database,
@@ -229,32 +357,49 @@ fn main() {
         ));
         gw.stop();
         eprintln!(
-            "{:>12}: {:>8.0} msg/s end to end over {:.1} s, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms",
-            phase.name, outcome.msgs_per_s, outcome.seconds, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms
+            "{:>12}: {:>8.0} msg/s end to end over {:.1} s, gateway CPU {:>5.1}% of a core, peak RSS {:>5.1} MB, lag p50 {:.0} ms p99 {:.0} ms, {} alarm transitions",
+            phase.name, outcome.msgs_per_s, outcome.seconds, outcome.cpu_pct, outcome.rss_mb, outcome.lag_p50_ms, outcome.lag_p99_ms, outcome.transitions
         );
         rows.push((phase, outcome));
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}; {} devices, {} publisher connections, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, {}, gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), DEVICES, CONNECTIONS, database.describe());
+    let _ = writeln!(out, "Machine: {}; load average at the end {}; {} devices, {} publisher connections, {:.1} % of messages alarm-worthy, {} threshold rules, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, {}, gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), loadavg(), shape.devices, shape.connections, shape.alarm_fraction * 100.0, shape.rules, database.describe());
     let db_name = database.name();
-    let _ = writeln!(out, "| offered | published | in {db_name} | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | peak RSS | lag p50 / p99 / max | mosquitto / {db_name} / generator CPU |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| offered | published | in {db_name} | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | µs CPU per message | peak RSS | lag p50 / p99 / max | mosquitto / {db_name} / generator CPU |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for (phase, o) in &rows {
         let per_k = if o.msgs_per_s > 0.0 {
             o.cpu_pct / (o.msgs_per_s / 1000.0)
         } else {
             0.0
         };
+        if phase.kind == Kind::Control {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} (to the subscriber) | {:.0} | — | — | — | — | {:.0} / {:.0} / {:.0} ms | {:.0}% / — / {:.0}% |",
+                phase.name, o.published, o.stored, o.msgs_per_s, o.lag_p50_ms, o.lag_p99_ms, o.lag_max_ms, o.others_pct[0], o.others_pct[2]
+            );
+            continue;
+        }
+        if phase.kind == Kind::Idle {
+            let _ = writeln!(
+                out,
+                "| idle ({:.0} s) | 0 | 0 | 0 | {:.3}% | — | — | {:.1} MB | — | — |",
+                o.seconds, o.cpu_pct, o.rss_mb
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.1}% | {:.2}% | {:.1} MB | {:.0} / {:.0} / {:.0} ms | {:.0}% / {:.0}% / {:.0}% |",
+            "| {} | {} | {} | {:.0} | {:.1}% | {:.2}% | {:.0} | {:.1} MB | {:.0} / {:.0} / {:.0} ms | {:.0}% / {:.0}% / {:.0}% |",
             phase.name,
             o.published,
             o.stored,
             o.msgs_per_s,
             o.cpu_pct,
             per_k,
+            per_k * 10.0,
             o.rss_mb,
             o.lag_p50_ms,
             o.lag_p99_ms,
@@ -265,7 +410,12 @@ fn main() {
         );
     }
     println!("\n{out}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline.md");
+    let file = if shape.campus {
+        "target/bench-pipeline-campus.md"
+    } else {
+        "target/bench-pipeline.md"
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let _ = std::fs::write(&path, &out);
     eprintln!("written to {}", path.display());
     let lost: u64 = rows
@@ -280,7 +430,7 @@ fn main() {
 /// (written next to it) as a school with that many would declare them.
 fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
     let mut csv = String::from("id,kind,site,building,floor,room\n");
-    for d in 0..DEVICES {
+    for d in 0..shape().devices {
         let kind = feed::KINDS[d % 5];
         let _ = writeln!(
             csv,
@@ -293,9 +443,10 @@ fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path
     let devices = dir.join("devices.csv");
     std::fs::write(&devices, csv).expect("write the devices file");
     format!(
-        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n{sink}[web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n{sink}[web]\nlisten = \"127.0.0.1:{web_port}\"\n{}",
         devices.display(),
-        dir.join(format!("data-{db}")).display()
+        dir.join(format!("data-{db}")).display(),
+        campus::rules(shape().rules)
     )
 }
 
@@ -314,8 +465,23 @@ fn start_gateway(config: &std::path::Path, web_port: u16) -> ChildGuard {
     panic!("the gateway did not become ready");
 }
 
+/// Readings written to the database: the points written less the alarm
+/// transitions, which are points too (measurement `alarm`).
 fn points_written(web_port: u16) -> u64 {
-    metric(web_port, "campusgw_points_written_total") as u64
+    let text = common::http_sync(web_port, "GET", "/metrics", None, None)
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    let written = series_sum(&text, "campusgw_points_written_total");
+    written.saturating_sub(series_sum(&text, "campusgw_alarm_transitions_total"))
+}
+
+/// The sum of every sample of `name` (all its label sets) in `text`.
+fn series_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|r| r.starts_with(' ') || r.starts_with('{'))
+        .filter_map(|r| r.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// The processes whose CPU a phase measures.
@@ -364,12 +530,13 @@ async fn run_phase(
         })
     };
 
+    let connections = shape().connections;
     let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
+    for c in 0..connections {
         let published = published.clone();
         let acked = acked.clone();
         let url = url.to_owned();
-        let per_conn_rate = rate.map(|r| r as f64 / CONNECTIONS as f64);
+        let per_conn_rate = rate.map(|r| r as f64 / connections as f64);
         tasks.push(tokio::spawn(async move {
             publish_load(
                 &url,
@@ -400,6 +567,10 @@ async fn run_phase(
     }
     let end = start.elapsed().as_secs_f64();
     let (cpu1, rss) = common::process::cpu_and_peak_rss(pid);
+    let transitions = common::http_sync(web_port, "GET", "/metrics", None, None)
+        .map_or(0, |(_, t)| {
+            series_sum(&t, "campusgw_alarm_transitions_total")
+        });
     let mut others_pct = [0.0; 3];
     for (i, p) in others.iter().enumerate() {
         others_pct[i] = (common::process::cpu_and_peak_rss(*p).0 - others0[i]) / end * 100.0;
@@ -419,22 +590,59 @@ async fn run_phase(
         in_db = now;
     }
 
-    // For each publish sample: how long until InfluxDB acknowledged that many points.
-    let mut lags: Vec<f64> = pub_curve
+    if in_db < total {
+        // Say where they went: the gateway's own counts of what it refused or dropped.
+        if let Ok((_, text)) = common::http_sync(web_port, "GET", "/metrics", None, None) {
+            for l in text.lines().filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("rejected")
+                        || l.contains("dropped")
+                        || l.contains("points_written"))
+            }) {
+                eprintln!("  {l}");
+            }
+        }
+    }
+    let (lag_p50_ms, lag_p99_ms, lag_max_ms, t_last) =
+        lag_of(&pub_curve, &written_curve, in_db, end);
+    Outcome {
+        published: total,
+        stored: in_db,
+        seconds: end,
+        msgs_per_s: in_db as f64 / t_last,
+        cpu_pct: (cpu1 - cpu0) / end * 100.0,
+        rss_mb: rss,
+        lag_p50_ms,
+        lag_p99_ms,
+        lag_max_ms,
+        others_pct,
+        transitions,
+    }
+}
+
+/// Lag p50 / p99 / max (ms) of the `done` curve behind the `published`
+/// curve (for each publish sample, how long until that many were done),
+/// and the time (s) the last of `count` was done (`end` if never).
+fn lag_of(
+    published: &[(f64, u64)],
+    done: &[(f64, u64)],
+    count: u64,
+    end: f64,
+) -> (f64, f64, f64, f64) {
+    let mut lags: Vec<f64> = published
         .iter()
-        .filter(|(_, p)| *p > 0 && *p <= in_db)
+        .filter(|(_, p)| *p > 0 && *p <= count)
         .filter_map(|(t_p, p)| {
-            written_curve
-                .iter()
+            done.iter()
                 .find(|(_, w)| w >= p)
                 .map(|(t_w, _)| (t_w - t_p).max(0.0))
         })
         .collect();
     lags.sort_by(f64::total_cmp);
-    // Throughput up to the moment the last point was acknowledged.
-    let t_last = written_curve
+    // Throughput up to the moment the last point was done.
+    let t_last = done
         .iter()
-        .find(|(_, w)| *w >= in_db)
+        .find(|(_, w)| *w >= count)
         .map_or(end * 1000.0, |(t, _)| *t)
         / 1000.0;
     let pct = |p: f64| {
@@ -444,18 +652,140 @@ async fn run_phase(
             lags[((lags.len() - 1) as f64 * p) as usize]
         }
     };
+    (
+        pct(0.5),
+        pct(0.99),
+        lags.last().copied().unwrap_or(0.0),
+        t_last,
+    )
+}
+
+/// The control: the same load through the broker alone, to one plain QoS 1
+/// subscriber (in this process, so its CPU is in the generator's column).
+/// `stored` is what the subscriber received; the lag is publish → receipt,
+/// read off the same 100-ms curves as the gateway's rows.
+async fn run_control(url: &str, broker: u32, rate: Option<u64>, seconds: u64) -> Outcome {
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("broker port");
+    let received = Arc::new(AtomicU64::new(0));
+    let mut opts = MqttOptions::new(
+        format!("bench-control-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true);
+    let (sub, mut events) = AsyncClient::new(opts, 100);
+    sub.subscribe("campus/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let pump = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(_))) => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("control subscriber: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), subscribed).await;
+    let others = [broker, 0, std::process::id()];
+    let others0 = others.map(|p| common::process::cpu_and_peak_rss(p).0);
+    let published = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (published, received, stop) = (published.clone(), received.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let (mut p, mut r) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let t = start.elapsed().as_secs_f64() * 1000.0;
+                p.push((t, published.load(Ordering::Relaxed)));
+                r.push((t, received.load(Ordering::Relaxed)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (p, r)
+        })
+    };
+    let connections = shape().connections;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (published, acked, url) = (published.clone(), acked.clone(), url.to_owned());
+        let per_conn_rate = rate.map(|r| r as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            publish_load(
+                &url,
+                c,
+                per_conn_rate,
+                Duration::from_secs(seconds),
+                published,
+                acked,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let total = published.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One more sample past the last receipt.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let end = start.elapsed().as_secs_f64();
+    let mut others_pct = [0.0; 3];
+    for (i, p) in others.iter().enumerate() {
+        if *p != 0 {
+            others_pct[i] = (common::process::cpu_and_peak_rss(*p).0 - others0[i]) / end * 100.0;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (pub_curve, recv_curve) = sampler.await.expect("sampler");
+    let got = received.load(Ordering::Relaxed);
+    let _ = sub.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    let (lag_p50_ms, lag_p99_ms, lag_max_ms, t_last) = lag_of(&pub_curve, &recv_curve, got, end);
     Outcome {
         published: total,
-        stored: in_db,
+        // The control's "stored" is "received": counted as lost when short.
+        stored: got,
         seconds: end,
-        msgs_per_s: in_db as f64 / t_last,
-        cpu_pct: (cpu1 - cpu0) / end * 100.0,
-        rss_mb: rss,
-        lag_p50_ms: pct(0.5),
-        lag_p99_ms: pct(0.99),
-        lag_max_ms: lags.last().copied().unwrap_or(0.0),
+        msgs_per_s: got as f64 / t_last,
+        lag_p50_ms,
+        lag_p99_ms,
+        lag_max_ms,
         others_pct,
+        ..Outcome::default()
     }
+}
+
+/// The 1-, 5- and 15-minute load averages: the others' work on this machine.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// One publisher connection: devices `c, c+CONNECTIONS, …` in turn, at
@@ -504,7 +834,12 @@ async fn publish_load(
     });
     let start = Instant::now();
     let mut seq: u64 = 0;
-    let devices: Vec<usize> = (c..DEVICES).step_by(CONNECTIONS).collect();
+    let shape = shape();
+    let devices: Vec<usize> = (c..shape.devices).step_by(shape.connections).collect();
+    // Each device's last timestamp: a burst after a stall (the machine is
+    // shared) may reach a device twice in one millisecond, and InfluxDB
+    // keeps one point per series and time.
+    let mut last_ts = vec![0i64; devices.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while start.elapsed() < duration {
@@ -517,12 +852,20 @@ async fn publish_load(
             None => 200,
         };
         for _ in 0..n {
-            let d = devices[(seq as usize) % devices.len()];
+            let i = (seq as usize) % devices.len();
+            let d = devices[i];
             let kind = feed::KINDS[d % 5];
-            // A device reports again only after the connection's other 2,499
-            // devices did: never twice in one millisecond, so every point is distinct.
-            let ts = common::now_ms();
-            let (topic, payload) = feed::message(kind, "bench", &format!("{kind}-{d}"), ts, seq);
+            let ts = common::now_ms().max(last_ts[i] + 1);
+            last_ts[i] = ts;
+            let (topic, payload) = if shape.plain() {
+                feed::message(kind, "bench", &format!("{kind}-{d}"), ts, seq)
+            } else {
+                let alarm = campus::alarm_worthy(seq, shape.alarm_period);
+                (
+                    feed::topic("bench", kind, &format!("{kind}-{d}")),
+                    campus::payload(kind, ts, seq, alarm),
+                )
+            };
             if client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
@@ -593,9 +936,10 @@ fn soak() {
     let acked = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs(minutes * 60);
     let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
+    let connections = shape().connections;
+    for c in 0..connections {
         let (published, acked, url) = (published.clone(), acked.clone(), broker.url());
-        let r = rate as f64 / CONNECTIONS as f64;
+        let r = rate as f64 / connections as f64;
         tasks.push(rt.spawn(async move {
             publish_load(&url, c, Some(r), duration, published, acked).await
         }));

@@ -18,6 +18,7 @@
 //! - [`tls`]: a throw-away PKI made with rcgen (CA, server, client certs).
 //! - [`mqtt`]: [`Publisher`] / [`Subscriber`] on rumqttc 0.25.
 //! - [`feed`]: reference-feed messages per `shared/docs/FEED.md`.
+//! - [`campus`]: the benchmarks' campus shape (alarm-worthy messages, five threshold rules).
 //! - [`modbus`]: [`PyModbus`], pymodbus's server (TCP, or RTU over a
 //!   [`SerialPair`] from socat) serving the reference register maps.
 //! - [`load`]: a steady QoS 1 load and counting its points back.
@@ -26,6 +27,7 @@
 //!   robots, an SMS provider and a webhook, checking their signatures itself.
 #![allow(dead_code, unused_imports)]
 
+pub mod campus;
 pub mod feed;
 pub mod gateway;
 pub mod gwproc;

@@ -330,8 +330,14 @@ pub struct ChildGuard(Child);
 
 impl ChildGuard {
     /// `campusgw run --config CONFIG`, its JSON log filtered by `rust_log` on stderr.
+    /// `BENCH_GATEWAY_BIN` runs another build instead (a copy of the one
+    /// before a change, to measure both back to back on a shared machine).
     pub fn gateway(config: &Path, rust_log: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        let bin = std::env::var_os("BENCH_GATEWAY_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_campusgw")),
+            PathBuf::from,
+        );
+        let child = Command::new(bin)
             .args(["run", "--log-format", "json", "--config"])
             .arg(config)
             .env("RUST_LOG", rust_log)
