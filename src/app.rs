@@ -105,7 +105,15 @@ impl Gateway {
 
         // The components.
         let (rules, handle) = alarm_engine(&cfg, &known, &shared, rules_rx, points_tx)?;
-        let sink = sink(&cfg, &shared, sink_rx, points_rx, episodes_rx, give_up.clone()).await?;
+        let sink = sink(
+            &cfg,
+            &shared,
+            sink_rx,
+            points_rx,
+            episodes_rx,
+            give_up.clone(),
+        )
+        .await?;
         let modbus = ModbusSource::new(
             &cfg,
             source_tx.clone(),
