@@ -1309,6 +1309,23 @@ policy = "fire"
     .await;
     let row_text = row.text().await.unwrap_or_default();
     assert!(row_text.contains("zhangwei"), "{row_text}");
+    // Its detail lists the message the link came in: delivered by the robot channel.
+    room.find(Locator::Css(
+        "[data-testid=alarm-row][data-state=acked] [data-testid=alarm-open]",
+    ))
+    .await
+    .expect("the row's open button")
+    .click()
+    .await
+    .expect("open the detail");
+    let told = wait_for(
+        &room,
+        "the detail's notifications",
+        "[data-testid=detail-notification][data-state=sent]",
+    )
+    .await;
+    let told_text = told.text().await.unwrap_or_default();
+    assert!(told_text.contains("已送达"), "{told_text}");
 
     // The link again (the back button, a second tap): refused, clearly.
     phone.goto(&link).await.expect("open the link again");

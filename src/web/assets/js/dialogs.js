@@ -206,8 +206,10 @@ export async function openDetail(id) {
   const dialog = $('detail-dialog');
   const body = $('detail-body');
   const events = $('detail-events');
+  const sent = $('detail-notifications');
   clear(body);
   clear(events);
+  clear(sent);
   body.append(h('p', { class: 'muted' }, t('detail.loading')));
   if (!dialog.open) dialog.showModal();
   let data;
@@ -257,6 +259,19 @@ export async function openDetail(id) {
       e.user ? h('span', { class: 'ev-user' }, e.user) : null,
       bits.length ? h('span', { class: 'ev-bits muted' }, bits.join(' · ')) : null,
       e.comment ? h('span', { class: 'ev-comment' }, e.comment) : null));
+  }
+  // Who was told, by which channel and step, and what the channel answered:
+  // the security room sees at once that a message failed or nobody got one.
+  const told = Array.isArray(data.notifications) ? data.notifications : [];
+  if (!told.length) sent.append(h('li', { class: 'muted' }, t('detail.noNotifications')));
+  for (const n of told) {
+    const when = n.sent_at || n.next_at || n.created_at;
+    sent.append(h('li', { class: `ev notify-${n.state}`, 'data-testid': 'detail-notification', 'data-state': n.state },
+      h('time', { class: 'ev-time' }, when ? fmtDateTime(ms(when)) : ''),
+      h('span', { class: 'ev-action' }, t(`notify.${n.state}`)),
+      h('span', { class: 'ev-user' }, `${n.channel} · ${(n.people || []).join('、')}`),
+      h('span', { class: 'ev-bits muted' }, t('notify.stepAttempts', { step: n.step + 1, n: n.attempts })),
+      n.answer ? h('span', { class: 'ev-comment' }, n.answer) : null));
   }
 }
 
