@@ -32,6 +32,10 @@
 //!   `channel`s (webhook, WeCom, DingTalk, Feishu, SMS over HTTP; email over SMTP), the durable
 //!   `outbox` in `notify.db`, the one-time tokens of ack links (`ack`) and the notifier `task`
 //!   that follows the alarm ledger on a thread of its own.
+//! - `bus/`      — school-bus route compliance: the route file (`routes`: GeoJSON, GCJ-02/BD-09
+//!   converted once, a local plane in metres), the per-bus `check`er (pure, on the fixes' own time),
+//!   `trip`s and their `store` (`buses.db`), the `report`, the `task` that raises each episode as an
+//!   alarm through the rules task (`Command::Device`) and sends `bus_episode` points to the sink.
 //! - `registry`  — declared and seen devices, their places, last readings, online state.
 //! - `sink/`     — line protocol, the write-ahead disk spool (`spool`: segments,
 //!   CRC, cursor, drop-oldest), and writing to InfluxDB (v1 and v2) from it with retries;
@@ -53,13 +57,15 @@
 //! # Invariants
 //!
 //! - `reading`, `sources::decode`, `sources::modbus::map`, `sink::line_protocol`,
-//!   `sink::bisect`, `rules::{condition, calendar, engine}` and `alarms::{change, lifecycle}` do no I/O and never spawn.
+//!   `sink::bisect`, `rules::{condition, calendar, engine}`, `alarms::{change, lifecycle}` and
+//!   `bus::{routes, check, trip, report, trace}` do no I/O and never spawn (`bus::Plan::new` reads the route file).
 //! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol
 //!   and the spool's format; only `web/` knows response shapes (and `alarms::AlarmView`,
 //!   the one outside shape of an alarm, shared by the API, the stream and MQTT).
 //! - Components never call each other: they share channels and read-only
 //!   state (`Registry`, `Metrics`, `Health`). The router is the registry's only writer;
-//!   the rules task is the alarm store's only writer.
+//!   the rules task is the alarm store's only writer (the bus task's alarms go through it);
+//!   the bus task is `buses.db`'s only writer.
 //! - Every queue is bounded; a full queue makes its producer wait, never grow.
 //!   The MQTT source holds at most `sources::mqtt::UNACKED_MAX` messages
 //!   unacknowledged, whatever window the broker keeps.

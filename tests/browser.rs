@@ -1335,3 +1335,140 @@ policy = "fire"
     room.close().await.expect("close");
     gw.stop().await;
 }
+
+/// The bus panel: the routes of the route file drawn with their stops and
+/// speed zones, a bus's position live, and the day's report with the trip
+/// and its episode (a skipped stop), in English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_panel_draws_the_routes_and_shows_the_days_report() {
+    use campus_gateway::bus::trace::{generate, Fault, TraceSpec};
+    use chrono::{Timelike, Utc};
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A trip that departed twenty minutes ago, so its whole trace is in the past.
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).expect("offset");
+    let depart = (Utc::now() - chrono::Duration::minutes(20)).with_timezone(&offset);
+    let depart = depart
+        .with_second(0)
+        .and_then(|d| d.with_nanosecond(0))
+        .expect("minute");
+    let routes = concat!(env!("CARGO_MANIFEST_DIR"), "/config/routes.example.geojson");
+    let cfg = common::gateway::config(&format!(
+        r#"
+[gateway]
+data_dir = "{}"
+[mqtt]
+url = "{}"
+[web]
+listen = "127.0.0.1:0"
+[[devices]]
+id = "bus-07"
+kind = "bus"
+site = "yazhong"
+name = "校车7号"
+[buses]
+routes_file = "{routes}"
+reorder_window = "1s"
+[[buses.vehicles]]
+id = "bus-07"
+capacity = 35
+route = "R1"
+[[buses.trips]]
+route = "R1"
+depart = "{}"
+"#,
+        dir.path().display(),
+        broker.url(),
+        depart.format("%H:%M"),
+    ));
+    let plan = campus_gateway::bus::Plan::new(&cfg)
+        .expect("valid")
+        .expect("plan");
+    let gw = common::gateway::start(cfg).await;
+    gw.auth
+        .set_user("duty", Role::Operator, "duty-room-password")
+        .expect("user");
+    common::gateway::wait_subscribed(&gw).await;
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    sign_in(&c, &base_url(&gw), "duty", "duty-room-password").await;
+
+    // The route file, drawn: two routes, their nine stops, two zones.
+    wait_js(
+        &c,
+        "the routes drawn",
+        "document.querySelectorAll('#bus-map polyline.map-route').length === 2",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelectorAll('#bus-map [data-testid=map-stop]').length"
+        )
+        .await,
+        json!(9)
+    );
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelectorAll('#bus-map polygon.map-zone').length"
+        )
+        .await,
+        json!(2)
+    );
+
+    // A trip with a skipped stop, replayed.
+    let spec = TraceSpec::new("R1", depart.timestamp_millis()).with(Fault::SkipStop(2));
+    let fixes = generate(&plan.network, &spec).expect("trace");
+    let publisher = Publisher::connect(&broker.url()).await;
+    for f in &fixes {
+        let body = json!({"ts": f.ts, "lat": f.lat, "lon": f.lon, "speed_kmh": f.speed_kmh,
+            "heading_deg": 90.0, "passengers": f.passengers, "door_open": f.door_open, "route_id": "R1"});
+        publisher
+            .publish(
+                "campus/yazhong/bus/bus-07",
+                body.to_string(),
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    // Its position, live from the stream, on the map.
+    wait_for(
+        &c,
+        "the bus on the map",
+        "#bus-map g.map-bus[data-bus-id=bus-07]",
+    )
+    .await;
+    // The day's report, once the trip's alarm refreshed the panel.
+    let today = Utc::now().with_timezone(&offset).date_naive();
+    if depart.date_naive() == today {
+        let row = wait_for(
+            &c,
+            "the trip in the day's report",
+            "[data-testid=bus-report-trip]",
+        )
+        .await;
+        let mut text = row.text().await.unwrap_or_default();
+        let deadline = Instant::now() + common::DEADLINE;
+        while !text.contains("stop skipped") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            text = text_of(&c, "[data-testid=bus-report-trip]").await;
+        }
+        assert!(
+            text.contains("bus-07") && text.contains("stop skipped"),
+            "{text}"
+        );
+        assert!(text.contains("4/5"), "four of five stops served: {text}");
+        let csv = c
+            .find(Locator::Css("[data-testid=bus-report-csv]"))
+            .await
+            .expect("the CSV link")
+            .attr("href")
+            .await
+            .expect("href")
+            .unwrap_or_default();
+        assert!(csv.contains("format=csv"), "{csv}");
+    }
+    let _ = c.close().await;
+    gw.stop().await;
+}

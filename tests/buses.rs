@@ -226,5 +226,49 @@ async fn replayed_traces_give_the_same_report_alarms_and_points_as_live() {
     assert_eq!(status, 200);
     assert_eq!(csv.lines().count(), 1 + n, "{csv}");
     assert!(csv.contains("stop_skipped"));
+
+    // The bad-weather switch: an operator's, audited; a viewer may not.
+    let post = |token: String, on: bool| {
+        let url = format!("http://{}/api/buses/weather", gw.web_addr);
+        async move {
+            common::http_client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "on": on }))
+                .send()
+                .await
+                .expect("POST")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(gateway::viewer_token(&gw), true).await, 403);
+    gw.auth
+        .set_user(
+            "duty",
+            campus_gateway::web::Role::Operator,
+            "duty-room-password",
+        )
+        .expect("user");
+    let op = gw
+        .auth
+        .create_token("duty", campus_gateway::web::Role::Operator, "duty", None)
+        .expect("token");
+    assert_eq!(post(op.clone(), true).await, 200);
+    let (_, body) = gateway::get(&gw, "/api/buses").await;
+    let buses: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(buses["bad_weather"], true, "{body}");
+    assert_eq!(buses["routes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        buses["routes"][0]["stops"].as_array().map(Vec::len),
+        Some(5)
+    );
+    let audit = gw.auth.audit_log(10).expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "bus_weather" && e.user == "token:duty" && e.target == "on"),
+        "{audit:?}"
+    );
     gw.stop().await;
 }

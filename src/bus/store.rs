@@ -193,3 +193,47 @@ impl BusStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::check::Ctx;
+
+    #[test]
+    fn a_running_trip_survives_a_reopen_and_is_in_the_days_trips() {
+        let plan = crate::bus::tests::plan();
+        let fixes = crate::bus::trace::generate(
+            &plan.network,
+            &crate::bus::trace::TraceSpec::new("R1", crate::bus::tests::MONDAY_0700),
+        )
+        .expect("trace");
+        let ctx = Ctx {
+            plan: &plan,
+            weather: &[],
+        };
+        let mut c = Checker::new("bus-07");
+        let mut out = Vec::new();
+        for f in fixes.iter().take(60) {
+            c.push(*f, f.ts + 20_000, &ctx, &mut out);
+        }
+        assert!(c.trip.is_some(), "mid-trip");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = path(dir.path());
+        {
+            let mut s = BusStore::open(&file).expect("open");
+            s.save(&[&c]).expect("save");
+            s.set_weather(5, true, "duty").expect("weather");
+        }
+        let s = BusStore::open(&file).expect("reopen");
+        let back = s.load_checkers().expect("load");
+        assert_eq!(back, vec![c.clone()]);
+        let trips = s.trips("2026-11-30", Some("bus-07")).expect("trips");
+        assert_eq!(trips.len(), 1);
+        assert_eq!(Some(&trips[0]), c.trip.as_ref());
+        assert!(s
+            .trips("2026-11-30", Some("bus-12"))
+            .expect("trips")
+            .is_empty());
+        assert_eq!(s.weather(10).expect("weather"), vec![(5, true)]);
+    }
+}

@@ -359,6 +359,7 @@ impl BusTask {
             .get(vehicle)
             .and_then(|c| c.trip.as_ref().or(c.extra.as_ref()))
             .map(|t| t.route.clone())
+            .or_else(|| self.plan.vehicles.get(vehicle).map(|v| v.route.clone()))
             .unwrap_or_default();
         for o in out {
             let (alarm, point) = match o {

@@ -473,3 +473,92 @@ proptest! {
         prop_assert!(r.kinds().is_empty(), "{:?}", r.episodes());
     }
 }
+
+/// The recorded traces under `tests/fixtures/bus/`: what the generator
+/// makes of the example routes for every case above, one fix per line (the
+/// MQTT payload a terminal sends). `BUS_FIXTURES_WRITE=1 cargo nextest run
+/// -E 'test(fixtures)'` writes them again after a change of the generator.
+#[test]
+fn the_fixtures_are_the_generators_traces() {
+    let plan = plan();
+    let cases: Vec<(&str, TraceSpec)> = vec![
+        ("compliant", r1()),
+        ("jitter-30m", r1().with(Fault::Jitter(30.0))),
+        (
+            "detour-400m",
+            r1().with(Fault::Detour {
+                from: 600.0,
+                to: 2400.0,
+                depth: 400.0,
+            }),
+        ),
+        (
+            "overspeed-72-on-60",
+            r1().with(Fault::Speed {
+                at: 1000.0,
+                kmh: 72.0,
+                secs: 20.0,
+            }),
+        ),
+        (
+            "overspeed-35-in-gate-zone",
+            r1().with(Fault::Speed {
+                at: 0.0,
+                kmh: 35.0,
+                secs: 18.0,
+            }),
+        ),
+        (
+            "overload",
+            r1().with(Fault::Passengers {
+                from_stop: 2,
+                n: 41,
+            }),
+        ),
+        ("door-open-moving", {
+            let mut s = r1().with(Fault::DoorOpen {
+                from: 1200.0,
+                to: 1400.0,
+            });
+            s.cruise_kmh = 30.0;
+            s
+        }),
+        ("stop-skipped", r1().with(Fault::SkipStop(2))),
+        (
+            "signal-lost-2min",
+            r1().with(Fault::SignalLost {
+                at: 200.0,
+                secs: 120.0,
+            }),
+        ),
+        (
+            "teleport-and-zero",
+            r1().with(Fault::Teleport { at: 300.0, km: 5.0 })
+                .with(Fault::Zero { at: 400.0 }),
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bus");
+    let write = std::env::var_os("BUS_FIXTURES_WRITE").is_some();
+    for (name, spec) in cases {
+        let mut text = String::new();
+        for f in trace(&plan, &spec) {
+            let line = serde_json::json!({
+                "ts": f.ts, "lat": f.lat, "lon": f.lon, "speed_kmh": f.speed_kmh,
+                "heading_deg": 0.0, "passengers": f.passengers, "door_open": f.door_open,
+                "route_id": "R1",
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        let file = dir.join(format!("{name}.jsonl"));
+        if write {
+            std::fs::write(&file, &text).expect("write fixture");
+        }
+        let stored = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            stored == text,
+            "{} is not the generator's trace (BUS_FIXTURES_WRITE=1 writes it)",
+            file.display()
+        );
+    }
+}

@@ -103,6 +103,26 @@ pub fn config(
     Ok(cfg)
 }
 
+/// The demo runs at any hour: each bus departs every 20 minutes (bus-07 on
+/// the hour, bus-12 ten minutes later), and the simulated buses drive to it.
+fn demo_timetable(cfg: &mut Config) {
+    let mut trips = Vec::new();
+    for (i, v) in cfg.buses.vehicles.iter().enumerate() {
+        for h in 0..24 {
+            for m in (0..60).step_by(sim::BUS_CYCLE_MIN as usize) {
+                let m = m + (i as u32 * 10) % sim::BUS_CYCLE_MIN;
+                trips.push(crate::config::TripConfig {
+                    route: v.route.clone(),
+                    vehicle: Some(v.id.clone()),
+                    depart: format!("{h:02}:{m:02}"),
+                    calendar: None,
+                });
+            }
+        }
+    }
+    cfg.buses.trips = trips;
+}
+
 /// Serves every Modbus TCP device of `cfg` in-process and points the
 /// configuration at them.
 async fn simulate_modbus(cfg: &mut Config, stop: &CancellationToken) -> anyhow::Result<()> {
@@ -182,6 +202,10 @@ pub async fn run(
         .collect();
     let modbus_count = polled.len();
     let stored = cfg.influx.url.clone();
+    demo_timetable(&mut cfg);
+    let plan = crate::bus::Plan::new(&cfg)
+        .map_err(|p| anyhow::anyhow!("the example bus routes: {p:?}"))?
+        .map(std::sync::Arc::new);
     let gw = Gateway::start(cfg).await?;
     // No default password: a fresh random one for the demo's operator, every run.
     let password = crate::web::auth::random_password();
@@ -189,7 +213,7 @@ pub async fn run(
         .set_user("operator", crate::web::Role::Operator, &password)
         .context("creating the demo operator")?;
 
-    let sim = tokio::spawn(sim::run(mqtt_addr, devices, sim_stop));
+    let sim = tokio::spawn(sim::run(mqtt_addr, devices, plan, sim_stop));
 
     println!();
     println!("  Campus Gateway demo is running.");

@@ -33,6 +33,9 @@ export const state = {
   deviceIndex: new Map(), // "site/id" -> device, for the marks on alarm rows
   buses: [],
   routes: [],
+  zones: [],
+  badWeather: false,
+  busReport: null,
   busesAt: null,
   history: [],
   historyFetched: 0,
@@ -289,9 +292,39 @@ export async function refreshBuses() {
   if (!state.me) return;
   try {
     const data = await api('/api/buses');
-    state.buses = Array.isArray(data && data.buses) ? data.buses : [];
-    state.routes = Array.isArray(data && data.routes) ? data.routes : [];
+    state.buses = (Array.isArray(data && data.buses) ? data.buses : []).map(busCompliance);
+    // The route file's routes and zones, WGS-84 [lon, lat] → the drawing's [lat, lon].
+    const flip = (c) => (Array.isArray(c) ? c.map(([lon, lat]) => [lat, lon]) : []);
+    state.routes = (Array.isArray(data && data.routes) ? data.routes : []).map((r) => ({
+      id: r.route_id, name: null, corridor_m: r.corridor_m, points: flip(r.coordinates),
+      stops: Array.isArray(r.stops) ? r.stops : [],
+    }));
+    state.zones = (Array.isArray(data && data.zones) ? data.zones : []).map((z) => ({
+      zone: z.zone, limit: z.speed_limit_kmh, points: flip(z.coordinates),
+    }));
+    state.badWeather = !!(data && data.bad_weather);
     state.busesAt = Date.now();
     emit('buses');
   } catch { /* retried later */ }
+  try {
+    // The day's report (local date of the school): what the transport officer signs off.
+    state.busReport = await api('/api/reports/bus');
+    emit('buses');
+  } catch { state.busReport = null; }
+}
+
+/** The checker's view of a bus → the page's compliance: ok, or the episodes going on. */
+function busCompliance(b) {
+  const c = b && b.compliance;
+  if (!c) return { ...b, compliance: null };
+  const open = Array.isArray(c.open) ? c.open : [];
+  return {
+    ...b,
+    compliance: {
+      state: open.length ? open[0] : (c.trip ? 'ok' : 'idle'),
+      open,
+      trip: c.trip || null,
+      detail: c.trip ? c.trip.route : null,
+    },
+  };
 }

@@ -4,7 +4,7 @@
  */
 
 import { t } from '../i18n.js';
-import { $, h, svg, clear, ms, fmtAgo, fmtClock, later } from '../dom.js';
+import { $, h, svg, clear, ms, fmtAgo, fmtClock, fmtTime, later } from '../dom.js';
 import { state } from '../store.js';
 
 const MAP_W = 600;
@@ -16,7 +16,51 @@ const hasPos = (b) => typeof b.lat === 'number' && typeof b.lon === 'number' && 
 
 function compClass(c) {
   if (!c) return 'comp-none';
-  return c.state === 'ok' ? 'comp-ok' : 'comp-bad';
+  return c.state === 'ok' || c.state === 'idle' ? 'comp-ok' : 'comp-bad';
+}
+
+/** A trip's stops (planned → actual) and its episodes, under a bus. */
+function tripDetail(trip) {
+  if (!trip) return null;
+  const stops = h('ol', { class: 'bus-stops', 'data-testid': 'bus-stops' },
+    ...(trip.stops || []).map((st) => h('li', {
+      class: `bus-stop${st.skipped ? ' skipped' : ''}${st.actual ? ' served' : ''}`, 'data-stop': st.stop,
+    },
+    h('span', { class: 'stop-name' }, st.stop), ' ',
+    h('span', { class: 'muted' }, `${t('buses.planned')} ${st.planned ? fmtTime(st.planned) : '–'}`), ' ',
+    st.skipped ? h('span', { class: 'stop-skipped' }, t('episode.stop_skipped'))
+      : h('span', null, st.actual ? `${t('buses.actual')} ${fmtTime(st.actual)}` : ''))));
+  const eps = (trip.episodes || []).map((e) => h('li', { class: `bus-episode${e.end ? '' : ' open'}`, 'data-testid': 'bus-episode', 'data-type': e.type },
+    `${t(`episode.${e.type}`)} · ${fmtTime(e.start)}`,
+    e.peak_kmh != null && e.limit_kmh != null ? ` · ${Math.round(e.peak_kmh)}/${Math.round(e.limit_kmh)} km/h` : '',
+    e.max_distance_m != null ? ` · ${Math.round(e.max_distance_m)} m` : '',
+    e.stop ? ` · ${e.stop}` : ''));
+  return h('div', { class: 'bus-trip' }, stops, eps.length ? h('ul', { class: 'bus-episodes' }, ...eps) : null);
+}
+
+/** The day's report: one line per trip, and the CSV for the bureau. */
+function renderReport() {
+  const box = $('bus-report');
+  if (!box) return;
+  clear(box);
+  const r = state.busReport;
+  if (!r || !Array.isArray(r.trips)) return;
+  box.append(h('div', { class: 'panel-head' },
+    h('h3', null, t('buses.report', { d: r.date })),
+    h('span', { class: 'spacer' }),
+    h('a', { href: `/api/reports/bus?date=${encodeURIComponent(r.date)}&format=csv`, 'data-testid': 'bus-report-csv' }, t('buses.csv'))));
+  if (!r.trips.length) box.append(h('p', { class: 'muted' }, t('buses.noTrips')));
+  const rows = r.trips.map((tr) => h('tr', { 'data-testid': 'bus-report-trip' },
+    h('td', null, tr.vehicle),
+    h('td', null, tr.route),
+    h('td', null, tr.depart_planned ? fmtTime(tr.depart_planned) : t('buses.unscheduled')),
+    h('td', null, `${tr.stops.filter((st) => st.actual).length}/${tr.stops.length}`),
+    h('td', null, tr.episodes.length ? tr.episodes.map((e) => t(`episode.${e.type}`)).join('、') : t('comp.ok'))));
+  if (rows.length) {
+    box.append(h('table', { class: 'bus-report-table' },
+      h('thead', null, h('tr', null, ...['buses.vehicle', 'buses.routeCol', 'buses.depart', 'buses.stopsCol', 'buses.episodes'].map((k) => h('th', null, t(k))))),
+      h('tbody', null, ...rows)));
+  }
 }
 
 function busLabel(b) {
@@ -92,12 +136,15 @@ export function renderBuses() {
     h('div', { class: 'bus-stats' }, stats.length ? stats : h('span', { class: 'muted' }, t('buses.noPosition'))),
     h('div', { class: 'bus-comp', 'data-testid': 'bus-compliance' },
       h('span', { class: 'comp-glyph', 'aria-hidden': 'true' }, comp ? (comp.state === 'ok' ? '✓' : '⚠') : '–'),
-      comp ? t(`comp.${comp.state}`) : t('comp.none'),
+      comp ? (comp.state === 'ok' || comp.state === 'idle' ? t(`comp.${comp.state}`) : t(`episode.${comp.state}`)) : t('comp.none'),
       comp && comp.detail ? h('span', { class: 'comp-detail muted' }, ` · ${comp.detail}`) : null),
     h('div', { class: 'bus-seen muted' },
       b.online ? null : h('span', { class: 'offline-tag' }, `${t('buses.offline')} · `),
-      seen === null ? t('ago.never') : h('span', { class: 'js-ago', 'data-at': seen }, fmtAgo(seen)))));
+      seen === null ? t('ago.never') : h('span', { class: 'js-ago', 'data-at': seen }, fmtAgo(seen))),
+    tripDetail(comp && comp.trip)));
   }
+  if (state.badWeather) list.prepend(h('li', { class: 'bus-weather', 'data-testid': 'bus-weather' }, t('buses.badWeather')));
+  renderReport();
   $('buses-updated').textContent = state.busesAt ? t('alarms.updated', { t: fmtClock(new Date(state.busesAt)) }) : '';
 }
 
@@ -108,6 +155,7 @@ function drawBusMap() {
   const routes = state.routes.filter((r) => Array.isArray(r.points) && r.points.length > 1);
   const points = [];
   for (const r of routes) for (const p of r.points) if (Number.isFinite(p[0]) && Number.isFinite(p[1])) points.push(p);
+  for (const z of state.zones || []) for (const p of z.points) if (Number.isFinite(p[0]) && Number.isFinite(p[1])) points.push(p);
   for (const b of buses) points.push([b.lat, b.lon]);
 
   map.append(svg('rect', { class: 'map-bg', x: 0, y: 0, width: MAP_W, height: MAP_H, rx: 6 }));
@@ -132,6 +180,13 @@ function drawBusMap() {
   labels.block(0, MAP_H - 36, 16 + stepPx + 10, MAP_H); // scale bar
   labels.block(MAP_W - 40, 0, MAP_W, 50);               // north arrow
 
+  // Speed zones under the routes, stops on them.
+  for (const z of state.zones || []) {
+    const zp = z.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])).map((p) => proj.xy(p[0], p[1]));
+    if (zp.length < 3) continue;
+    map.append(svg('polygon', { class: 'map-zone', 'data-zone': z.zone, points: zp.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join(' ') },
+      svg('title', null, `${z.zone} ${z.limit} km/h`)));
+  }
   routes.forEach((r, i) => {
     const pts = r.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])).map((p) => proj.xy(p[0], p[1]));
     const d = pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join(' ');
@@ -140,6 +195,11 @@ function drawBusMap() {
     const [lx, ly] = pts[0];
     const at = labels.place(lx, ly, text, 13, [[6, -7, 'start'], [-6, -7, 'end'], [6, 16, 'start'], [-6, 16, 'end']]);
     map.append(svg('text', { class: `map-route-label route-${i % 4}`, x: at.x, y: at.y, 'text-anchor': at.anchor }, text));
+    for (const st of r.stops || []) {
+      const [sx, sy] = proj.xy(st.lat, st.lon);
+      map.append(svg('circle', { class: `map-stop route-${i % 4}`, cx: sx.toFixed(1), cy: sy.toFixed(1), r: 4, 'data-stop': st.stop, 'data-testid': 'map-stop' },
+        svg('title', null, `${st.stop} (+${Math.round(st.planned_offset_s / 60)} min)`)));
+    }
   });
 
   buses.forEach((b, i) => {
