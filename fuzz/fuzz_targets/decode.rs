@@ -16,9 +16,16 @@ const NOW: i64 = 1_764_380_000_000;
 fn decoders() -> &'static [Decoder] {
     static D: OnceLock<Vec<Decoder>> = OnceLock::new();
     D.get_or_init(|| {
-        let cfg = Config::from_toml(campus_gateway::demo::EXAMPLE_CONFIG, Vec::new())
+        // The example names its bus route file by a relative path: written
+        // beside the text for the load, which reads and checks it.
+        let dir = std::env::temp_dir().join(format!("campusgw-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let text = campus_gateway::demo::example_with_routes(&dir)
+            .unwrap_or_else(|e| panic!("the example routes: {e}"));
+        let cfg = Config::from_toml(&text, Vec::new())
             .map(|l| l.config)
             .unwrap_or_else(|e| panic!("the example configuration: {e}"));
+        let _ = std::fs::remove_dir_all(&dir);
         cfg.mqtt
             .topics
             .iter()
