@@ -253,6 +253,16 @@ pub struct Alarm {
 }
 
 impl Alarm {
+    /// The place in words (building, floor, room), or `site/device` when
+    /// the device has no place: what a message or a page names the alarm by.
+    pub fn place(&self) -> String {
+        self.location
+            .as_ref()
+            .map(crate::reading::Location::describe)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("{}/{}", self.site, self.device))
+    }
+
     /// A newly raised alarm: active, unacknowledged, tripped once.
     pub fn raised(
         id: i64,

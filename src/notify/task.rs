@@ -742,6 +742,17 @@ impl Notifier {
 }
 
 /// An alarm in words for a person: title, text and the template fields.
+/// A severity as a duty message (and its ack page) words it.
+pub(crate) fn severity_word(s: Severity, lang: Lang) -> &'static str {
+    match (lang, s) {
+        (Lang::Zh, Severity::Critical) => "紧急",
+        (Lang::Zh, Severity::High) => "重要",
+        (Lang::Zh, Severity::Medium) => "一般",
+        (Lang::Zh, Severity::Low) => "提示",
+        (Lang::En, s) => s.as_str(),
+    }
+}
+
 fn describe(
     a: &Alarm,
     kind: &str,
@@ -750,13 +761,7 @@ fn describe(
     link: Option<&str>,
     acks: &[(String, String)],
 ) -> (String, String, BTreeMap<String, String>) {
-    let sev = match (lang, a.severity) {
-        (Lang::Zh, Severity::Critical) => "紧急",
-        (Lang::Zh, Severity::High) => "重要",
-        (Lang::Zh, Severity::Medium) => "一般",
-        (Lang::Zh, Severity::Low) => "提示",
-        (Lang::En, s) => s.as_str(),
-    };
+    let sev = severity_word(a.severity, lang);
     let resolved = kind == "clear";
     let what = a.name.get(lang).to_owned();
     let title = match (lang, resolved) {
@@ -765,12 +770,7 @@ fn describe(
         (Lang::En, false) => format!("[{sev}] {what}"),
         (Lang::En, true) => format!("[resolved] {what}"),
     };
-    let place = a
-        .location
-        .as_ref()
-        .map(crate::reading::Location::describe)
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| format!("{}/{}", a.site, a.device));
+    let place = a.place();
     let time = chrono::DateTime::from_timestamp_millis(if resolved {
         a.cleared_at.unwrap_or(a.raised_at)
     } else {

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{AppState, ClientAddr};
-use crate::alarms::{Alarm, Command, Lang, Severity, State as AlarmState};
+use crate::alarms::{Alarm, Command, Lang, State as AlarmState};
 use crate::notify::ack::{AckLinks, Lookup};
 use crate::reading::now_ms;
 
@@ -172,23 +172,8 @@ fn person_of(s: &AppState, found: &Lookup) -> Option<crate::config::PersonConfig
     s.roster.as_ref().and_then(|r| r.person(id).cloned())
 }
 
-fn severity(lang: Lang, sev: Severity) -> &'static str {
-    match (lang, sev) {
-        (Lang::Zh, Severity::Critical) => "紧急",
-        (Lang::Zh, Severity::High) => "重要",
-        (Lang::Zh, Severity::Medium) => "一般",
-        (Lang::Zh, Severity::Low) => "提示",
-        (Lang::En, s) => s.as_str(),
-    }
-}
-
 fn describe(s: &AppState, a: &Alarm, lang: Lang) -> String {
-    let place = a
-        .location
-        .as_ref()
-        .map(crate::reading::Location::describe)
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| format!("{}/{}", a.site, a.device));
+    let place = a.place();
     let when = chrono::DateTime::from_timestamp_millis(a.raised_at)
         .map(|t| {
             t.with_timezone(&s.utc_offset)
@@ -200,7 +185,7 @@ fn describe(s: &AppState, a: &Alarm, lang: Lang) -> String {
         (t(lang, "报警", "Alarm"), a.name.get(lang).to_owned()),
         (
             t(lang, "等级", "Severity"),
-            severity(lang, a.severity).to_owned(),
+            crate::notify::task::severity_word(a.severity, lang).to_owned(),
         ),
         (t(lang, "位置", "Where"), place),
         (t(lang, "时间", "When"), when),
