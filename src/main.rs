@@ -68,17 +68,8 @@ enum Command {
     /// Copy every store of the data directory (users, alarms, duty alerts)
     /// into a new directory while the gateway runs (SQLite online backup).
     Backup {
-        /// The configuration file (for gateway.data_dir).
-        #[arg(
-            long,
-            short,
-            env = "CAMPUSGW_CONFIG",
-            required_unless_present = "data_dir"
-        )]
-        config: Option<PathBuf>,
-        /// The data directory, instead of a configuration file.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: DataDirArgs,
         /// The new directory for the copies (must not exist, or be empty).
         #[arg(long)]
         to: PathBuf,
@@ -161,17 +152,8 @@ enum UserCommand {
         /// Read the password from standard input (one line) instead of a prompt.
         #[arg(long)]
         password_stdin: bool,
-        /// The configuration file (for gateway.data_dir).
-        #[arg(
-            long,
-            short,
-            env = "CAMPUSGW_CONFIG",
-            required_unless_present = "data_dir"
-        )]
-        config: Option<PathBuf>,
-        /// The data directory, instead of a configuration file.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: DataDirArgs,
     },
 }
 
@@ -193,11 +175,7 @@ fn main() -> ExitCode {
                     person,
                 },
         } => notify_test(&config, &channel, person.as_deref()),
-        Command::Backup {
-            config,
-            data_dir,
-            to,
-        } => backup(config, data_dir, &to),
+        Command::Backup { store, to } => backup(store, &to),
         Command::Health { url, insecure } => health(&url, insecure),
         Command::Simulate(args) => {
             init_logging(cli.log_format);
@@ -209,10 +187,9 @@ fn main() -> ExitCode {
                     name,
                     role,
                     password_stdin,
-                    config,
-                    data_dir,
+                    store,
                 },
-        } => user_add(&name, role, password_stdin, config, data_dir),
+        } => user_add(&name, role, password_stdin, store),
         Command::Run { config } => {
             init_logging(cli.log_format);
             let loaded = match Config::load(&config) {
@@ -382,27 +359,45 @@ fn simulate(args: SimulateArgs) -> ExitCode {
     }
 }
 
-/// The data directory from `--data-dir`, or from the configuration's `gateway.data_dir`.
-fn data_dir_of(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
-    match (data_dir, config) {
-        (Some(d), _) => Ok(d),
-        (None, Some(c)) => match Config::load_skipping_secrets(&c) {
-            Ok(l) => Ok(l.config.gateway.data_dir),
-            Err(e) => {
-                eprint!("{e}");
+/// Where a command finds the data directory: `--data-dir`, or the
+/// configuration's `gateway.data_dir`.
+#[derive(Debug, clap::Args)]
+struct DataDirArgs {
+    /// The configuration file (for gateway.data_dir).
+    #[arg(
+        long,
+        short,
+        env = "CAMPUSGW_CONFIG",
+        required_unless_present = "data_dir"
+    )]
+    config: Option<PathBuf>,
+    /// The data directory, instead of a configuration file.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    fn resolve(self) -> Result<PathBuf, ExitCode> {
+        match (self.data_dir, self.config) {
+            (Some(d), _) => Ok(d),
+            (None, Some(c)) => match Config::load_skipping_secrets(&c) {
+                Ok(l) => Ok(l.config.gateway.data_dir),
+                Err(e) => {
+                    eprint!("{e}");
+                    Err(ExitCode::from(2))
+                }
+            },
+            (None, None) => {
+                eprintln!("campusgw: give --config or --data-dir");
                 Err(ExitCode::from(2))
             }
-        },
-        (None, None) => {
-            eprintln!("campusgw: give --config or --data-dir");
-            Err(ExitCode::from(2))
         }
     }
 }
 
 /// `campusgw backup`: exit 0 when every store present was copied and checked.
-fn backup(config: Option<PathBuf>, data_dir: Option<PathBuf>, to: &std::path::Path) -> ExitCode {
-    let dir = match data_dir_of(config, data_dir) {
+fn backup(store: DataDirArgs, to: &std::path::Path) -> ExitCode {
+    let dir = match store.resolve() {
         Ok(d) => d,
         Err(code) => return code,
     };
@@ -423,14 +418,8 @@ fn backup(config: Option<PathBuf>, data_dir: Option<PathBuf>, to: &std::path::Pa
     }
 }
 
-fn user_add(
-    name: &str,
-    role: Role,
-    password_stdin: bool,
-    config: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-) -> ExitCode {
-    let dir = match data_dir_of(config, data_dir) {
+fn user_add(name: &str, role: Role, password_stdin: bool, store: DataDirArgs) -> ExitCode {
+    let dir = match store.resolve() {
         Ok(d) => d,
         Err(code) => return code,
     };
