@@ -55,19 +55,22 @@ pub async fn run(
             continue;
         }
         readings[r.kind as usize].inc();
-        if r.kind == Kind::Bus && out.buses.receiver_count() > 0 {
-            // The page's copy persists nothing: it must not hold the
-            // message's acknowledgement back (a lagging stream would).
-            let mut position = r.clone();
-            position.ack = None;
-            let _ = out.buses.send(Arc::new(position));
-        }
-        if let (Kind::Bus, Some(checks)) = (r.kind, &out.checks) {
-            // Like the page's copy: the checks' store does not hold the
-            // message's acknowledgement (see bus::task). A full queue waits.
+        let page = out.buses.receiver_count() > 0;
+        if r.kind == Kind::Bus && (page || out.checks.is_some()) {
+            // One copy for the page and the route checks. It persists
+            // nothing, so it must not hold the message's acknowledgement
+            // back (a lagging stream would; the checks' store does not wait
+            // for it either, see bus::task).
             let mut fix = r.clone();
             fix.ack = None;
-            let _ = checks.send(Arc::new(fix)).await;
+            let fix = Arc::new(fix);
+            if page {
+                let _ = out.buses.send(fix.clone());
+            }
+            if let Some(checks) = &out.checks {
+                // A full queue waits.
+                let _ = checks.send(fix).await;
+            }
         }
         // The rules task holds its clone of the reading's Ack until the alarm
         // store has what the reading changed. A rules task that is gone (a
