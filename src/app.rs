@@ -55,6 +55,8 @@ pub struct Gateway {
     pub rules: RulesHandle,
     /// Users, sessions, tokens and the audit log.
     pub auth: Arc<AuthStore>,
+    /// Where the built-in broker listens (plain, TLS), when it runs.
+    pub broker_addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -77,16 +79,38 @@ impl Gateway {
     /// Every component is first built (nothing runs yet, so a broken part
     /// fails the start before anything is half-running), then spawned where
     /// it runs; the table below says what ends each one.
-    pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub async fn start_from(mut cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
         install_crypto_provider();
         // Held until the shutdown is over: one gateway per data directory.
         let dir_lock = crate::data_dir::lock(&cfg.gateway.data_dir, "run")
             .context("gateway.data_dir cannot be used")?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        // The gateway as its own broker: up before anyone connects to it; the
+        // gateway's connections then go to its internal loopback port.
+        let broker = match &cfg.mqtt.embedded_broker {
+            Some(b) => {
+                let broker = crate::broker::Broker::start(
+                    b,
+                    &cfg.gateway.data_dir,
+                    &cfg.mqtt.client_id,
+                    cfg.gateway.max_payload_bytes,
+                    metrics.clone(),
+                    health.clone(),
+                )
+                .await
+                .context("cannot start the built-in MQTT broker")?;
+                broker.internal.apply(&mut cfg.mqtt);
+                Some(broker)
+            }
+            None => None,
+        };
+
         // Both the registry and the rules engine start from them.
         let known = cfg.known_devices();
         let shared = Shared {
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::default()),
+            metrics,
+            health,
             registry: Arc::new(Registry::new(&cfg, &known)),
         };
         let shutdown = CancellationToken::new();
@@ -226,6 +250,7 @@ impl Gateway {
         });
         tracker.close();
 
+        let broker_addrs = broker.as_ref().map(|b| (b.plain_addr, b.tls_addr));
         let done = tokio::spawn(
             Stopping {
                 shutdown: shutdown.clone(),
@@ -236,6 +261,7 @@ impl Gateway {
                 notifier,
                 tracker,
                 alarm_thread,
+                broker,
                 dir_lock,
             }
             .run(),
@@ -247,6 +273,7 @@ impl Gateway {
             registry: shared.registry,
             rules: handle,
             auth: web.auth,
+            broker_addrs,
             shutdown,
             done,
         })
@@ -474,6 +501,7 @@ struct Stopping {
     notifier: Option<std::thread::JoinHandle<()>>,
     tracker: TaskTracker,
     alarm_thread: AlarmThread,
+    broker: Option<crate::broker::Broker>,
     dir_lock: crate::data_dir::DirLock,
 }
 
@@ -502,6 +530,10 @@ impl Stopping {
             error!("Some tasks did not stop in time.");
         }
         self.alarm_thread.stop();
+        // Last: the gateway's own connections have sent their final PUBACKs.
+        if let Some(b) = self.broker {
+            b.stop().await;
+        }
         drop(self.dir_lock);
         info!("Stopped.");
     }

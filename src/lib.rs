@@ -92,6 +92,7 @@
 pub mod alarms;
 pub mod app;
 pub mod backup;
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod data_dir;

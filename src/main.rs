@@ -88,6 +88,45 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// The built-in MQTT broker ([mqtt.embedded_broker]): its device accounts.
+    Broker {
+        #[command(subcommand)]
+        action: BrokerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerCommand {
+    /// Manage the broker's accounts (the users file).
+    User {
+        #[command(subcommand)]
+        action: BrokerUserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerUserCommand {
+    /// Create an account, or set an existing one's password and topics.
+    /// The broker reads the file at start: restart the gateway after.
+    Add {
+        /// The user name (e.g. the site code for a site's devices).
+        name: String,
+        /// The users file ([mqtt.embedded_broker] users_file); created if missing.
+        #[arg(long)]
+        users_file: PathBuf,
+        /// The account publishes under campus/<SITE>/# (the reference feed's layout).
+        #[arg(long)]
+        site: Option<String>,
+        /// A topic filter the account may publish to (repeatable).
+        #[arg(long)]
+        publish: Vec<String>,
+        /// A topic filter the account may subscribe to (repeatable), e.g. campusgw/# for a display.
+        #[arg(long)]
+        subscribe: Vec<String>,
+        /// Read the password from standard input (one line) instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,6 +229,23 @@ fn main() -> ExitCode {
                     store,
                 },
         } => user_add(&name, role, password_stdin, store),
+        Command::Broker {
+            action:
+                BrokerCommand::User {
+                    action:
+                        BrokerUserCommand::Add {
+                            name,
+                            users_file,
+                            site,
+                            mut publish,
+                            subscribe,
+                            password_stdin,
+                        },
+                },
+        } => {
+            publish.extend(site.map(|s| format!("campus/{s}/#")));
+            broker_user_add(&name, &users_file, publish, subscribe, password_stdin)
+        }
         Command::Run { config } => {
             init_logging(cli.log_format);
             let loaded = match Config::load(&config) {
@@ -418,34 +474,106 @@ fn backup(store: DataDirArgs, to: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A new password, from standard input (one line) or typed twice at a prompt.
+fn read_new_password(name: &str, from_stdin: bool) -> Result<String, ExitCode> {
+    let fail = |e: std::io::Error| {
+        eprintln!("campusgw: cannot read the password: {e}");
+        ExitCode::FAILURE
+    };
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(fail)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password(format!("Password for {name}: ")).map_err(fail)?;
+    let again = rpassword::prompt_password("Again: ").map_err(fail)?;
+    if first != again {
+        eprintln!("campusgw: the passwords differ");
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(first)
+}
+
+/// `campusgw broker user add`: an account of the built-in broker, hashed into the users file.
+fn broker_user_add(
+    name: &str,
+    path: &std::path::Path,
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+    password_stdin: bool,
+) -> ExitCode {
+    use campus_gateway::broker::acl::{self, UserEntry, UsersFile};
+    if let Err(e) = acl::check_name(name) {
+        eprintln!("campusgw: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut file = if path.exists() {
+        match UsersFile::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("campusgw: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        UsersFile::default()
+    };
+    if publish.is_empty() && subscribe.is_empty() {
+        eprintln!("campusgw: give the account something to do: --site, --publish or --subscribe");
+        return ExitCode::FAILURE;
+    }
+    let password = match read_new_password(name, password_stdin) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    // A device's password is usually generated; a short one is guessable.
+    if password.chars().count() < 12 {
+        eprintln!("campusgw: a broker password needs at least 12 characters");
+        return ExitCode::FAILURE;
+    }
+    let hash = match acl::hash(&password) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("campusgw: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    file.set(UserEntry {
+        name: name.to_owned(),
+        hash,
+        publish,
+        subscribe,
+    });
+    let problems = file.problems();
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("campusgw: {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    match file.save(path) {
+        Ok(()) => {
+            println!(
+                "Broker user {name} saved in {} (restart the gateway to use it).",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("campusgw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn user_add(name: &str, role: Role, password_stdin: bool, store: DataDirArgs) -> ExitCode {
     let dir = match store.resolve() {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let password = if password_stdin {
-        let mut line = String::new();
-        match std::io::stdin().read_line(&mut line) {
-            Ok(_) => line.trim_end_matches(['\r', '\n']).to_owned(),
-            Err(e) => {
-                eprintln!("campusgw: cannot read the password: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        let first = rpassword::prompt_password(format!("Password for {name}: "));
-        let again = rpassword::prompt_password("Again: ");
-        match (first, again) {
-            (Ok(a), Ok(b)) if a == b => a,
-            (Ok(_), Ok(_)) => {
-                eprintln!("campusgw: the passwords differ");
-                return ExitCode::FAILURE;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("campusgw: cannot read the password: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    let password = match read_new_password(name, password_stdin) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     // No lock: the running gateway and this share the user store through SQLite.
     if let Err(e) = data_dir::prepare(&dir) {

@@ -254,7 +254,9 @@ impl Secret {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    /// `mqtt://host:1883` or `mqtts://host:8883`; left out when the gateway
+    /// is the broker (`embedded_broker`).
+    #[serde(default)]
     pub url: String,
     /// Fixed client id: with `clean_session = false` the broker keeps QoS 1 messages for it while the gateway is away.
     #[serde(default = "default_client_id")]
@@ -280,6 +282,76 @@ pub struct MqttConfig {
     /// The topics to subscribe to, each with how to read its messages.
     #[serde(default = "default_topics")]
     pub topics: Vec<TopicConfig>,
+    /// The gateway as the school's broker, for a school without one.
+    pub embedded_broker: Option<BrokerConfig>,
+}
+
+/// `[mqtt.embedded_broker]`: the built-in MQTT 3.1.1 broker (`crate::broker`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Plain MQTT, e.g. `0.0.0.0:1883`.
+    pub listen: Option<SocketAddr>,
+    /// MQTT over TLS.
+    pub tls: Option<BrokerTlsConfig>,
+    /// The accounts: argon2 hashes and what each may publish and subscribe
+    /// to (`campusgw broker user add` writes it).
+    pub users_file: Option<PathBuf>,
+    /// Clients without a user name; only when every listener is on loopback.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Connections at once.
+    #[serde(default = "default_broker_connections")]
+    pub max_connections: usize,
+    /// Connections at once from one address (a site's NAT counts as one).
+    #[serde(default = "default_broker_per_address")]
+    pub max_connections_per_address: usize,
+    /// PUBLISH packets a connection may send per second; past it the broker
+    /// stops reading from it for a while (nothing is dropped).
+    #[serde(default = "default_broker_rate")]
+    pub max_publish_rate: u32,
+    /// Messages held for one session (queued and in flight); past it the
+    /// oldest is dropped and counted, but the gateway's own session makes
+    /// publishers wait instead.
+    #[serde(default = "default_broker_queued")]
+    pub max_queued_messages: usize,
+    /// QoS 1 messages in flight to one subscriber.
+    #[serde(default = "default_broker_inflight")]
+    pub max_inflight: usize,
+    /// Persistent sessions (`clean_session = false`) kept.
+    #[serde(default = "default_broker_sessions")]
+    pub max_sessions: usize,
+}
+
+fn default_broker_connections() -> usize {
+    1024
+}
+fn default_broker_per_address() -> usize {
+    256
+}
+fn default_broker_rate() -> u32 {
+    100
+}
+fn default_broker_queued() -> usize {
+    100_000
+}
+fn default_broker_inflight() -> usize {
+    1000
+}
+fn default_broker_sessions() -> usize {
+    10_000
+}
+
+/// `[mqtt.embedded_broker.tls]`: the broker's TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTlsConfig {
+    /// Where, e.g. `0.0.0.0:8883`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 fn default_client_id() -> String {

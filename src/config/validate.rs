@@ -72,22 +72,33 @@ impl Config {
         }
 
         let m = &self.mqtt;
-        match m.url.split_once("://") {
-            Some(("mqtt" | "tcp" | "mqtts" | "ssl", rest)) if !rest.is_empty() => {
-                if let Err(e) = crate::sources::mqtt::parse_url(&m.url) {
-                    err(
-                        "mqtt.url",
-                        format!("`{}` is not host:port: {e}", redact_urls(&m.url)),
-                    );
-                }
+        if let Some(b) = &m.embedded_broker {
+            if !m.url.is_empty() {
+                err(
+                    "mqtt.url",
+                    "is set with [mqtt.embedded_broker]: the gateway is its own broker, remove url"
+                        .into(),
+                );
             }
-            _ => err(
-                "mqtt.url",
-                format!(
-                    "`{}` must look like mqtt://host:1883 or mqtts://host:8883",
-                    redact_urls(&m.url)
+            validate_broker(b, &mut err);
+        } else {
+            match m.url.split_once("://") {
+                Some(("mqtt" | "tcp" | "mqtts" | "ssl", rest)) if !rest.is_empty() => {
+                    if let Err(e) = crate::sources::mqtt::parse_url(&m.url) {
+                        err(
+                            "mqtt.url",
+                            format!("`{}` is not host:port: {e}", redact_urls(&m.url)),
+                        );
+                    }
+                }
+                _ => err(
+                    "mqtt.url",
+                    format!(
+                        "`{}` must look like mqtt://host:1883 or mqtts://host:8883",
+                        redact_urls(&m.url)
+                    ),
                 ),
-            ),
+            }
         }
         let tls_scheme = m.url.starts_with("mqtts://") || m.url.starts_with("ssl://");
         if let Some(tls) = &m.tls {
@@ -392,6 +403,22 @@ impl Config {
             }
         }
         let mut files = Vec::new();
+        if let Some(b) = &self.mqtt.embedded_broker {
+            if let Some(t) = &b.tls {
+                files.push(("mqtt.embedded_broker.tls.cert_file", Some(&t.cert_file)));
+                files.push(("mqtt.embedded_broker.tls.key_file", Some(&t.key_file)));
+            }
+            if let Some(f) = &b.users_file {
+                match crate::broker::acl::UsersFile::load(f) {
+                    Ok(users) if users.users.is_empty() && !b.allow_anonymous => out.push((
+                        "mqtt.embedded_broker.users_file".into(),
+                        format!("{} has no users: no device could connect (add one with `campusgw broker user add`)", f.display()),
+                    )),
+                    Ok(_) => {}
+                    Err(e) => out.push(("mqtt.embedded_broker.users_file".into(), e.to_string())),
+                }
+            }
+        }
         if let Some(t) = &self.mqtt.tls {
             files.push(("mqtt.tls.ca_file", Some(&t.ca_file)));
             files.push(("mqtt.tls.client_cert_file", t.client_cert_file.as_ref()));
@@ -715,4 +742,48 @@ pub(super) fn device_problems(d: &DeviceConfig) -> Vec<(&'static str, String)> {
         out.push(("heartbeat", "must be at least 1s".into()));
     }
     out
+}
+
+/// `[mqtt.embedded_broker]`: listeners, who may connect, limits.
+fn validate_broker(b: &super::BrokerConfig, err: &mut impl FnMut(&str, String)) {
+    let at = |k: &str| format!("mqtt.embedded_broker.{k}");
+    let listeners: Vec<std::net::SocketAddr> = b
+        .listen
+        .iter()
+        .copied()
+        .chain(b.tls.as_ref().map(|t| t.listen))
+        .collect();
+    if listeners.is_empty() {
+        err(
+            "mqtt.embedded_broker",
+            "needs listen = \"0.0.0.0:1883\" or [mqtt.embedded_broker.tls]".into(),
+        );
+    }
+    if b.allow_anonymous {
+        if let Some(open) = listeners.iter().find(|a| !a.ip().is_loopback()) {
+            err(
+                &at("allow_anonymous"),
+                format!("is only for a broker on loopback; {open} is reachable from the network, so every client needs a user (users_file)"),
+            );
+        }
+    } else if b.users_file.is_none() {
+        err(
+            &at("users_file"),
+            "is needed: without it no device can connect (create it with `campusgw broker user add`)".into(),
+        );
+    }
+    for (k, v) in [
+        ("max_connections", b.max_connections),
+        ("max_connections_per_address", b.max_connections_per_address),
+        ("max_queued_messages", b.max_queued_messages),
+        ("max_sessions", b.max_sessions),
+        ("max_publish_rate", b.max_publish_rate as usize),
+    ] {
+        if v == 0 {
+            err(&at(k), "must be at least 1".into());
+        }
+    }
+    if !(1..=65_535).contains(&b.max_inflight) {
+        err(&at("max_inflight"), "must be 1 to 65535".into());
+    }
 }

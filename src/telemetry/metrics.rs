@@ -203,6 +203,8 @@ pub struct Metrics {
     ack_links: Family<AckLinkLabel, Counter>,
     /// The web server's (`telemetry::web`).
     pub web: super::web::WebMetrics,
+    /// The built-in broker's (`telemetry::broker`).
+    pub broker: super::broker::BrokerMetrics,
     /// Bus fixes dropped as impossible, by reason (`bus::check::DropReason`).
     bus_fixes_dropped: Family<ReasonLabel, Counter>,
     /// Fixes of buses not in `[[buses.vehicles]]` (shown, not checked).
@@ -255,6 +257,7 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             ack_links: Family::default(),
             web: super::web::WebMetrics::default(),
+            broker: super::broker::BrokerMetrics::default(),
             bus_fixes_dropped: Family::default(),
             bus_unchecked: Counter::default(),
             bus_store_errors: Counter::default(),
@@ -282,6 +285,7 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason: d.as_str() });
         }
         m.web.register(r);
+        m.broker.register(r);
         r.register(
             "messages_received",
             "Messages received, by source",

@@ -8,6 +8,7 @@
 //! so a topic holding a newline or an ANSI sequence cannot forge a line or
 //! colour the operator's terminal.
 
+pub mod broker;
 pub mod health;
 pub mod metrics;
 mod ratelimit;
