@@ -1,45 +1,19 @@
-//! The demo's embedded MQTT broker: rumqttd on loopback, anonymous.
+//! The demo's broker: the gateway's own built-in broker (`crate::broker`)
+//! on a loopback port, open to anonymous clients (loopback only).
 
 use std::net::{SocketAddr, TcpListener};
 
 use anyhow::Context as _;
 
-/// Starts the broker on `port` (a free one if `port` is 0 or busy) and returns its address.
-pub fn start(port: u16) -> anyhow::Result<SocketAddr> {
-    let addr = pick_port(port)?;
-    let text = format!(
-        r#"
-id = 0
-[router]
-id = 0
-max_connections = 1000
-max_outgoing_packet_count = 200
-max_segment_size = 10485760
-max_segment_count = 10
+use crate::config::BrokerConfig;
 
-[v4.1]
-name = "v4-1"
-listen = "{addr}"
-next_connection_delay_ms = 1
-[v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 65536
-max_inflight_count = 100
-dynamic_filters = true
-"#
-    );
-    let config: rumqttd::Config = toml::from_str(&text).context("broker configuration")?;
-    std::thread::Builder::new()
-        .name("demo-broker".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "The embedded MQTT broker stopped.");
-            }
-        })
-        .context("spawning the broker thread")?;
-    wait_listening(addr)?;
-    Ok(addr)
+/// The `[mqtt.embedded_broker]` of the demo: anonymous on a loopback
+/// `port` (a free one if `port` is 0 or busy), and generous with rates: the
+/// simulated campus publishes over one connection.
+pub fn config(port: u16) -> anyhow::Result<BrokerConfig> {
+    let addr = pick_port(port)?;
+    let text = format!("listen = \"{addr}\"\nallow_anonymous = true\nmax_publish_rate = 100000\n");
+    toml::from_str(&text).context("the demo's broker configuration")
 }
 
 fn pick_port(port: u16) -> anyhow::Result<SocketAddr> {
@@ -53,18 +27,8 @@ fn pick_port(port: u16) -> anyhow::Result<SocketAddr> {
         tracing::warn!(
             wanted = port,
             using = addr.port(),
-            "MQTT port busy; the embedded broker uses another."
+            "MQTT port busy; the demo's broker uses another."
         );
     }
     Ok(addr)
-}
-
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    anyhow::bail!("the embedded broker did not start listening on {addr}")
 }

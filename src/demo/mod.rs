@@ -1,6 +1,6 @@
 //! `campusgw demo`: the whole gateway on a machine with nothing installed.
 //!
-//! An embedded MQTT broker (rumqttd) on loopback, a simulated campus
+//! The gateway's built-in MQTT broker on loopback (anonymous there), a simulated campus
 //! publishing the reference feed for every device of
 //! `config/campus.example.toml`, its Modbus TCP devices (a kitchen hood and a
 //! chemical cabinet) served in-process on their register maps and polled
@@ -72,20 +72,18 @@ impl DataDir {
     }
 }
 
-/// The example configuration adapted to the demo: the embedded broker, a
-/// private data directory, InfluxDB only when the environment names one.
-pub fn config(
-    mqtt_addr: SocketAddr,
-    web_port: u16,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<Config> {
+/// The example configuration adapted to the demo: the built-in broker on
+/// `mqtt_port`, a private data directory, InfluxDB only when the
+/// environment names one.
+pub fn config(mqtt_port: u16, web_port: u16, data_dir: &std::path::Path) -> anyhow::Result<Config> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let influx_from_env = env.iter().any(|(k, _)| k == "CAMPUSGW__INFLUX__URL");
     let text = example_with_routes(data_dir).context("cannot write the example bus routes")?;
     let mut cfg = Config::from_toml(&text, env)
         .context("the embedded example configuration")?
         .config;
-    cfg.mqtt.url = format!("mqtt://{mqtt_addr}");
+    cfg.mqtt.url = String::new();
+    cfg.mqtt.embedded_broker = Some(broker::config(mqtt_port)?);
     cfg.mqtt.username = None;
     cfg.mqtt.password = None;
     cfg.mqtt.tls = None;
@@ -159,8 +157,6 @@ pub async fn run(
     data_dir: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mqtt_addr =
-        broker::start(opts.mqtt_port).context("cannot start the embedded MQTT broker")?;
     // Dropped (and so removed, when fresh) at the end of this function,
     // after the gateway has stopped.
     let dir = match data_dir {
@@ -178,7 +174,7 @@ pub async fn run(
             .context("cannot pick a port for the page")?,
         p => p,
     };
-    let mut cfg = config(mqtt_addr, web_port, &data_dir)?;
+    let mut cfg = config(opts.mqtt_port, web_port, &data_dir)?;
     let receiver = duty::start(
         &mut cfg,
         format!("http://127.0.0.1:{web_port}"),
@@ -207,6 +203,9 @@ pub async fn run(
         .map_err(|p| anyhow::anyhow!("the example bus routes: {p:?}"))?
         .map(std::sync::Arc::new);
     let gw = Gateway::start(cfg).await?;
+    let Some((Some(mqtt_addr), _)) = gw.broker_addrs else {
+        anyhow::bail!("the demo's broker has no listener");
+    };
     // No default password: a fresh random one for the demo's operator, every run.
     let password = crate::web::auth::random_password();
     gw.auth

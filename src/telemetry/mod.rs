@@ -42,8 +42,7 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the level.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Human => false,
