@@ -35,6 +35,11 @@
 //! cost and lag are in the same run. `BENCH_IDLE=<seconds>` adds an `idle`
 //! row: the gateway connected, no traffic.
 //!
+//! `BENCH_BROKER=embedded` runs the gateway as its own broker
+//! (`[mqtt.embedded_broker]`, anonymous on loopback) and publishes to it
+//! instead of to mosquitto: the same feed, and the gateway's CPU then
+//! includes the broker's (the control rows still go through mosquitto).
+//!
 //! `BENCH_SOAK=1 cargo bench --bench pipeline` runs the soak instead:
 //! `BENCH_SOAK_MINUTES` (60) at `BENCH_SOAK_RATE` (5,000) messages/s with
 //! InfluxDB stopped for `BENCH_SOAK_OUTAGE_SECS` (60) every
@@ -260,6 +265,7 @@ fn main() {
             }
         });
     let control = std::env::var("BENCH_CONTROL").map_or(shape.campus, |v| v == "1");
+    let embedded = std::env::var("BENCH_BROKER").is_ok_and(|v| v == "embedded");
     let idle = env_u64("BENCH_IDLE", 0);
     let rt = runtime();
     let broker = Mosquitto::builder().for_gateway().start();
@@ -317,9 +323,19 @@ fn main() {
         let db = format!("bench{i}");
         let sink = rt.block_on(database.prepare(&db));
         let web_port = free_port();
+        // The gateway's own broker: devices publish to it, mosquitto idles.
+        let (url, mqtt_section) = if embedded {
+            let port = free_port();
+            (
+                format!("mqtt://127.0.0.1:{port}"),
+                format!("[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\nallow_anonymous = true\nmax_publish_rate = 1000000\n"),
+            )
+        } else {
+            (broker.url(), format!("url = \"{}\"\n", broker.url()))
+        };
         std::fs::write(
             &config_path,
-            config(&broker.url(), &sink, &db, web_port, work.path()),
+            config(&mqtt_section, &sink, &db, web_port, work.path()),
         )
         .expect("write config");
         let gw = start_gateway(&config_path, web_port);
@@ -343,13 +359,17 @@ fn main() {
             continue;
         }
         let outcome = rt.block_on(run_phase(
-            &broker.url(),
+            &url,
             &database,
             &db,
             web_port,
             Procs {
                 gateway: pid,
-                broker: broker.pid().unwrap_or(0),
+                broker: if embedded {
+                    0
+                } else {
+                    broker.pid().unwrap_or(0)
+                },
                 database: database.pid(),
             },
             phase.rate,
@@ -364,7 +384,12 @@ fn main() {
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {}; load average at the end {}; {} devices, {} publisher connections, {:.1} % of messages alarm-worthy, {} threshold rules, {seconds} s per phase, QoS 1, mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`, {}, gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), loadavg(), shape.devices, shape.connections, shape.alarm_fraction * 100.0, shape.rules, database.describe());
+    let via = if embedded {
+        "the gateway's built-in broker (its CPU is in the gateway's)"
+    } else {
+        "mosquitto `set_tcp_nodelay true` and `max_inflight_messages 1000`"
+    };
+    let _ = writeln!(out, "Machine: {}; load average at the end {}; {} devices, {} publisher connections, {:.1} % of messages alarm-worthy, {} threshold rules, {seconds} s per phase, QoS 1, {via}, {}, gateway defaults (batch 5,000 / 1 s, spool with fsync, `spool_sync_interval` 2 ms).\n", common::process::machine(), loadavg(), shape.devices, shape.connections, shape.alarm_fraction * 100.0, shape.rules, database.describe());
     let db_name = database.name();
     let _ = writeln!(out, "| offered | published | in {db_name} | end-to-end msg/s | gateway CPU (% of one core) | CPU per 1,000 msg/s | µs CPU per message | peak RSS | lag p50 / p99 / max | mosquitto / {db_name} / generator CPU |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
@@ -410,10 +435,11 @@ fn main() {
         );
     }
     println!("\n{out}");
-    let file = if shape.campus {
-        "target/bench-pipeline-campus.md"
-    } else {
-        "target/bench-pipeline.md"
+    let file = match (shape.campus, embedded) {
+        (true, false) => "target/bench-pipeline-campus.md",
+        (true, true) => "target/bench-pipeline-campus-embedded.md",
+        (false, false) => "target/bench-pipeline.md",
+        (false, true) => "target/bench-pipeline-embedded.md",
     };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let _ = std::fs::write(&path, &out);
@@ -428,6 +454,8 @@ fn main() {
 
 /// The gateway's configuration, with the 10,000 devices in a `devices_file`
 /// (written next to it) as a school with that many would declare them.
+/// `mqtt` is the `[mqtt]` section's own lines (the broker's URL, or the
+/// built-in broker's table).
 fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path) -> String {
     let mut csv = String::from("id,kind,site,building,floor,room\n");
     for d in 0..shape().devices {
@@ -443,7 +471,7 @@ fn config(mqtt: &str, sink: &str, db: &str, web_port: u16, dir: &std::path::Path
     let devices = dir.join("devices.csv");
     std::fs::write(&devices, csv).expect("write the devices file");
     format!(
-        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nurl = \"{mqtt}\"\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n{sink}[web]\nlisten = \"127.0.0.1:{web_port}\"\n{}",
+        "devices_file = \"{}\"\n[gateway]\ndata_dir = \"{}\"\nmax_ts_past = \"1d\"\n[mqtt]\nclient_id = \"bench-gw-{db}\"\nclean_session = true\n{mqtt}{sink}[web]\nlisten = \"127.0.0.1:{web_port}\"\n{}",
         devices.display(),
         dir.join(format!("data-{db}")).display(),
         campus::rules(shape().rules)

@@ -45,7 +45,7 @@
 //!   the event stream (`stream`), the ack-link pages `/ack/{token}` (`ack`); every JSON body
 //!   the API answers with is a type in `views`.
 //! - `telemetry/`— logs, Prometheus metrics, component health.
-//! - `demo/`     — `campusgw demo`: embedded broker, a simulated campus, and simulated
+//! - `demo/`     — `campusgw demo`: the built-in broker on loopback, a simulated campus, and simulated
 //!   Modbus devices (tokio-modbus servers; the Modbus benchmark reuses them);
 //!   `campusgw simulate` (`simulate`): the simulated devices towards any broker.
 //! - `app`       — wiring, the alarm path's own thread (MQTT source, router, rules,
@@ -53,12 +53,16 @@
 //!   shared workers), and ordered shutdown.
 //! - `memory`    — glibc malloc tuning that keeps the resident memory small.
 //! - `backup`    — `campusgw backup`: SQLite online backup of the data directory's stores.
+//! - `broker/`   — the built-in MQTT 3.1.1 broker (`[mqtt.embedded_broker]`, and the demo's):
+//!   accounts and topic grants (`acl`), sessions and routing (`state`, pure), `broker.db`
+//!   (`store`), one connection (`conn`). The gateway's own connections reach it on an internal
+//!   loopback port, so the sources and the alarm publisher are the same as with any broker.
 //!
 //! # Invariants
 //!
 //! - `reading`, `sources::decode`, `sources::modbus::map`, `sink::line_protocol`,
 //!   `sink::bisect`, `rules::{condition, calendar, engine}`, `alarms::{change, lifecycle}` and
-//!   `bus::{routes, check, trip, report, trace}` do no I/O and never spawn (`bus::Plan::new` reads the route file).
+//!   `bus::{routes, check, trip, report, trace}`, `broker::state` do no I/O and never spawn (`bus::Plan::new` reads the route file).
 //! - Only `sources/` knows topics, payloads and registers; only `sink/` knows line protocol
 //!   and the spool's format; only `web/` knows response shapes (and `alarms::AlarmView`,
 //!   the one outside shape of an alarm, shared by the API, the stream and MQTT).
@@ -72,6 +76,10 @@
 //!   A backlog towards InfluxDB lives in the spool on disk, bounded by
 //!   `gateway.spool_max_mb`; past it the oldest data is dropped, counted and
 //!   shown — never silently.
+//! - With the built-in broker, a device's QoS 1 message is acknowledged to it
+//!   only once `broker.db` holds it for every persistent session it is queued
+//!   for (or the subscriber acknowledged it first); only the gateway publishes
+//!   `campusgw/…`.
 //! - Acknowledge after persist: a QoS 1 message is acknowledged to the broker
 //!   only when every holder of its `Ack` has made it durable (the spool's
 //!   fsync, the alarm store's commit and WAL sync). Whoever gives a reading up without
