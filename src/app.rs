@@ -90,10 +90,12 @@ impl Gateway {
         // gateway's connections then go to its internal loopback port.
         let broker = match &cfg.mqtt.embedded_broker {
             Some(b) => {
+                let filters = crate::sources::mqtt::filters(&cfg.mqtt)?;
                 let broker = crate::broker::Broker::start(
                     b,
                     &cfg.gateway.data_dir,
                     &cfg.mqtt.client_id,
+                    &filters,
                     cfg.gateway.max_payload_bytes,
                     metrics.clone(),
                     health.clone(),

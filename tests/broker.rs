@@ -254,8 +254,35 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
         2.0
     );
 
-    // A display asking for the whole feed gets nothing.
+    // A device cannot take the gateway's client id (nor its session).
     let port_s = port.to_string();
+    let out = mosquitto_client(
+        "mosquitto_pub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-u",
+            "yazhong",
+            "-P",
+            SITE_PASSWORD,
+            "-i",
+            "campusgw",
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-m",
+            &payload,
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(metric(&gw, "campusgw_broker_refused_total{reason=\"client_id\"}").await >= 1.0);
+    gateway::wait_subscribed(&gw).await;
+
+    // A display asking for the whole feed gets nothing.
     let out = mosquitto_client(
         "mosquitto_sub",
         &[

@@ -356,9 +356,10 @@ fn demo_runs_with_nothing_installed() {
         .spawn()
         .expect("start campusgw demo");
     let mut readings = 0.0;
+    let mut published = 0.0;
     let mut polled = 0.0;
     let deadline = Instant::now() + common::DEADLINE;
-    while Instant::now() < deadline && (readings < 20.0 || polled < 2.0) {
+    while Instant::now() < deadline && (readings < 20.0 || published < 20.0 || polled < 2.0) {
         std::thread::sleep(Duration::from_millis(500));
         if let Ok((200, text)) = common::http_sync(web, "GET", "/metrics", None, None) {
             let sum = |prefix: &str| -> f64 {
@@ -368,6 +369,8 @@ fn demo_runs_with_nothing_installed() {
                     .sum()
             };
             readings = sum("campusgw_readings_total");
+            // Through the demo's broker, not only polled.
+            published = sum("campusgw_messages_received_total{source=\"mqtt\"}");
             // Both simulated Modbus devices answered at least once.
             polled = ["hood-3", "chem-3"]
                 .iter()
@@ -385,8 +388,8 @@ fn demo_runs_with_nothing_installed() {
         let _ = out.read_to_string(&mut stdout);
     }
     assert!(
-        readings >= 20.0,
-        "the simulated campus feeds the gateway: {readings} readings"
+        readings >= 20.0 && published >= 20.0,
+        "the simulated campus feeds the gateway: {readings} readings, {published} over MQTT"
     );
     let (code, body) = health.expect("/healthz answers");
     assert_eq!(code, 200, "{body}");

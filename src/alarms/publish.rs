@@ -28,6 +28,9 @@ pub fn topic(template: &str, c: &Change) -> String {
         .replace("{rule}", &c.alarm.rule)
 }
 
+/// Appended to `[mqtt] client_id` for this connection's own id.
+pub const CLIENT_SUFFIX: &str = "-alarms";
+
 /// Publishes every change from `events` until `cancel`.
 pub async fn run(
     mqtt: MqttConfig,
@@ -35,7 +38,7 @@ pub async fn run(
     mut events: broadcast::Receiver<Arc<Change>>,
     cancel: CancellationToken,
 ) {
-    let opts = match crate::sources::mqtt::options(&mqtt, "-alarms") {
+    let opts = match crate::sources::mqtt::options(&mqtt, CLIENT_SUFFIX) {
         Ok(o) => o,
         Err(e) => {
             warn!(error = %e, "Alarm publication disabled: cannot build the MQTT client.");

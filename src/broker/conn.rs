@@ -245,6 +245,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if id.is_empty() {
             id = format!("auto-{}", self.shared.next_auto_id());
         }
+        // The gateway's ids (its source's and its alarm publisher's): a
+        // device squatting one would keep the gateway from its own feed.
+        let gateways = id == self.shared.feed_client
+            || id.strip_prefix(self.shared.feed_client.as_str())
+                == Some(crate::alarms::publish::CLIENT_SUFFIX);
+        if principal != Principal::Internal && gateways {
+            self.shared.metrics.broker.refused("client_id");
+            warn!(peer = %self.peer, client = %id, user = principal.name(), "Broker connection refused: the client id is the gateway's.");
+            let _ = self
+                .send_now(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::BadClientId,
+                    false,
+                )))
+                .await;
+            return Err(End::Refused);
+        }
         let will = match &c.last_will {
             Some(w) if !acl::valid_topic(&w.topic) || !principal.may_publish(&w.topic) => {
                 self.shared.metrics.broker.refused("will_denied");

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Publishers wait while the gateway's session is this far behind.
     held: AtomicBool,
+    /// The gateway's client id: it and every id that starts with it are the gateway's.
+    feed_client: String,
     max_publish_rate: u32,
     max_payload_bytes: usize,
     log_limit: LogLimiter,
@@ -146,11 +148,13 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// Opens `broker.db` in `data_dir`, binds the listeners and starts
     /// serving; `feed_client` is the gateway's own client id (its session
-    /// holds the feed), `max_payload_bytes` the largest payload taken.
+    /// holds the feed) and `feed_filters` what it subscribes to,
+    /// `max_payload_bytes` the largest payload taken.
     pub async fn start(
         cfg: &BrokerConfig,
         data_dir: &Path,
         feed_client: &str,
+        feed_filters: &[(String, rumqttc::QoS)],
         max_payload_bytes: usize,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -175,6 +179,7 @@ impl Broker {
         let mut state = State::new(limits, Some(feed_client.to_owned()));
         let kept = sessions.len();
         state.restore(sessions, retained);
+        state.reserve_feed(acl::Principal::Internal.name(), feed_filters);
         let (queued, _, _) = state.sizes();
         let state = Arc::new(Mutex::new(state));
         let store_stop = Arc::new(AtomicBool::new(false));
@@ -225,6 +230,7 @@ impl Broker {
             hashing: Arc::new(Semaphore::new(1)),
             cancel: CancellationToken::new(),
             held: AtomicBool::new(false),
+            feed_client: feed_client.to_owned(),
             max_publish_rate: cfg.max_publish_rate,
             max_payload_bytes,
             log_limit: LogLimiter::new(Duration::from_secs(10)),

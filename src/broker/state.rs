@@ -273,6 +273,31 @@ impl State {
         self.retained = retained.into_iter().collect();
     }
 
+    /// Makes sure the gateway's own session exists, owned by `owner` and
+    /// subscribed to `filters`, before any device can publish: on a first
+    /// start nothing published before the gateway's connection subscribes
+    /// is lost, and no device can take its client id first.
+    pub fn reserve_feed(&mut self, owner: &str, filters: &[(String, QoS)]) {
+        let Some(client) = self.feed_client.clone() else {
+            return;
+        };
+        // The configuration is what the gateway subscribes to: a topic
+        // removed from it is not delivered any more.
+        let s = self
+            .sessions
+            .entry(client.clone())
+            .or_insert_with(|| Session::new(owner, true));
+        s.holds_feed = true;
+        s.owner = owner.to_owned();
+        s.subs = filters.to_vec();
+        if filters.is_empty() {
+            self.subscribed.remove(&client);
+        } else {
+            self.subscribed.insert(client.clone());
+        }
+        self.save_session(&client);
+    }
+
     /// Attaches a connection to `client`'s session, creating or cleaning it.
     /// A connection that had it is kicked.
     pub fn connect(&mut self, client: &str, owner: &str, clean: bool) -> Result<Attached, Refusal> {
@@ -751,6 +776,18 @@ mod tests {
         out.clear();
         s.outgoing("e", b.conn, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_gateway_session_is_there_before_it_connects() {
+        let mut s = State::new(limits(), Some("campusgw".into()));
+        s.reserve_feed("(gateway)", &[("campus/#".into(), QoS::AtLeastOnce)]);
+        assert!(s.publish(msg("campus/y/smoke/a", QoS::AtLeastOnce), false) > 0);
+        let a = s.connect("campusgw", "(gateway)", false).unwrap();
+        assert!(a.present);
+        let mut out = Vec::new();
+        s.outgoing("campusgw", a.conn, &mut out);
+        assert_eq!(out.len(), 1, "published before the gateway connected");
     }
 
     #[test]

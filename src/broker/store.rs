@@ -247,7 +247,8 @@ pub fn spawn(
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
-                    std::thread::park_timeout(Duration::from_millis(200));
+                    // Unparked by whoever queues an op, and by `stop`.
+                    std::thread::park();
                     continue;
                 }
                 // Let acknowledgements of what was just routed arrive.

@@ -198,6 +198,23 @@ pub fn options(cfg: &MqttConfig, id_suffix: &str) -> Result<MqttOptions, SourceE
     Ok(o)
 }
 
+/// What a topic's subscription asks for: its `subscribe`, else its pattern with `+` for names.
+fn filter(t: &crate::config::TopicConfig, d: &Decoder) -> String {
+    t.subscribe.clone().unwrap_or_else(|| d.pattern.filter())
+}
+
+/// The source's subscriptions with their QoS (the built-in broker makes
+/// the gateway's session with them before any device can publish).
+pub fn filters(cfg: &MqttConfig) -> Result<Vec<(String, QoS)>, SourceError> {
+    cfg.topics
+        .iter()
+        .map(|t| {
+            let d = Decoder::new(t).map_err(SourceError::Topic)?;
+            Ok((filter(t, &d), qos(t.qos)))
+        })
+        .collect()
+}
+
 /// Everything the source needs besides its connection.
 pub struct MqttSource {
     cfg: MqttConfig,
@@ -256,10 +273,7 @@ impl MqttSource {
             .topics
             .iter()
             .zip(&self.decoders)
-            .map(|(t, d)| {
-                let filter = t.subscribe.clone().unwrap_or_else(|| d.pattern.filter());
-                SubscribeFilter::new(filter, qos(t.qos))
-            })
+            .map(|(t, d)| SubscribeFilter::new(filter(t, d), qos(t.qos)))
             .collect();
 
         let received = self.metrics.messages_in(Source::Mqtt);
