@@ -213,6 +213,32 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
     })
     .await;
 
+    // A message over max_payload_bytes: acknowledged (the device does not
+    // send it for ever), skipped unbuffered, counted; the next one arrives.
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let out = publish(port, Some(("yazhong", SITE_PASSWORD)), &topic, &huge);
+    assert!(
+        out.status.success(),
+        "{}",
+        text(&out).chars().take(300).collect::<String>()
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "campusgw_broker_refused_total{reason=\"payload_too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    let (_, next) = feed::message("gate", "yazhong", "east-1", now_ms() + 1, 4);
+    let out = publish(port, Some(("yazhong", SITE_PASSWORD)), &topic, &next);
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(
+        "the gate reading after the huge one in InfluxDB",
+        || async { influx.count("campus", "gate").await == 2 },
+    )
+    .await;
+
     // A wrong password, and no user at all on a listener open to the network.
     let out = publish(
         port,

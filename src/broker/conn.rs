@@ -700,4 +700,13 @@ mod tests {
         }
         assert!(matches!(oversized(&[0x82, 0x01]), Oversized::Other));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_the_header_reader_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = oversized(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = Packet::read(&mut buf, 1024);
+        }
+    }
 }
