@@ -532,3 +532,109 @@ async fn qos1_messages_survive_a_kill_of_the_gateway() {
     );
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_address() {
+    let influx = Influx1::start();
+    influx.create_database("campus").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = users_file(dir.path());
+    let text_cfg = config(dir.path(), &users, &influx, None).replace(
+        "max_publish_rate = 5000",
+        "max_publish_rate = 50\nmax_connections_per_address = 3",
+    );
+    let gw = gateway::start(gateway::config(&text_cfg)).await;
+    gateway::wait_subscribed(&gw).await;
+    let Some((Some(plain), _)) = gw.broker_addrs else {
+        panic!("the broker's listener: {:?}", gw.broker_addrs)
+    };
+    let port = plain.port().to_string();
+
+    // 300 messages at once from one connection allowed 50 a second: all
+    // acknowledged, all stored, the connection paused on the way.
+    let n = 300;
+    let base = now_ms() - 60_000;
+    let lines: String = (0..n)
+        .map(|i| feed::payload("smoke", base + i, i as u64).to_string() + "\n")
+        .collect();
+    let out = tokio::task::spawn_blocking({
+        let port = port.clone();
+        move || {
+            mosquitto_client(
+                "mosquitto_pub",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-u",
+                    "yazhong",
+                    "-P",
+                    SITE_PASSWORD,
+                    "-q",
+                    "1",
+                    "-t",
+                    "campus/yazhong/smoke/a3-301",
+                    "-l",
+                ],
+                Some(&lines),
+            )
+        }
+    })
+    .await
+    .expect("the publisher");
+    assert!(out.status.success(), "{}", text(&out));
+    eventually("all 300 in InfluxDB", || async {
+        influx.count("campus", "smoke").await == n as u64
+    })
+    .await;
+    assert!(metric(&gw, "campusgw_broker_throttled_total").await >= 1.0);
+
+    // Three connections from 127.0.0.1 held open; the fourth is refused.
+    let holders: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new("mosquitto_sub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-u",
+                    "display",
+                    "-P",
+                    DISPLAY_PASSWORD,
+                    "-t",
+                    "campusgw/#",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub")
+        })
+        .collect();
+    eventually("three displays connected", || async {
+        metric(&gw, "campusgw_broker_connections").await == 3.0
+    })
+    .await;
+    let (topic, payload) = feed::message("gate", "yazhong", "east-1", now_ms(), 1);
+    let out = publish(
+        plain.port(),
+        Some(("yazhong", SITE_PASSWORD)),
+        &topic,
+        &payload,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        metric(
+            &gw,
+            "campusgw_broker_refused_total{reason=\"connections_per_address\"}"
+        )
+        .await
+            >= 1.0
+    );
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    gw.stop().await;
+}

@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let end = self.session(&client).await;
         lock(&self.shared.state).disconnect(&client.id, client.conn);
-        self.shared.metrics.broker.connections.dec();
+        self.counted(&client.principal, -1);
         if end != End::Clean && end != End::TakenOver && end != End::Shutdown {
             if let Some((will, retain)) = &client.will {
                 let seq = lock(&self.shared.state).publish(will.clone(), *retain);
@@ -307,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(End::Refused);
             }
         };
-        self.shared.metrics.broker.connections.inc();
+        self.counted(&principal, 1);
         let keep_alive = match c.keep_alive {
             0 => NO_KEEP_ALIVE_IDLE,
             s => Duration::from_millis(u64::from(s) * 1500),
@@ -331,7 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .is_err()
         {
             lock(&self.shared.state).disconnect(&client.id, client.conn);
-            self.shared.metrics.broker.connections.dec();
+            self.counted(&client.principal, -1);
             return Err(End::Lost);
         }
         Ok(client)
@@ -590,6 +590,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         shared.stored(seq);
         shared.update_held();
         ack(seq)
+    }
+
+    /// The connection gauge counts clients, not the gateway's own two.
+    fn counted(&self, principal: &Principal, by: i64) {
+        if *principal != Principal::Internal {
+            self.shared.metrics.broker.connections.inc_by(by);
+        }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

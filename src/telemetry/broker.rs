@@ -36,7 +36,7 @@ pub const DROPPED: [&str; 2] = ["queue_full", "retained_full"];
 /// The broker's metrics.
 #[derive(Debug, Default)]
 pub struct BrokerMetrics {
-    /// Open client connections (after CONNACK).
+    /// Open client connections (after CONNACK), the gateway's own not counted.
     pub connections: Gauge,
     /// PUBLISH packets received from clients.
     pub messages_in: Counter,
@@ -65,7 +65,7 @@ impl BrokerMetrics {
         }
         r.register(
             "broker_connections",
-            "Open connections to the built-in broker",
+            "Open client connections to the built-in broker (the gateway's own not counted)",
             self.connections.clone(),
         );
         r.register(
