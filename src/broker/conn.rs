@@ -382,12 +382,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let held = !is_gateway && shared.held.load(std::sync::atomic::Ordering::Relaxed);
             let throttled = throttled_until.is_some_and(|t| t > Instant::now());
             let reading = !held && !throttled;
+            if !reading {
+                // Its silence is ours: not a dead client.
+                deadline = Instant::now() + client.keep_alive;
+            }
+            // Only a connection with an acknowledgement to release listens to
+            // the store's rounds (hundreds of idle devices need not wake).
+            let waiting = !pending.is_empty();
             tokio::select! {
                 biased;
                 () = shared.cancel.cancelled() => return End::Shutdown,
                 () = kick.cancelled() => return End::TakenOver,
                 () = tokio::time::sleep_until(deadline) => return End::KeepAlive,
-                r = committed.changed() => {
+                r = committed.changed(), if waiting => {
                     if r.is_err() {
                         return End::Shutdown;
                     }
