@@ -57,6 +57,8 @@ pub struct Gateway {
     pub auth: Arc<AuthStore>,
     /// Where the built-in broker listens (plain, TLS), when it runs.
     pub broker_addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// The built-in broker, when it runs (its users file is reloaded with the rules).
+    broker: Option<Arc<crate::broker::Broker>>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -103,7 +105,7 @@ impl Gateway {
                 .await
                 .context("cannot start the built-in MQTT broker")?;
                 broker.internal.apply(&mut cfg.mqtt);
-                Some(broker)
+                Some(Arc::new(broker))
             }
             None => None,
         };
@@ -169,7 +171,7 @@ impl Gateway {
             checks: bus_task.is_some().then_some(checks_tx),
         };
         let notifier = notifier(&cfg, &shared, &handle)?;
-        let web = web(&cfg, &shared, &handle, bus_handle, path).await?;
+        let web = web(&cfg, &shared, &handle, bus_handle, broker.clone(), path).await?;
         let (web_addr, server) = web::bind(cfg.web.listen, web.tls, web.state, shutdown.clone())
             .await
             .with_context(|| format!("cannot serve on web.listen {}", cfg.web.listen))?;
@@ -253,6 +255,7 @@ impl Gateway {
         tracker.close();
 
         let broker_addrs = broker.as_ref().map(|b| (b.plain_addr, b.tls_addr));
+        let stopping_broker = broker.clone();
         let done = tokio::spawn(
             Stopping {
                 shutdown: shutdown.clone(),
@@ -276,6 +279,7 @@ impl Gateway {
             rules: handle,
             auth: web.auth,
             broker_addrs,
+            broker: stopping_broker,
             shutdown,
             done,
         })
@@ -285,6 +289,17 @@ impl Gateway {
     /// was started from (see [`crate::rules::task::reload`]).
     pub async fn reload_rules(&self, path: &Path) -> Result<usize, ReloadError> {
         crate::rules::task::reload(path, &self.rules).await
+    }
+
+    /// Rereads the built-in broker's users file (see
+    /// [`crate::broker::Broker::reload_users`]); `None` without the broker.
+    pub async fn reload_broker_users(
+        &self,
+    ) -> Option<Result<usize, crate::broker::acl::UsersError>> {
+        match &self.broker {
+            Some(b) => Some(b.reload_users().await),
+            None => None,
+        }
     }
 
     /// A token that stops the gateway when cancelled.
@@ -435,6 +450,7 @@ async fn web(
     shared: &Shared,
     handle: &RulesHandle,
     buses: Option<crate::bus::task::BusHandle>,
+    broker: Option<Arc<crate::broker::Broker>>,
     path: Option<PathBuf>,
 ) -> anyhow::Result<Web> {
     let data_dir = &cfg.gateway.data_dir;
@@ -467,6 +483,7 @@ async fn web(
         limits: Arc::new(web::limits::Limits::new(&cfg.web, shared.metrics.clone())),
         ack: web::ack::AckPages::open_for(cfg).context("cannot open the ack links")?,
         buses,
+        broker,
     };
     let tls = cfg.web.tls.as_ref().map(|t| web::TlsFiles {
         cert: t.cert_file.clone(),
@@ -503,7 +520,7 @@ struct Stopping {
     notifier: Option<std::thread::JoinHandle<()>>,
     tracker: TaskTracker,
     alarm_thread: AlarmThread,
-    broker: Option<crate::broker::Broker>,
+    broker: Option<Arc<crate::broker::Broker>>,
     dir_lock: crate::data_dir::DirLock,
 }
 
@@ -613,6 +630,11 @@ pub async fn run(
                 match gw.reload_rules(p).await {
                     Ok(n) => info!(file = %p.display(), rules = n, "Rules reloaded on SIGHUP."),
                     Err(e) => error!(file = %p.display(), problems = %e, "Rules not reloaded; the running rules stay."),
+                }
+                match gw.reload_broker_users().await {
+                    Some(Ok(n)) => info!(accounts = n, "Broker accounts reloaded on SIGHUP."),
+                    Some(Err(e)) => error!(error = %e, "Broker accounts not reloaded; the running ones stay."),
+                    None => {}
                 }
             }
         }

@@ -107,7 +107,7 @@ enum BrokerCommand {
 #[derive(Debug, Subcommand)]
 enum BrokerUserCommand {
     /// Create an account, or set an existing one's password and topics.
-    /// The broker reads the file at start: restart the gateway after.
+    /// Then reload the gateway (SIGHUP, `systemctl reload campusgw`).
     Add {
         /// The user name (e.g. the site code for a site's devices).
         name: String,
@@ -554,7 +554,7 @@ fn broker_user_add(
     match file.save(path) {
         Ok(()) => {
             println!(
-                "Broker user {name} saved in {} (restart the gateway to use it).",
+                "Broker user {name} saved in {} (reload the gateway to use it: systemctl reload campusgw).",
                 path.display()
             );
             ExitCode::SUCCESS

@@ -638,3 +638,72 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_the_users_file_takes_a_changed_password_at_once() {
+    use common::mqtt::{MqttClientConfig, Publisher};
+    let influx = Influx1::start();
+    influx.create_database("campus").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = users_file(dir.path());
+    let gw = gateway::start(gateway::config(&config(dir.path(), &users, &influx, None))).await;
+    gateway::wait_subscribed(&gw).await;
+    let Some((Some(plain), _)) = gw.broker_addrs else {
+        panic!("the broker's listener: {:?}", gw.broker_addrs)
+    };
+    let url = format!("mqtt://127.0.0.1:{}", plain.port());
+    // A device connected with the old password.
+    let device =
+        Publisher::connect_with(MqttClientConfig::new(&url).credentials("yazhong", SITE_PASSWORD))
+            .await;
+
+    // Its password changes (a device stolen, say), and the file is reloaded.
+    let new_password = "yazhong-rotated-secret";
+    add_user(&users, "yazhong", &["--site", "yazhong"], new_password);
+    let accounts = gw.reload_broker_users().await;
+    assert!(
+        matches!(accounts, Some(Ok(2))),
+        "two accounts: {accounts:?}"
+    );
+    eventually(
+        "the old connection is closed and not let back in",
+        || async {
+            !device.is_connected()
+                && device
+                    .last_error()
+                    .is_some_and(|e| e.contains("BadUserNamePassword"))
+        },
+    )
+    .await;
+    let (topic, payload) = feed::message("gate", "yazhong", "east-1", now_ms(), 1);
+    let out = publish(
+        plain.port(),
+        Some(("yazhong", SITE_PASSWORD)),
+        &topic,
+        &payload,
+    );
+    assert!(!out.status.success(), "old password: {}", text(&out));
+    let out = publish(
+        plain.port(),
+        Some(("yazhong", new_password)),
+        &topic,
+        &payload,
+    );
+    assert!(out.status.success(), "new password: {}", text(&out));
+    eventually("the reading with the new password", || async {
+        influx.count("campus", "gate").await == 1
+    })
+    .await;
+
+    // A broken file changes nothing.
+    std::fs::write(&users, "[[users]]\nname = \"x\"\n").expect("break the file");
+    assert!(matches!(gw.reload_broker_users().await, Some(Err(_))));
+    let out = publish(
+        plain.port(),
+        Some(("yazhong", new_password)),
+        &topic,
+        &payload,
+    );
+    assert!(out.status.success(), "still: {}", text(&out));
+    gw.stop().await;
+}

@@ -217,7 +217,7 @@ pub enum Principal {
 }
 
 /// What one account may do.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Grants {
     /// The user name.
     pub name: String,
@@ -225,6 +225,19 @@ pub struct Grants {
     pub publish: Vec<String>,
     /// Subscribe filters.
     pub subscribe: Vec<String>,
+    /// The password's hash when the connection was accepted: a changed
+    /// password ends the connection at the next reload.
+    hash: String,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("name", &self.name)
+            .field("publish", &self.publish)
+            .field("subscribe", &self.subscribe)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Principal {
@@ -280,6 +293,7 @@ impl Accounts {
                     name: u.name.clone(),
                     publish: u.publish.clone(),
                     subscribe: u.subscribe.clone(),
+                    hash: u.hash.clone(),
                 };
                 (u.name.clone(), (u.hash.clone(), Arc::new(grants)))
             })
@@ -318,6 +332,14 @@ impl Accounts {
     /// Whether an account of that name exists (cheap; says nothing of the password).
     pub fn knows(&self, user: &str) -> bool {
         self.users.contains_key(user)
+    }
+
+    /// Whether `grants` (taken at connect) still hold: same account, same
+    /// password, same topics.
+    pub fn still(&self, grants: &Grants) -> bool {
+        self.users
+            .get(&grants.name)
+            .is_some_and(|(_, now)| **now == *grants)
     }
 }
 
@@ -389,6 +411,7 @@ mod tests {
             name: "yazhong".into(),
             publish: publish.iter().map(|s| s.to_string()).collect(),
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            hash: String::new(),
         }))
     }
 

@@ -56,6 +56,8 @@ pub(super) enum End {
     Protocol,
     /// Another connection took the session.
     TakenOver,
+    /// Its account was removed or changed by a reload of the users file.
+    Revoked,
     /// The broker is stopping.
     Shutdown,
     /// CONNECT refused.
@@ -190,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     (None, _) if self.shared.allow_anonymous => Ok(Principal::Anonymous),
                     (None, _) => Err(refuse(Code::NotAuthorized, "anonymous")),
                     (Some(l), _) => {
-                        let accounts = self.shared.accounts.clone();
+                        let accounts = self.shared.accounts();
                         let (user, password) = (l.username.clone(), l.password.clone());
                         let known = accounts.knows(&user);
                         // One argon2 at a time: a burst of wrong passwords costs
@@ -344,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (wake, kick) = (&client.wake, &client.kick);
         let shared = self.shared.clone();
         let mut committed = shared.committed.clone();
+        let mut accounts = shared.accounts_changed.subscribe();
         // PUBACK/PUBREC to send once the store has committed `seq`, in order.
         let mut pending: VecDeque<(Packet, u64)> = VecDeque::new();
         // QoS 2 packet ids received and not yet released.
@@ -394,6 +397,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 () = shared.cancel.cancelled() => return End::Shutdown,
                 () = kick.cancelled() => return End::TakenOver,
                 () = tokio::time::sleep_until(deadline) => return End::KeepAlive,
+                r = accounts.changed() => {
+                    if r.is_err() {
+                        return End::Shutdown;
+                    }
+                    if let Principal::User(g) = &client.principal {
+                        if !shared.accounts().still(g) {
+                            info!(client = %client.id, user = %g.name, "Broker: the account was removed or changed; closing its connection.");
+                            return End::Revoked;
+                        }
+                    }
+                }
                 r = committed.changed(), if waiting => {
                     if r.is_err() {
                         return End::Shutdown;

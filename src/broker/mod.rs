@@ -68,7 +68,9 @@ pub(crate) struct Shared {
     committed: watch::Receiver<u64>,
     store_thread: std::thread::Thread,
     metrics: Arc<Metrics>,
-    accounts: Arc<acl::Accounts>,
+    /// Replaced whole by a reload; `accounts_changed` says when.
+    accounts: std::sync::RwLock<Arc<acl::Accounts>>,
+    accounts_changed: watch::Sender<u64>,
     allow_anonymous: bool,
     internal_secret: String,
     hashing: Arc<Semaphore>,
@@ -99,6 +101,13 @@ impl Shared {
     fn next_auto_id(&self) -> u64 {
         self.auto_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    fn accounts(&self) -> Arc<acl::Accounts> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// A running broker.
@@ -109,10 +118,11 @@ pub struct Broker {
     pub tls_addr: Option<SocketAddr>,
     /// The `[mqtt]` settings for the gateway's own connections to it.
     pub internal: Internal,
+    users_file: Option<std::path::PathBuf>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     store_stop: Arc<AtomicBool>,
-    store_join: Option<std::thread::JoinHandle<()>>,
+    store_join: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// How the gateway's own connections reach the broker.
@@ -224,7 +234,8 @@ impl Broker {
             committed: store.committed,
             store_thread: store.thread,
             metrics: metrics.clone(),
-            accounts: Arc::new(accounts),
+            accounts: std::sync::RwLock::new(Arc::new(accounts)),
+            accounts_changed: watch::channel(0).0,
             allow_anonymous: cfg.allow_anonymous,
             internal_secret: secret.clone(),
             hashing: Arc::new(Semaphore::new(1)),
@@ -283,6 +294,7 @@ impl Broker {
             Some(format!("listening on {listening}")),
         );
         Ok(Self {
+            users_file: cfg.users_file.clone(),
             plain_addr,
             tls_addr,
             internal: Internal {
@@ -292,13 +304,38 @@ impl Broker {
             shared,
             tracker,
             store_stop,
-            store_join: Some(store.join),
+            store_join: Mutex::new(Some(store.join)),
         })
+    }
+
+    /// Reads the users file again (SIGHUP, `POST /api/admin/reload`). New
+    /// connections use it at once; an open connection whose account was
+    /// removed, or whose password or topics changed, is closed (its client
+    /// reconnects and is checked anew). A broken file changes nothing.
+    /// Returns how many accounts there are.
+    pub async fn reload_users(&self) -> Result<usize, acl::UsersError> {
+        let Some(path) = self.users_file.clone() else {
+            return Ok(0);
+        };
+        let file = tokio::task::spawn_blocking(move || acl::UsersFile::load(&path))
+            .await
+            .map_err(|e| acl::UsersError::Invalid {
+                path: "users_file".into(),
+                message: e.to_string(),
+            })??;
+        let n = file.users.len();
+        *self
+            .shared
+            .accounts
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(acl::Accounts::new(&file));
+        self.shared.accounts_changed.send_modify(|g| *g += 1);
+        Ok(n)
     }
 
     /// Closes every connection and writes what the store has pending.
     /// Call after the gateway's own connections have ended.
-    pub async fn stop(mut self) {
+    pub async fn stop(&self) {
         self.shared.cancel.cancel();
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
@@ -309,7 +346,12 @@ impl Broker {
         }
         self.store_stop.store(true, Ordering::Release);
         self.shared.store_thread.unpark();
-        if let Some(j) = self.store_join.take() {
+        let join = self
+            .store_join
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(j) = join {
             let _ = tokio::task::spawn_blocking(move || j.join()).await;
         }
     }

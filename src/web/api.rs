@@ -831,9 +831,10 @@ pub(super) async fn audit(State(s): State<AppState>, auth: Auth) -> Result<Json<
     Ok(Json(Audit { audit: list }))
 }
 
-/// `POST /api/admin/reload`: reload the rules from the configuration file
-/// (the same path as SIGHUP); a file with problems is refused with every
-/// problem listed (422), and the running rules stay.
+/// `POST /api/admin/reload`: reload the rules from the configuration file,
+/// and the built-in broker's users file (the same path as SIGHUP); a file
+/// with problems is refused with every problem listed (422), and what runs
+/// stays.
 pub(super) async fn reload(
     State(s): State<AppState>,
     auth: Auth,
@@ -846,7 +847,26 @@ pub(super) async fn reload(
     match crate::rules::task::reload(&path, &s.rules).await {
         Ok(n) => {
             auth.audit(&s, "reload", "rules", &format!("{n} rules"));
-            Ok(Json(Reloaded { rules: n }))
+            let broker_accounts = match &s.broker {
+                Some(b) => match b.reload_users().await {
+                    Ok(a) => {
+                        auth.audit(&s, "reload", "broker_users", &format!("{a} accounts"));
+                        Some(a)
+                    }
+                    Err(e) => {
+                        auth.audit(&s, "reload_refused", "broker_users", &e.to_string());
+                        return Err(ApiError::Unprocessable {
+                            message: format!("the rules were reloaded ({n}); the broker's users file was not, the running accounts stay"),
+                            problems: vec![e.to_string()],
+                        });
+                    }
+                },
+                None => None,
+            };
+            Ok(Json(Reloaded {
+                rules: n,
+                broker_accounts,
+            }))
         }
         Err(crate::rules::task::ReloadError::Invalid(e)) => {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();

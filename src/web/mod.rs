@@ -88,6 +88,8 @@ pub struct AppState {
     pub ack: Option<Arc<ack::AckPages>>,
     /// The bus route checks (none without `[buses] routes_file`).
     pub buses: Option<crate::bus::task::BusHandle>,
+    /// The built-in broker (its users file is reloaded with the rules).
+    pub broker: Option<Arc<crate::broker::Broker>>,
 }
 
 /// The signed-in user (or API token) of a request, with the CSRF check done

@@ -253,4 +253,7 @@ pub(super) struct Audit {
 pub(super) struct Reloaded {
     /// How many rules run now.
     pub rules: usize,
+    /// How many accounts the built-in broker has now (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_accounts: Option<usize>,
 }
