@@ -64,10 +64,27 @@ fn users_file(dir: &Path) -> PathBuf {
     users
 }
 
-/// A mosquitto client (`mosquitto_pub` or `mosquitto_sub`) against the broker.
-fn mosquitto_client(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// A mosquitto client (`mosquitto_pub` or `mosquitto_sub`) against the
+/// broker on `port` (TLS when `args` names a CA), as `user` if given.
+fn client(
+    program: &str,
+    port: u16,
+    user: Option<(&str, &str)>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(program)
+    let host = if args.contains(&"--cafile") {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(["-h", host, "-p", &port.to_string()]);
+    if let Some((u, p)) = user {
+        cmd.args(["-u", u, "-P", p]);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -88,23 +105,13 @@ fn mosquitto_client(program: &str, args: &[&str], stdin: Option<&str>) -> Output
 }
 
 fn publish(port: u16, user: Option<(&str, &str)>, topic: &str, payload: &str) -> Output {
-    let port = port.to_string();
-    let mut args = vec![
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-m",
-        payload,
-    ];
-    if let Some((u, p)) = user {
-        args.extend(["-u", u, "-P", p]);
-    }
-    mosquitto_client("mosquitto_pub", &args, None)
+    client(
+        "mosquitto_pub",
+        port,
+        user,
+        &["-q", "1", "-t", topic, "-m", payload],
+        None,
+    )
 }
 
 fn text(out: &Output) -> String {
@@ -178,28 +185,11 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
 
     // A display that may read the alarms, waiting for the first one.
     let display = tokio::task::spawn_blocking(move || {
-        let port = port.to_string();
-        mosquitto_client(
+        client(
             "mosquitto_sub",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-u",
-                "display",
-                "-P",
-                DISPLAY_PASSWORD,
-                "-q",
-                "1",
-                "-t",
-                "campusgw/#",
-                "-C",
-                "1",
-                "-W",
-                "60",
-                "-v",
-            ],
+            port,
+            Some(("display", DISPLAY_PASSWORD)),
+            &["-q", "1", "-t", "campusgw/#", "-C", "1", "-W", "60", "-v"],
             None,
         )
     });
@@ -281,27 +271,11 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
     );
 
     // A device cannot take the gateway's client id (nor its session).
-    let port_s = port.to_string();
-    let out = mosquitto_client(
+    let out = client(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-u",
-            "yazhong",
-            "-P",
-            SITE_PASSWORD,
-            "-i",
-            "campusgw",
-            "-q",
-            "1",
-            "-t",
-            &topic,
-            "-m",
-            &payload,
-        ],
+        port,
+        Some(("yazhong", SITE_PASSWORD)),
+        &["-i", "campusgw", "-q", "1", "-t", &topic, "-m", &payload],
         None,
     );
     assert!(!out.status.success(), "{}", text(&out));
@@ -309,24 +283,11 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
     gateway::wait_subscribed(&gw).await;
 
     // A display asking for the whole feed gets nothing.
-    let out = mosquitto_client(
+    let out = client(
         "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-u",
-            "display",
-            "-P",
-            DISPLAY_PASSWORD,
-            "-t",
-            "campus/#",
-            "-C",
-            "1",
-            "-W",
-            "3",
-        ],
+        port,
+        Some(("display", DISPLAY_PASSWORD)),
+        &["-t", "campus/#", "-C", "1", "-W", "3"],
         None,
     );
     // mosquitto_sub says so and exits 0.
@@ -346,33 +307,17 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
 
     // Over TLS, checked against the test's own CA: a smoke alarm, which the
     // gateway announces on campusgw/… to the display.
-    let tls_port = tls.port().to_string();
     let ca = pki_dir.join("ca.pem").display().to_string();
     let (smoke_topic, _) = feed::message("smoke", "yazhong", "a3-301", now_ms(), 3);
     let alarm = format!(
         "{{\"ts\":{},\"alarm\":true,\"obscuration_pct_m\":4.0}}",
         now_ms()
     );
-    let out = mosquitto_client(
+    let out = client(
         "mosquitto_pub",
-        &[
-            "-h",
-            "localhost",
-            "-p",
-            &tls_port,
-            "--cafile",
-            &ca,
-            "-u",
-            "yazhong",
-            "-P",
-            SITE_PASSWORD,
-            "-q",
-            "1",
-            "-t",
-            &smoke_topic,
-            "-m",
-            &alarm,
-        ],
+        tls.port(),
+        Some(("yazhong", SITE_PASSWORD)),
+        &["--cafile", &ca, "-q", "1", "-t", &smoke_topic, "-m", &alarm],
         None,
     );
     assert!(out.status.success(), "TLS: {}", text(&out));
@@ -451,20 +396,12 @@ async fn qos1_messages_survive_a_kill_of_the_gateway() {
         .replace("0.0.0.0:0", &format!("0.0.0.0:{port}"))
         .replace("[web]\nlisten = \"127.0.0.1:0\"\n", "");
     gw.start(&text_cfg);
-    let port_s = port.to_string();
     let archive = move |count: &str, wait: &str| {
-        let port_s = port.to_string();
-        mosquitto_client(
+        client(
             "mosquitto_sub",
+            port,
+            Some(("archive", "archive-secret-1")),
             &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port_s,
-                "-u",
-                "archive",
-                "-P",
-                "archive-secret-1",
                 "-i",
                 "archive-1",
                 "-c",
@@ -489,23 +426,11 @@ async fn qos1_messages_survive_a_kill_of_the_gateway() {
     let lines: String = (0..n)
         .map(|i| feed::payload("smoke", base + i, i as u64).to_string() + "\n")
         .collect();
-    let out = mosquitto_client(
+    let out = client(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-u",
-            "yazhong",
-            "-P",
-            SITE_PASSWORD,
-            "-q",
-            "1",
-            "-t",
-            "campus/yazhong/smoke/a3-301",
-            "-l",
-        ],
+        port,
+        Some(("yazhong", SITE_PASSWORD)),
+        &["-q", "1", "-t", "campus/yazhong/smoke/a3-301", "-l"],
         Some(&lines),
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -548,7 +473,7 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
     let Some((Some(plain), _)) = gw.broker_addrs else {
         panic!("the broker's listener: {:?}", gw.broker_addrs)
     };
-    let port = plain.port().to_string();
+    let port = plain.port();
 
     // 300 messages at once from one connection allowed 50 a second: all
     // acknowledged, all stored, the connection paused on the way.
@@ -557,29 +482,14 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
     let lines: String = (0..n)
         .map(|i| feed::payload("smoke", base + i, i as u64).to_string() + "\n")
         .collect();
-    let out = tokio::task::spawn_blocking({
-        let port = port.clone();
-        move || {
-            mosquitto_client(
-                "mosquitto_pub",
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-u",
-                    "yazhong",
-                    "-P",
-                    SITE_PASSWORD,
-                    "-q",
-                    "1",
-                    "-t",
-                    "campus/yazhong/smoke/a3-301",
-                    "-l",
-                ],
-                Some(&lines),
-            )
-        }
+    let out = tokio::task::spawn_blocking(move || {
+        client(
+            "mosquitto_pub",
+            port,
+            Some(("yazhong", SITE_PASSWORD)),
+            &["-q", "1", "-t", "campus/yazhong/smoke/a3-301", "-l"],
+            Some(&lines),
+        )
     })
     .await
     .expect("the publisher");
@@ -594,18 +504,8 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
     let holders: Vec<_> = (0..3)
         .map(|_| {
             Command::new("mosquitto_sub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-u",
-                    "display",
-                    "-P",
-                    DISPLAY_PASSWORD,
-                    "-t",
-                    "campusgw/#",
-                ])
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-u", "display", "-P", DISPLAY_PASSWORD, "-t", "campusgw/#"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

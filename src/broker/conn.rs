@@ -146,14 +146,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Err(rumqttc::Error::InsufficientBytes(_)) => {}
                 Err(rumqttc::Error::InvalidProtocolLevel(_)) => {
-                    let _ = self
-                        .send_now(Packet::ConnAck(ConnAck::new(
-                            ConnectReturnCode::RefusedProtocolVersion,
-                            false,
-                        )))
-                        .await;
                     self.shared.metrics.broker.refused("protocol_version");
-                    return Err(End::Refused);
+                    return Err(self.refuse(ConnectReturnCode::RefusedProtocolVersion).await);
                 }
                 Err(_) => {
                     self.shared.metrics.broker.refused("protocol");
@@ -167,55 +161,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Who the CONNECT says it is, if its credentials hold on `listener`;
+    /// else the CONNACK code and the metric's reason.
+    async fn authenticate(
+        &self,
+        c: &rumqttc::Connect,
+        listener: Listener,
+    ) -> Result<Principal, (ConnectReturnCode, &'static str)> {
+        use ConnectReturnCode as Code;
+        if c.protocol != rumqttc::Protocol::V4 {
+            return Err((Code::RefusedProtocolVersion, "protocol_version"));
+        }
+        match (&c.login, listener) {
+            (Some(l), Listener::Internal) => {
+                let secret = self.shared.internal_secret.as_bytes();
+                if l.username == super::INTERNAL_USER && constant_eq(l.password.as_bytes(), secret)
+                {
+                    Ok(Principal::Internal)
+                } else {
+                    Err((Code::NotAuthorized, "bad_credentials"))
+                }
+            }
+            (None, Listener::Internal) => Err((Code::NotAuthorized, "anonymous")),
+            (None, _) if self.shared.allow_anonymous => Ok(Principal::Anonymous),
+            (None, _) => Err((Code::NotAuthorized, "anonymous")),
+            (Some(l), _) => {
+                let accounts = self.shared.accounts();
+                let (user, password) = (l.username.clone(), l.password.clone());
+                // One argon2 at a time: a burst of wrong passwords costs one
+                // core, and the alarm path keeps the other.
+                let permit = self.shared.hashing.clone().acquire_owned().await;
+                let grants = if accounts.knows(&user) && permit.is_ok() {
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        accounts.verify(&user, password.as_bytes())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                } else {
+                    None
+                };
+                grants
+                    .map(Principal::User)
+                    .ok_or((Code::BadUserNamePassword, "bad_credentials"))
+            }
+        }
+    }
+
     /// Authenticates and attaches the session; answers CONNACK either way.
     async fn accept(&mut self, c: rumqttc::Connect, listener: Listener) -> Result<Client, End> {
-        use ConnectReturnCode as Code;
-        let refuse = |code: Code, reason: &'static str| (code, reason);
-        let verdict: Result<Principal, (Code, &'static str)> =
-            if c.protocol != rumqttc::Protocol::V4 {
-                Err(refuse(Code::RefusedProtocolVersion, "protocol_version"))
-            } else {
-                match (&c.login, listener) {
-                    (Some(l), Listener::Internal) => {
-                        if l.username == super::INTERNAL_USER
-                            && constant_eq(
-                                l.password.as_bytes(),
-                                self.shared.internal_secret.as_bytes(),
-                            )
-                        {
-                            Ok(Principal::Internal)
-                        } else {
-                            Err(refuse(Code::NotAuthorized, "bad_credentials"))
-                        }
-                    }
-                    (None, Listener::Internal) => Err(refuse(Code::NotAuthorized, "anonymous")),
-                    (None, _) if self.shared.allow_anonymous => Ok(Principal::Anonymous),
-                    (None, _) => Err(refuse(Code::NotAuthorized, "anonymous")),
-                    (Some(l), _) => {
-                        let accounts = self.shared.accounts();
-                        let (user, password) = (l.username.clone(), l.password.clone());
-                        let known = accounts.knows(&user);
-                        // One argon2 at a time: a burst of wrong passwords costs
-                        // one core, and the alarm path keeps the other.
-                        let permit = self.shared.hashing.clone().acquire_owned().await;
-                        let grants = if known && permit.is_ok() {
-                            tokio::task::spawn_blocking(move || {
-                                let _permit = permit;
-                                accounts.verify(&user, password.as_bytes())
-                            })
-                            .await
-                            .ok()
-                            .flatten()
-                        } else {
-                            None
-                        };
-                        match grants {
-                            Some(g) => Ok(Principal::User(g)),
-                            None => Err(refuse(Code::BadUserNamePassword, "bad_credentials")),
-                        }
-                    }
-                }
-            };
+        let verdict = self.authenticate(&c, listener).await;
         let principal = match verdict {
             Ok(p) => p,
             Err((code, reason)) => {
@@ -224,10 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if reason == "bad_credentials" {
                     tokio::time::sleep(REFUSE_DELAY).await;
                 }
-                let _ = self
-                    .send_now(Packet::ConnAck(ConnAck::new(code, false)))
-                    .await;
-                return Err(End::Refused);
+                return Err(self.refuse(code).await);
             }
         };
         let mut id = c.client_id.clone();
@@ -236,13 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             || (id.is_empty() && !c.clean_session);
         if bad_id {
             self.shared.metrics.broker.refused("client_id");
-            let _ = self
-                .send_now(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::BadClientId,
-                    false,
-                )))
-                .await;
-            return Err(End::Refused);
+            return Err(self.refuse(ConnectReturnCode::BadClientId).await);
         }
         if id.is_empty() {
             id = format!("auto-{}", self.shared.next_auto_id());
@@ -255,25 +242,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if principal != Principal::Internal && gateways {
             self.shared.metrics.broker.refused("client_id");
             warn!(peer = %self.peer, client = %id, user = principal.name(), "Broker connection refused: the client id is the gateway's.");
-            let _ = self
-                .send_now(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::BadClientId,
-                    false,
-                )))
-                .await;
-            return Err(End::Refused);
+            return Err(self.refuse(ConnectReturnCode::BadClientId).await);
         }
         let will = match &c.last_will {
             Some(w) if !acl::valid_topic(&w.topic) || !principal.may_publish(&w.topic) => {
                 self.shared.metrics.broker.refused("will_denied");
                 warn!(peer = %self.peer, user = principal.name(), topic = %w.topic, "Broker connection refused: its will names a topic it may not publish to.");
-                let _ = self
-                    .send_now(Packet::ConnAck(ConnAck::new(
-                        ConnectReturnCode::NotAuthorized,
-                        false,
-                    )))
-                    .await;
-                return Err(End::Refused);
+                return Err(self.refuse(ConnectReturnCode::NotAuthorized).await);
             }
             Some(w) => Some((
                 Arc::new(Message {
@@ -303,10 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Refusal::NotOwner => ConnectReturnCode::BadClientId,
                     Refusal::TooManySessions => ConnectReturnCode::ServiceUnavailable,
                 };
-                let _ = self
-                    .send_now(Packet::ConnAck(ConnAck::new(code, false)))
-                    .await;
-                return Err(End::Refused);
+                return Err(self.refuse(code).await);
             }
         };
         self.counted(&principal, 1);
@@ -611,6 +583,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         shared.stored(seq);
         shared.update_held();
         ack(seq)
+    }
+
+    /// Answers a refused CONNECT (the reason was counted and logged).
+    async fn refuse(&mut self, code: ConnectReturnCode) -> End {
+        let _ = self
+            .send_now(Packet::ConnAck(ConnAck::new(code, false)))
+            .await;
+        End::Refused
     }
 
     /// The connection gauge counts clients, not the gateway's own two.
