@@ -158,30 +158,69 @@ listen = "127.0.0.1:0"
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_publish_with_their_password_under_their_site_and_nothing_else_gets_in() {
+/// A gateway with the built-in broker (TLS too when `tls`), its InfluxDB
+/// and the test's accounts; `edit` changes the configuration text first.
+struct Campus {
+    influx: Influx1,
+    dir: tempfile::TempDir,
+    users: PathBuf,
+    gw: campus_gateway::app::Gateway,
+    /// The plain listener's port.
+    port: u16,
+    /// The TLS listener's port.
+    tls_port: Option<u16>,
+}
+
+async fn campus(tls: bool, edit: impl FnOnce(String) -> String) -> Campus {
     let influx = Influx1::start();
     influx.create_database("campus").await;
     let dir = tempfile::tempdir().expect("temp dir");
     let users = users_file(dir.path());
-    let pki = TestPki::generate();
     let pki_dir = dir.path().join("pki");
-    std::fs::create_dir_all(&pki_dir).expect("pki dir");
-    for (name, pem) in [
-        ("ca.pem", &pki.ca_cert_pem),
-        ("server.pem", &pki.server_cert_pem),
-        ("server.key", &pki.server_key_pem),
-    ] {
-        std::fs::write(pki_dir.join(name), pem).expect("write a PEM file");
+    if tls {
+        let pki = TestPki::generate();
+        std::fs::create_dir_all(&pki_dir).expect("pki dir");
+        for (name, pem) in [
+            ("ca.pem", &pki.ca_cert_pem),
+            ("server.pem", &pki.server_cert_pem),
+            ("server.key", &pki.server_key_pem),
+        ] {
+            std::fs::write(pki_dir.join(name), pem).expect("write a PEM file");
+        }
     }
-    let cfg = gateway::config(&config(dir.path(), &users, &influx, Some(&pki_dir)));
-    let gw = gateway::start(cfg).await;
+    let text = edit(config(
+        dir.path(),
+        &users,
+        &influx,
+        tls.then_some(pki_dir.as_path()),
+    ));
+    let gw = gateway::start(gateway::config(&text)).await;
     gateway::wait_subscribed(&gw).await;
-    let Some((Some(plain), Some(tls))) = gw.broker_addrs else {
+    let Some((Some(plain), tls_addr)) = gw.broker_addrs else {
         panic!("the broker's listeners: {:?}", gw.broker_addrs)
     };
     assert!(plain.ip().is_unspecified(), "bound to every interface");
-    let port = plain.port();
+    Campus {
+        influx,
+        dir,
+        users,
+        gw,
+        port: plain.port(),
+        tls_port: tls_addr.map(|a| a.port()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_publish_with_their_password_under_their_site_and_nothing_else_gets_in() {
+    let Campus {
+        influx,
+        dir,
+        gw,
+        port,
+        tls_port,
+        ..
+    } = campus(true, |t| t).await;
+    let pki_dir = dir.path().join("pki");
 
     // A display that may read the alarms, waiting for the first one.
     let display = tokio::task::spawn_blocking(move || {
@@ -315,7 +354,7 @@ async fn devices_publish_with_their_password_under_their_site_and_nothing_else_g
     );
     let out = client(
         "mosquitto_pub",
-        tls.port(),
+        tls_port.expect("the TLS listener"),
         Some(("yazhong", SITE_PASSWORD)),
         &["--cafile", &ca, "-q", "1", "-t", &smoke_topic, "-m", &alarm],
         None,
@@ -460,20 +499,20 @@ async fn qos1_messages_survive_a_kill_of_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_address() {
-    let influx = Influx1::start();
-    influx.create_database("campus").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let users = users_file(dir.path());
-    let text_cfg = config(dir.path(), &users, &influx, None).replace(
-        "max_publish_rate = 5000",
-        "max_publish_rate = 50\nmax_connections_per_address = 3",
-    );
-    let gw = gateway::start(gateway::config(&text_cfg)).await;
-    gateway::wait_subscribed(&gw).await;
-    let Some((Some(plain), _)) = gw.broker_addrs else {
-        panic!("the broker's listener: {:?}", gw.broker_addrs)
-    };
-    let port = plain.port();
+    // `_dir` keeps the temporary directory until the test ends.
+    let Campus {
+        influx,
+        dir: _dir,
+        gw,
+        port,
+        ..
+    } = campus(false, |t| {
+        t.replace(
+            "max_publish_rate = 5000",
+            "max_publish_rate = 50\nmax_connections_per_address = 3",
+        )
+    })
+    .await;
 
     // 300 messages at once from one connection allowed 50 a second: all
     // acknowledged, all stored, the connection paused on the way.
@@ -517,12 +556,7 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
     })
     .await;
     let (topic, payload) = feed::message("gate", "yazhong", "east-1", now_ms(), 1);
-    let out = publish(
-        plain.port(),
-        Some(("yazhong", SITE_PASSWORD)),
-        &topic,
-        &payload,
-    );
+    let out = publish(port, Some(("yazhong", SITE_PASSWORD)), &topic, &payload);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         metric(
@@ -542,16 +576,15 @@ async fn a_fast_publisher_is_slowed_not_dropped_and_connections_are_capped_per_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_of_the_users_file_takes_a_changed_password_at_once() {
     use common::mqtt::{MqttClientConfig, Publisher};
-    let influx = Influx1::start();
-    influx.create_database("campus").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let users = users_file(dir.path());
-    let gw = gateway::start(gateway::config(&config(dir.path(), &users, &influx, None))).await;
-    gateway::wait_subscribed(&gw).await;
-    let Some((Some(plain), _)) = gw.broker_addrs else {
-        panic!("the broker's listener: {:?}", gw.broker_addrs)
-    };
-    let url = format!("mqtt://127.0.0.1:{}", plain.port());
+    let Campus {
+        influx,
+        dir: _dir,
+        users,
+        gw,
+        port,
+        ..
+    } = campus(false, |t| t).await;
+    let url = format!("mqtt://127.0.0.1:{port}");
     // A device connected with the old password.
     let device =
         Publisher::connect_with(MqttClientConfig::new(&url).credentials("yazhong", SITE_PASSWORD))
@@ -576,19 +609,9 @@ async fn a_reload_of_the_users_file_takes_a_changed_password_at_once() {
     )
     .await;
     let (topic, payload) = feed::message("gate", "yazhong", "east-1", now_ms(), 1);
-    let out = publish(
-        plain.port(),
-        Some(("yazhong", SITE_PASSWORD)),
-        &topic,
-        &payload,
-    );
+    let out = publish(port, Some(("yazhong", SITE_PASSWORD)), &topic, &payload);
     assert!(!out.status.success(), "old password: {}", text(&out));
-    let out = publish(
-        plain.port(),
-        Some(("yazhong", new_password)),
-        &topic,
-        &payload,
-    );
+    let out = publish(port, Some(("yazhong", new_password)), &topic, &payload);
     assert!(out.status.success(), "new password: {}", text(&out));
     eventually("the reading with the new password", || async {
         influx.count("campus", "gate").await == 1
@@ -598,12 +621,7 @@ async fn a_reload_of_the_users_file_takes_a_changed_password_at_once() {
     // A broken file changes nothing.
     std::fs::write(&users, "[[users]]\nname = \"x\"\n").expect("break the file");
     assert!(matches!(gw.reload_broker_users().await, Some(Err(_))));
-    let out = publish(
-        plain.port(),
-        Some(("yazhong", new_password)),
-        &topic,
-        &payload,
-    );
+    let out = publish(port, Some(("yazhong", new_password)), &topic, &payload);
     assert!(out.status.success(), "still: {}", text(&out));
     gw.stop().await;
 }
