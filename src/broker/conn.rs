@@ -496,7 +496,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                 let mut granted = granted.into_iter();
                                 let codes = codes
                                     .into_iter()
-                                    .map(|c| c.unwrap_or_else(|| SubscribeReasonCode::Success(granted.next().unwrap_or(QoS::AtMostOnce))))
+                                    .map(|c| {
+                                        c.unwrap_or_else(|| match granted.next().flatten() {
+                                            Some(q) => SubscribeReasonCode::Success(q),
+                                            None => {
+                                                shared.metrics.broker.refused("subscriptions_full");
+                                                SubscribeReasonCode::Failure
+                                            }
+                                        })
+                                    })
                                     .collect();
                                 // After the session is saved: a SUBACK means it survives a restart.
                                 shared.stored(seq);

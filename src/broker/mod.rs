@@ -185,6 +185,8 @@ impl Broker {
             max_inflight: cfg.max_inflight,
             max_sessions: cfg.max_sessions,
             max_retained: 10_000,
+            // Retained copies live in memory: a budget, whatever the payload limit.
+            max_retained_bytes: 32 << 20,
         };
         let mut state = State::new(limits, Some(feed_client.to_owned()));
         let kept = sessions.len();

@@ -174,7 +174,12 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Retained topics kept.
     pub max_retained: usize,
+    /// Bytes of retained topics and payloads kept.
+    pub max_retained_bytes: usize,
 }
+
+/// Subscriptions one session may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 128;
 
 /// Counts the state keeps for the metrics.
 #[derive(Debug, Default, Clone, Copy)]
@@ -201,6 +206,8 @@ pub struct State {
     /// Sessions with at least one subscription: what routing looks at.
     subscribed: HashSet<String>,
     retained: BTreeMap<String, Arc<Message>>,
+    /// Topic and payload bytes of `retained`.
+    retained_bytes: usize,
     next_id: u64,
     next_conn: u64,
     ops: Vec<Op>,
@@ -233,6 +240,7 @@ impl State {
             sessions: HashMap::new(),
             subscribed: HashSet::new(),
             retained: BTreeMap::new(),
+            retained_bytes: 0,
             next_id: 1,
             next_conn: 1,
             ops: Vec::new(),
@@ -270,6 +278,7 @@ impl State {
             }
             self.sessions.insert(s.client, session);
         }
+        self.retained_bytes = retained.iter().map(|(_, m)| retained_size(m)).sum();
         self.retained = retained.into_iter().collect();
     }
 
@@ -373,20 +382,26 @@ impl State {
     }
 
     /// Adds subscriptions (already allowed by the ACL) and queues the
-    /// retained messages they match. Returns the granted QoS of each.
-    pub fn subscribe(&mut self, client: &str, filters: &[(String, QoS)]) -> Vec<QoS> {
+    /// retained messages they match. Returns the granted QoS of each, `None`
+    /// for one past [`MAX_SUBSCRIPTIONS`].
+    pub fn subscribe(&mut self, client: &str, filters: &[(String, QoS)]) -> Vec<Option<QoS>> {
         let Some(s) = self.sessions.get_mut(client) else {
-            return Vec::new();
+            return vec![None; filters.len()];
         };
         let mut granted = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
         for (filter, want) in filters {
             let qos = min_qos(*want, QoS::AtLeastOnce);
+            let full = s.subs.len() >= MAX_SUBSCRIPTIONS;
             match s.subs.iter_mut().find(|(f, _)| f == filter) {
                 Some(existing) => existing.1 = qos,
-                None => s.subs.push((filter.clone(), qos)),
+                None if !full => s.subs.push((filter.clone(), qos)),
+                None => {
+                    granted.push(None);
+                    continue;
+                }
             }
-            granted.push(qos);
+            granted.push(Some(qos));
             for (topic, msg) in &self.retained {
                 if acl::matches(topic, filter) {
                     retained.push((msg.clone(), min_qos(msg.qos, qos)));
@@ -448,24 +463,7 @@ impl State {
     pub fn publish(&mut self, msg: Arc<Message>, retain: bool) -> u64 {
         let before = self.op_seq;
         if retain {
-            if msg.payload.is_empty() {
-                if self.retained.remove(&msg.topic).is_some() {
-                    self.push_op(Op::Retain {
-                        topic: msg.topic.clone(),
-                        msg: None,
-                    });
-                }
-            } else if self.retained.len() < self.limits.max_retained
-                || self.retained.contains_key(&msg.topic)
-            {
-                self.retained.insert(msg.topic.clone(), msg.clone());
-                self.push_op(Op::Retain {
-                    topic: msg.topic.clone(),
-                    msg: Some(msg.clone()),
-                });
-            } else {
-                self.tally.dropped_retained_full += 1;
-            }
+            self.retain(&msg);
         }
         let mut targets: Vec<(String, QoS)> = Vec::new();
         for client in &self.subscribed {
@@ -516,6 +514,41 @@ impl State {
             0
         } else {
             self.op_seq
+        }
+    }
+
+    /// Keeps (or with an empty payload removes) the retained copy of a
+    /// topic, within the bounds; the gateway's own alarms always fit.
+    fn retain(&mut self, msg: &Arc<Message>) {
+        let old = self.retained.remove(&msg.topic);
+        self.retained_bytes -= old.as_ref().map_or(0, retained_size);
+        if msg.payload.is_empty() {
+            if old.is_some() {
+                self.push_op(Op::Retain {
+                    topic: msg.topic.clone(),
+                    msg: None,
+                });
+            }
+            return;
+        }
+        let fits = self.retained.len() < self.limits.max_retained
+            && self.retained_bytes + retained_size(msg) <= self.limits.max_retained_bytes;
+        if fits || msg.topic.starts_with(acl::RESERVED_PREFIX) {
+            self.retained_bytes += retained_size(msg);
+            self.retained.insert(msg.topic.clone(), msg.clone());
+            self.push_op(Op::Retain {
+                topic: msg.topic.clone(),
+                msg: Some(msg.clone()),
+            });
+        } else {
+            // The old copy is gone too: a stale value is worse than none.
+            if old.is_some() {
+                self.push_op(Op::Retain {
+                    topic: msg.topic.clone(),
+                    msg: None,
+                });
+            }
+            self.tally.dropped_retained_full += 1;
         }
     }
 
@@ -638,6 +671,10 @@ impl State {
     }
 }
 
+fn retained_size(m: &Arc<Message>) -> usize {
+    m.topic.len() + m.payload.len()
+}
+
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) <= (b as u8) {
         a
@@ -656,6 +693,7 @@ mod tests {
             max_inflight: 2,
             max_sessions: 10,
             max_retained: 10,
+            max_retained_bytes: 1000,
         }
     }
 
@@ -788,6 +826,38 @@ mod tests {
         let mut out = Vec::new();
         s.outgoing("campusgw", a.conn, &mut out);
         assert_eq!(out.len(), 1, "published before the gateway connected");
+    }
+
+    #[test]
+    fn retained_copies_are_bounded_but_the_gateways_alarms_always_fit() {
+        let mut s = State::new(limits(), None);
+        let big = |topic: &str| {
+            Arc::new(Message {
+                topic: topic.into(),
+                payload: Bytes::from(vec![b'x'; 400]),
+                qos: QoS::AtLeastOnce,
+            })
+        };
+        s.publish(big("campus/a"), true);
+        s.publish(big("campus/b"), true);
+        s.publish(big("campus/c"), true);
+        assert_eq!(s.tally.dropped_retained_full, 1, "1,000 bytes at most");
+        // Replacing a copy frees its bytes first.
+        s.publish(big("campus/a"), true);
+        assert_eq!(s.tally.dropped_retained_full, 1);
+        s.publish(big("campusgw/alarm/1"), true);
+        assert_eq!(s.tally.dropped_retained_full, 1, "over the budget, and kept");
+    }
+
+    #[test]
+    fn a_session_holds_a_bounded_number_of_subscriptions() {
+        let mut s = State::new(limits(), None);
+        s.connect("d", "d", true).unwrap();
+        let many: Vec<_> = (0..MAX_SUBSCRIPTIONS + 2)
+            .map(|i| (format!("t/{i}"), QoS::AtLeastOnce))
+            .collect();
+        let granted = s.subscribe("d", &many);
+        assert_eq!(granted.iter().filter(|g| g.is_none()).count(), 2);
     }
 
     #[test]

@@ -315,6 +315,7 @@ mod tests {
             max_inflight: 10,
             max_sessions: 10,
             max_retained: 10,
+            max_retained_bytes: 1 << 20,
         };
         let mut conn = open(&path).unwrap();
         let mut s = State::new(limits, Some("gw".into()));

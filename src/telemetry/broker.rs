@@ -13,7 +13,7 @@ struct Reason {
 }
 
 /// Why the broker refused a connection, a packet or a message.
-pub const REFUSED: [&str; 15] = [
+pub const REFUSED: [&str; 16] = [
     "bad_credentials",
     "anonymous",
     "protocol_version",
@@ -25,6 +25,7 @@ pub const REFUSED: [&str; 15] = [
     "will_denied",
     "publish_denied",
     "subscribe_denied",
+    "subscriptions_full",
     "bad_topic",
     "payload_too_large",
     "connections_total",
