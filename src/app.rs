@@ -475,7 +475,7 @@ async fn web(
         utc_offset: crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
             .map_err(|e| anyhow::anyhow!("alarms.utc_offset: {e}"))?,
         roster: crate::notify::roster::Roster::new(cfg).ok().map(Arc::new),
-        notify_db: Some(crate::notify::task::outbox_path(data_dir)),
+        notify_db: Some(crate::notify::outbox::path(data_dir)),
         signin: Arc::new(
             web::signin::SignIn::start(&auth).context("cannot start the sign-in threads")?,
         ),

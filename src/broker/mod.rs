@@ -499,7 +499,6 @@ async fn report(shared: Arc<Shared>) {
 fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    crate::app::install_crypto_provider();
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .with_context(|| {
@@ -514,9 +513,14 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
             key.display()
         )
     })?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("mqtt.embedded_broker.tls: the certificate and key do not make a TLS identity")?;
+    // The provider named here, not the process default: nothing to install first.
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("mqtt.embedded_broker.tls: no TLS version in common with the provider")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("mqtt.embedded_broker.tls: the certificate and key do not make a TLS identity")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -41,6 +41,19 @@ pub struct Message {
     pub qos: QoS,
 }
 
+/// A persistent session as the store keeps it.
+#[derive(Debug)]
+pub struct StoredSession {
+    /// Client id.
+    pub client: String,
+    /// Owner (principal name).
+    pub owner: String,
+    /// Filters with granted QoS.
+    pub subs: Vec<(String, QoS)>,
+    /// Queued messages, oldest first.
+    pub queue: Vec<(u64, Arc<Message>)>,
+}
+
 /// A message waiting for (or in flight to) one session.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -253,11 +266,7 @@ impl State {
 
     /// Restores what the store kept: persistent sessions with their queues
     /// (oldest first) and retained messages.
-    pub fn restore(
-        &mut self,
-        sessions: Vec<super::store::StoredSession>,
-        retained: Vec<(String, Arc<Message>)>,
-    ) {
+    pub fn restore(&mut self, sessions: Vec<StoredSession>, retained: Vec<(String, Arc<Message>)>) {
         for s in sessions {
             let mut session = Session::new(&s.owner, true);
             session.holds_feed = self.feed_client.as_deref() == Some(s.client.as_str());
@@ -846,7 +855,10 @@ mod tests {
         s.publish(big("campus/a"), true);
         assert_eq!(s.tally.dropped_retained_full, 1);
         s.publish(big("campusgw/alarm/1"), true);
-        assert_eq!(s.tally.dropped_retained_full, 1, "over the budget, and kept");
+        assert_eq!(
+            s.tally.dropped_retained_full, 1,
+            "over the budget, and kept"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use super::state::{Message, Op, State};
+use super::state::{Message, Op, State, StoredSession};
 use crate::telemetry::{Health, Status};
 
 /// The health component of the broker.
@@ -28,19 +28,6 @@ pub const COMPONENT: &str = "broker";
 /// How long a round waits for more ops after the first: the window in which
 /// a subscriber's acknowledgement cancels the write of what it acknowledged.
 const ROUND: Duration = Duration::from_millis(5);
-
-/// A persistent session as stored.
-#[derive(Debug)]
-pub struct StoredSession {
-    /// Client id.
-    pub client: String,
-    /// Owner (principal name).
-    pub owner: String,
-    /// Filters with granted QoS.
-    pub subs: Vec<(String, QoS)>,
-    /// Queued messages, oldest first.
-    pub queue: Vec<(u64, Arc<Message>)>,
-}
 
 /// What the store holds at start.
 pub type Restored = (Vec<StoredSession>, Vec<(String, Arc<Message>)>);

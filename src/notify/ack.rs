@@ -154,7 +154,7 @@ impl AckLinks {
     /// Opens the key (made at first use) and `notify.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, AckError> {
         let key = read_or_make_key(&data_dir.join(KEY_FILE))?;
-        let conn = Connection::open(super::task::outbox_path(data_dir))?;
+        let conn = Connection::open(super::outbox::path(data_dir))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
         conn.execute_batch(SCHEMA)?;

@@ -10,6 +10,12 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// Where the notifier keeps its store in `data_dir` (the API and the ack
+/// pages read it too).
+pub fn path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("notify.db")
+}
+
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
 #[error("notification store {path}: {source}")]

@@ -16,7 +16,6 @@
 //!   and shown in `/healthz` as `notify/<channel>`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +160,7 @@ impl Notifier {
         let offset = crate::rules::calendar::parse_offset(&cfg.alarms.utc_offset)
             .map_err(NotifierError::Config)?;
         let alarms = AlarmStore::open(&data_dir.join("alarms.db"))?;
-        let mut outbox = Outbox::open(&data_dir.join("notify.db"))?;
+        let mut outbox = Outbox::open(&super::outbox::path(data_dir))?;
         if outbox.cursor()?.is_none() {
             // A fresh install does not page anyone for the alarms of the past.
             let last = alarms.last_event_id()?;
@@ -831,9 +830,4 @@ fn describe(
         ("link".to_owned(), link),
     ]);
     (title, lines.join("\n"), fields)
-}
-
-/// Where the notifier keeps its store, for the API.
-pub fn outbox_path(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("notify.db")
 }
