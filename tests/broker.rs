@@ -625,3 +625,50 @@ async fn a_reload_of_the_users_file_takes_a_changed_password_at_once() {
     assert!(out.status.success(), "still: {}", text(&out));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installers_simulator_feeds_the_built_in_broker_with_a_site_account() {
+    let Campus {
+        influx,
+        dir,
+        gw,
+        port,
+        ..
+    } = campus(false, |t| t).await;
+    let password = dir.path().join("yazhong.password");
+    std::fs::write(&password, format!("{SITE_PASSWORD}\n")).expect("write the password file");
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .args([
+            "simulate",
+            "--broker",
+            &broker,
+            "--devices",
+            "5",
+            "--rate",
+            "20",
+        ])
+        .args(["--duration", "2s", "--kinds", "gate", "--site", "yazhong"])
+        .args(["--username", "yazhong", "--password-file"])
+        .arg(&password)
+        .output()
+        .await
+        .expect("campusgw simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the simulated gates in InfluxDB", || async {
+        influx.count("campus", "gate").await >= 5
+    })
+    .await;
+    // /healthz names the broker and where it listens.
+    let (_, health) = gateway::get(&gw, "/healthz").await;
+    assert!(
+        health.contains("\"broker\"") && health.contains(&format!(":{port}")),
+        "{health}"
+    );
+    gw.stop().await;
+}
