@@ -475,7 +475,12 @@ fn hold_timestamps() -> std::io::Result<std::net::TcpStream> {
         let mut buf = [0u8; 64];
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(held.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+        let msg = recvmsg::<()>(
+            held.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )?;
         if msg
             .cmsgs()?
             .any(|c| matches!(c, ControlMessageOwned::ScmTimestampns(_)))
@@ -484,7 +489,9 @@ fn hold_timestamps() -> std::io::Result<std::net::TcpStream> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Err(std::io::Error::other("the kernel does not stamp received packets"))
+    Err(std::io::Error::other(
+        "the kernel does not stamp received packets",
+    ))
 }
 
 /// `GET /api/stream` on a socket that timestamps what it receives.
