@@ -203,7 +203,7 @@ fn main() {
         println!("| inside the gateway: arrival → stored and announced (`campusgw_alarm_latency_seconds`, bucket bounds) | {n} | ≤ {p50:.2} | ≤ {p99:.2} | ≤ {p999:.2} | ≤ {max:.2} |");
     }
     if inexact > 0 {
-        println!("\n{inexact} SSE deliveries left out: read together with later bytes (the benchmark's reader fell behind), so their timestamp is not theirs.");
+        println!("\n{inexact} SSE deliveries left out: read together with later bytes (the benchmark's reader fell behind) or without the kernel's timestamp, so their time is not theirs.");
     }
 }
 
@@ -304,7 +304,7 @@ struct SseLatency {
     /// Per alarm and client: publish → the kernel's receive timestamp (ms).
     exact: Vec<f64>,
     /// Alarms read together with later bytes, whose timestamp is that of
-    /// the later bytes: left out, counted.
+    /// the later bytes, or read without a timestamp: left out, counted.
     inexact: usize,
     /// Their latencies, upper bounds (the flood's "last on the page").
     late: Vec<f64>,
@@ -326,7 +326,7 @@ fn epoch_s(t: SystemTime) -> f64 {
 /// Plain sockets with `SO_TIMESTAMPNS` instead of an HTTP client: one thread
 /// reading 200 streams delays the last reader by the other 199, which says
 /// nothing about the gateway; the kernel's timestamp does not wait for it.
-/// A stream whose data comes without a timestamp stops (its count falls short).
+/// A read that comes without a timestamp counts its alarms as inexact.
 async fn sse_clients(
     web_port: u16,
     clients: usize,
@@ -349,6 +349,8 @@ async fn sse_clients(
         .and_then(|c| c.split(';').next())
         .expect("cookie")
         .to_owned();
+    // Held until the streams are done: the kernel stamps every stream's data.
+    let _stamps = hold_timestamps().expect("receive timestamps");
     let lat = Arc::new(Mutex::new(SseLatency::default()));
     let trace = std::env::var("BENCH_TRACE").is_ok();
     let mut streams = Vec::new();
@@ -367,10 +369,16 @@ async fn sse_clients(
             // The start of a frame not yet complete.
             let mut pending: Vec<u8> = Vec::new();
             let mut chunk = vec![0u8; 256 * 1024];
-            while let Ok((n, Some(arrived))) = recv_stamped(&sock, &mut chunk).await {
+            while let Ok((n, stamp)) = recv_stamped(&sock, &mut chunk).await {
                 if n == 0 {
                     break;
                 }
+                // A read without the kernel's timestamp (see `hold_timestamps`)
+                // is timed by the clock now: an upper bound, never exact.
+                let (arrived, stamped) = match stamp {
+                    Some(t) => (t, true),
+                    None => (SystemTime::now(), false),
+                };
                 pending.extend_from_slice(&chunk[..n]);
                 let mut done = 0;
                 while let Some(len) = frame_len(&pending[done..]) {
@@ -379,7 +387,7 @@ async fn sse_clients(
                     // The kernel's timestamp is that of the newest bytes of
                     // the read: exact only for a frame that ends the read
                     // (but for the `\r\n` closing its chunk, written with it).
-                    let exact = pending.len() - done <= 2;
+                    let exact = stamped && pending.len() - done <= 2;
                     // The event's name comes first, past a chunk-size line
                     // of the chunked body (and the response's headers, the first time).
                     let head = String::from_utf8_lossy(&frame[..frame.len().min(4096)]);
@@ -442,6 +450,48 @@ async fn sse_clients(
     }
     let mut l = lat.lock().expect("lat");
     std::mem::take(&mut *l)
+}
+
+/// Turns the kernel's receive timestamps on for the whole run and waits
+/// until they are on; the returned socket keeps them on while it is held.
+///
+/// Linux stamps received packets only while some socket wants it, and the
+/// first socket's wish takes effect later (`net_enable_timestamp` defers it
+/// to a work queue), so the first bytes of the first streams came without a
+/// timestamp, which ended those streams before their hello ("the stream
+/// ended before its hello", now and then). Each TCP read then carries a
+/// stamp only if its packets were stamped when they arrived.
+fn hold_timestamps() -> std::io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let held = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (mut peer, _) = listener.accept()?;
+    setsockopt(&held, sockopt::ReceiveTimestampns, &true)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        peer.write_all(b"x")?;
+        let mut buf = [0u8; 64];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            held.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )?;
+        if msg
+            .cmsgs()?
+            .any(|c| matches!(c, ControlMessageOwned::ScmTimestampns(_)))
+        {
+            return Ok(held);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(std::io::Error::other(
+        "the kernel does not stamp received packets",
+    ))
 }
 
 /// `GET /api/stream` on a socket that timestamps what it receives.

@@ -116,6 +116,12 @@ pub async fn watch_system(
 /// messages be acknowledged: one fdatasync for whatever has gathered
 /// meanwhile (group commit), off the alarm path; checkpoints the WAL too.
 /// Blocking: runs on a thread of its own until the sender is dropped.
+///
+/// It syncs as soon as it has something. PUBACKs go out in arrival order,
+/// so an alarm message waiting here holds back every message behind it in
+/// the broker's window: a spacing between syncs (20 ms was tried) would
+/// stall a broker with mosquitto's default window of 20 for up to that long
+/// at each alarm, for ~1 µs of CPU per message at 5,000 msg/s.
 fn sync_then_ack(mut wal: WalSync, mut rx: mpsc::Receiver<Vec<Ack>>, metrics: Arc<Metrics>) {
     while let Some(mut acks) = rx.blocking_recv() {
         while let Ok(more) = rx.try_recv() {

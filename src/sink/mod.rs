@@ -5,10 +5,12 @@
 //! Three stages, each owning one thing:
 //! - the batcher (task) owns the readings channel: it encodes readings into a
 //!   chunk, moves each reading's [`Ack`] into it, and hands the chunk to the
-//!   appender once it holds 16 points or its first is 10 ms old, and the
-//!   appender is free. Whatever arrives during an fsync rides on the next
-//!   one (group commit), so the wait for an acknowledgement is about one
-//!   fsync at high rates and at most 10 ms plus one at low ones.
+//!   appender once it holds as many QoS 1 messages as the broker's window
+//!   allows ([`Grouping`]) or its first point is 50 ms old, and the appender
+//!   is free. Whatever arrives during an fsync rides on the next one (group
+//!   commit): ~20 fsyncs a second whatever the rate, once the window is known
+//!   to be large, and a broker with a small window is never kept waiting
+//!   past its first stall.
 //! - the appender (a blocking thread) owns the spool's segment file: it
 //!   appends the chunks, fsyncs, and only then drops their `Ack`s, which
 //!   confirms the messages to the broker. A disk error (full) is retried
@@ -32,6 +34,7 @@ pub mod influx;
 pub mod line_protocol;
 pub mod spool;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,14 +57,92 @@ pub use spool::{Appender, Spool, SpoolConfig, SpoolError};
 pub const COMPONENT: &str = "influx";
 
 /// Group commit: a chunk goes to the spool (write, fdatasync, then the
-/// PUBACKs) once it holds this many points — fewer than the 20 unacknowledged
-/// messages a broker with mosquitto's default window sends, so such a broker
-/// never waits for the timer — …
-const HAND_OVER_POINTS: usize = 16;
-/// … or once its first point is this old. At 1,000 messages/s this is ~100
-/// fdatasyncs a second instead of ~500 (one per message or two); a reading's
-/// acknowledgement waits at most this long (its alarm does not wait at all).
-const HAND_OVER_AFTER: Duration = Duration::from_millis(10);
+/// PUBACKs) once its first point is this old, or earlier once it holds the
+/// [`Grouping`] limit of QoS 1 messages. A reading's acknowledgement waits at
+/// most this long plus an fsync (its alarm does not wait at all). At 1,000
+/// messages/s an fsync cycle (the appender's wake, the write, fdatasync, the
+/// PUBACKs' wake) cost ~150 µs of CPU, and 10 ms here made ~100 of them a
+/// second: ~15 µs of every message.
+const HAND_OVER_AFTER: Duration = Duration::from_millis(50);
+
+/// The fewest QoS 1 messages a chunk may wait for: fewer than the 20 a
+/// broker with mosquitto's default window (`max_inflight_messages`) lets
+/// wait, so such a broker never waits for the timer.
+const MIN_GROUP: usize = 16;
+
+/// How many QoS 1 messages a chunk gathers before it goes to the spool.
+///
+/// The broker sends at most its window of messages unacknowledged, and MQTT
+/// 3.1.1 gives no way to ask it how many: a chunk that waits for more than
+/// the window lets through waits for the timer, every time. So the limit is
+/// learnt. It starts at [`MIN_GROUP`] and grows by an eighth with each chunk
+/// that reaches it. A chunk that is due by the timer while its input has
+/// stopped (no QoS 1 message for a quarter of the wait) with `waiting`
+/// messages unacknowledged — in it and in the appender, every one of them
+/// still unacknowledged to the broker — is taken for a full window: the
+/// limit drops to 7/8 of `waiting` (at least [`MIN_GROUP`]) and stays under
+/// it until more than `waiting` are seen unacknowledged at once (the window
+/// is larger then: a burst that simply ended looks the same as a window).
+/// With mosquitto's default window of 20 that is one stall of
+/// [`HAND_OVER_AFTER`]; with the 1,000 of `deploy/mosquitto-gateway.conf`
+/// the limit grows until the timer hands the chunks over.
+///
+/// One window is assumed: the MQTT source's one connection (Modbus polls and
+/// QoS 0 messages carry no acknowledgement and do not count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    /// Messages a chunk gathers before it goes early.
+    limit: usize,
+    /// The window as far as a stall showed it, until disproved.
+    ceiling: Option<usize>,
+    /// Never more than a chunk holds (`influx.batch_size`).
+    most: usize,
+}
+
+impl Grouping {
+    /// Starts at the smallest limit; `most` bounds it (the batch size).
+    pub fn new(most: usize) -> Self {
+        Grouping {
+            limit: MIN_GROUP.min(most.max(1)),
+            ceiling: None,
+            most: most.max(1),
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn cap(&self) -> usize {
+        let cap = self
+            .ceiling
+            .map_or(self.most, |c| (c * 7 / 8).max(MIN_GROUP));
+        cap.min(self.most)
+    }
+
+    /// `waiting` messages are unacknowledged at once (a sound lower bound
+    /// of the window): a ceiling below it was a burst's end, not the window.
+    pub fn seen(&mut self, waiting: usize) {
+        if self.ceiling.is_some_and(|c| waiting > c) {
+            self.ceiling = None;
+        }
+    }
+
+    /// A chunk reached the limit: try a larger one next time.
+    pub fn reached(&mut self) {
+        self.limit = (self.limit + self.limit / 8 + 1).min(self.cap());
+    }
+
+    /// A chunk went by the timer with `waiting` unacknowledged, its input
+    /// stopped (`quiet`) or not.
+    pub fn timed_out(&mut self, waiting: usize, quiet: bool) {
+        if quiet && waiting >= MIN_GROUP && waiting < self.limit {
+            self.ceiling = Some(waiting);
+            self.limit = self.limit.min(self.cap());
+        }
+    }
+}
 
 /// Encoded readings on their way into the spool, with their tokens.
 #[derive(Debug, Default)]
@@ -77,6 +158,14 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// It goes to the spool now: the group's limit of QoS 1 messages, a
+    /// full batch, or its time.
+    fn ready(&self, group: &Grouping, max_points: usize, now: Instant) -> bool {
+        self.acks.len() >= group.limit()
+            || self.points >= max_points
+            || self.due().is_some_and(|d| d <= now)
+    }
+
     fn add_point(&mut self) {
         self.points += 1;
         self.since.get_or_insert_with(Instant::now);
@@ -166,25 +255,42 @@ impl Sink {
         };
         // Capacity 1: one chunk queued while one is being appended.
         let (ctx, crx) = mpsc::channel::<Chunk>(1);
+        // Acknowledgements handed to the appender and not yet released: still
+        // unacknowledged to the broker, so part of what its window holds.
+        let syncing = Arc::new(AtomicUsize::new(0));
         let append_task = {
-            let (health, give_up) = (health.clone(), give_up.clone());
+            let (health, give_up, syncing) = (health.clone(), give_up.clone(), syncing.clone());
             tokio::task::spawn_blocking(move || {
-                append_loop(appender, crx, sync_interval, &health, &give_up)
+                append_loop(appender, crx, sync_interval, &syncing, &health, &give_up)
             })
         };
 
         let depth = metrics.queue_depth("sink");
-        let max_points = cfg.batch_size;
+        let max_points = cfg.batch_size.max(1);
+        let mut group = Grouping::new(max_points);
         let mut chunk = Chunk::default();
+        // When the last QoS 1 message came: a chunk due while its input had
+        // stopped may have met the broker's window.
+        let mut last_acked: Option<Instant> = None;
         // Alarm transitions (already durable in the alarm store) ride along.
         let (mut readings_open, mut alarms_open, mut episodes_open) = (true, true, true);
         while readings_open || alarms_open || episodes_open {
-            let ready = chunk.points >= HAND_OVER_POINTS
-                || chunk.due().is_some_and(|d| d <= Instant::now());
+            let now = Instant::now();
+            let ready = chunk.ready(&group, max_points, now);
             tokio::select! {
                 biased;
                 permit = ctx.reserve(), if ready => match permit {
-                    Ok(permit) => permit.send(std::mem::take(&mut chunk)),
+                    Ok(permit) => {
+                        let acks = chunk.acks.len();
+                        if acks >= group.limit() {
+                            group.reached();
+                        } else if chunk.due().is_some_and(|d| d <= now) {
+                            let quiet = last_acked.is_none_or(|t| now - t >= HAND_OVER_AFTER / 4);
+                            group.timed_out(acks + syncing.load(Ordering::Acquire), quiet);
+                        }
+                        syncing.fetch_add(acks, Ordering::AcqRel);
+                        permit.send(std::mem::take(&mut chunk));
+                    }
                     Err(_) => break,
                 },
                 () = sleep_until(chunk.due().map(Instant::into_std)), if !ready => {}
@@ -195,6 +301,8 @@ impl Sink {
                         chunk.add_point();
                         if let Some(ack) = &r.ack {
                             chunk.acks.push(ack.clone());
+                            last_acked = Some(Instant::now());
+                            group.seen(chunk.acks.len() + syncing.load(Ordering::Acquire));
                         }
                     }
                     None => readings_open = false,
@@ -239,10 +347,12 @@ impl Sink {
 }
 
 /// The appender thread: chunks into the spool, fsync, then confirm.
+/// `syncing` counts the acknowledgements it holds (the batcher adds them).
 fn append_loop(
     mut app: Appender,
     mut rx: mpsc::Receiver<Chunk>,
     sync_interval: Duration,
+    syncing: &AtomicUsize,
     health: &Health,
     give_up: &CancellationToken,
 ) {
@@ -300,8 +410,10 @@ fn append_loop(
             }
         }
         last_sync = Some(std::time::Instant::now());
+        let acks: usize = group.iter().map(|c| c.acks.len()).sum();
         // Durable now (or abandoned): dropping the tokens tells the broker.
         drop(group);
+        syncing.fetch_sub(acks, Ordering::AcqRel);
     }
     app.close();
 }
@@ -316,6 +428,8 @@ async fn write_loop(
     give_up: CancellationToken,
 ) {
     let max_points = cfg.batch_size as u64;
+    // Woken for a batch, not for every append (see `Spool::wake_reader_at`).
+    spool.wake_reader_at(max_points);
     let mut cursor_failing = false;
     let log_limit = LogLimiter::new(Duration::from_secs(10));
     loop {
@@ -529,4 +643,140 @@ impl Out<'_> {
 fn jitter(d: Duration) -> Duration {
     use rand::Rng;
     d.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{AckState, Kind, Source, Value};
+    use tokio::sync::Notify;
+
+    /// A broker that lets `window` messages wait for their PUBACK and sends
+    /// the next one only when one is acknowledged, against the batcher's
+    /// grouping: how many times its chunks wait for the timer.
+    fn stalls(window: usize, chunks: usize) -> (usize, usize) {
+        let mut g = Grouping::new(5_000);
+        let mut stalls = 0;
+        for _ in 0..chunks {
+            // Every chunk's messages are acknowledged before the next is
+            // filled: the window's whole is the most a chunk can hold.
+            let waiting = window;
+            g.seen(waiting);
+            if waiting >= g.limit() {
+                g.reached();
+            } else {
+                stalls += 1;
+                g.timed_out(waiting, true);
+            }
+        }
+        (stalls, g.limit())
+    }
+
+    #[test]
+    fn a_broker_with_a_small_window_waits_for_the_timer_once_at_most() {
+        // mosquitto's default window.
+        let (n, limit) = stalls(20, 1_000);
+        assert_eq!(n, 1, "one stall teaches the window");
+        assert!(limit <= 20, "{limit}");
+        // Smaller than the smallest group: as before, each chunk waits.
+        assert_eq!(stalls(10, 10).0, 10);
+        // A large window: the limit grows and never stalls the input.
+        let (n, limit) = stalls(1_000, 1_000);
+        assert!(n <= 1, "{n}");
+        assert!(limit > 100 && limit <= 1_000, "{limit}");
+    }
+
+    #[test]
+    fn the_end_of_a_burst_is_not_taken_for_the_window_for_good() {
+        let mut g = Grouping::new(5_000);
+        for _ in 0..100 {
+            g.reached();
+        }
+        let grown = g.limit();
+        assert_eq!(grown, 5_000, "up to the batch size");
+        // A burst ended with 40 waiting: the limit falls under it…
+        g.timed_out(40, true);
+        assert!(g.limit() <= 40, "{}", g.limit());
+        // …and more than 40 waiting at once disproves it: growing again.
+        g.seen(41);
+        for _ in 0..100 {
+            g.reached();
+        }
+        assert_eq!(g.limit(), grown);
+        // Few waiting, or the input still flowing: no conclusion.
+        g.timed_out(5, true);
+        g.timed_out(100, false);
+        assert_eq!(g.limit(), grown);
+    }
+
+    /// Acknowledge after persist: a reading's message is confirmed only once
+    /// its point is synced in the spool, never before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_is_confirmed_only_after_its_point_is_synced_in_the_spool() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let spool = Spool::open(
+            SpoolConfig::new(dir.path(), 16, true),
+            metrics.clone(),
+            health.clone(),
+        )
+        .expect("spool");
+        let reader = spool.0.clone();
+        let (tx, readings) = mpsc::channel(64);
+        let (alarms_tx, alarms) = mpsc::channel(1);
+        let (episodes_tx, episodes) = mpsc::channel(1);
+        let sink = Sink {
+            writer_rt: tokio::runtime::Handle::current(),
+            cfg: InfluxConfig::default(),
+            sync_interval: Duration::from_millis(2),
+            spool,
+            writer: None,
+            readings,
+            alarms,
+            episodes,
+            metrics,
+            health,
+            give_up: CancellationToken::new(),
+        };
+        let task = tokio::spawn(sink.run());
+        let wake = Arc::new(Notify::new());
+        let mut watches = Vec::new();
+        // Fewer than a group: they go by the timer.
+        for i in 0..5 {
+            let (ack, watch) = Ack::new(&wake);
+            let mut r = Reading::new(
+                Arc::from("s"),
+                Arc::from(format!("d{i}").as_str()),
+                Kind::Smoke,
+                1_000 + i,
+                vec![("temp_c".into(), Value::F64(20.0))],
+                Source::Mqtt,
+            );
+            r.ack = Some(ack);
+            tx.send(Arc::new(r)).await.expect("sink");
+            watches.push(watch);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let confirmed = watches
+                .iter()
+                .filter(|w| w.state() == AckState::Confirmed)
+                .count() as u64;
+            // Read after the states: whatever was confirmed was synced first.
+            let synced = reader.unread().0;
+            assert!(
+                confirmed <= synced,
+                "{confirmed} confirmed with {synced} points synced"
+            );
+            assert!(watches.iter().all(|w| w.state() != AckState::Abandoned));
+            if confirmed == watches.len() as u64 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not confirmed");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        drop((tx, alarms_tx, episodes_tx));
+        task.await.expect("sink ends");
+    }
 }

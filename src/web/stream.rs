@@ -127,10 +127,13 @@ pub async fn fan_out(live: Live, mut src: Sources, cancel: CancellationToken) {
         tokio::select! {
             () = cancel.cancelled() => break,
             c = src.changes.recv() => match c {
-                Ok(c) => live.send(
+                // Built only for a page: with none open (most of the time
+                // at a school) every alarm change was shaped for nobody.
+                Ok(c) if live.has_pages() => live.send(
                     "alarm",
                     &json!({ "action": c.event.action, "alarm": AlarmView::from(&c.alarm) }),
                 ),
+                Ok(_) => {}
                 Err(RecvError::Lagged(_)) => live.lagged(),
                 Err(RecvError::Closed) => break,
             },
