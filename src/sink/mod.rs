@@ -63,7 +63,7 @@ pub const COMPONENT: &str = "influx";
 /// messages/s an fsync cycle (the appender's wake, the write, fdatasync, the
 /// PUBACKs' wake) cost ~150 µs of CPU, and 10 ms here made ~100 of them a
 /// second: ~15 µs of every message.
-const HAND_OVER_AFTER: Duration = Duration::from_millis(50);
+pub(crate) const HAND_OVER_AFTER: Duration = Duration::from_millis(50);
 
 /// The fewest QoS 1 messages a chunk may wait for: fewer than the 20 a
 /// broker with mosquitto's default window (`max_inflight_messages`) lets
