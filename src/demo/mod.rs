@@ -49,7 +49,7 @@ pub fn example_with_routes(dir: &std::path::Path) -> std::io::Result<String> {
 pub struct Options {
     /// Port of the HTTP server.
     pub web_port: u16,
-    /// Port of the embedded broker; 0 or a busy port picks a free one.
+    /// Port of the demo's broker; 0 or a busy port picks a free one.
     pub mqtt_port: u16,
 }
 
