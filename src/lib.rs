@@ -52,6 +52,7 @@
 //!   alarm publication, sink batcher; the web and the InfluxDB writer run on the
 //!   shared workers), and ordered shutdown.
 //! - `memory`    — glibc malloc tuning that keeps the resident memory small.
+//! - `counts`    — a total and a count per key, for the web's and the broker's connection caps.
 //! - `backup`    — `campusgw backup`: SQLite online backup of the data directory's stores.
 //! - `broker/`   — the built-in MQTT 3.1.1 broker (`[mqtt.embedded_broker]`, and the demo's):
 //!   accounts and topic grants (`acl`), sessions and routing (`state`, pure), `broker.db`
@@ -103,6 +104,7 @@ pub mod backup;
 pub mod broker;
 pub mod bus;
 pub mod config;
+pub mod counts;
 pub mod data_dir;
 pub mod demo;
 pub mod memory;

@@ -397,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 // Re-checked now and then: the gateway's session catching up.
                 () = tokio::time::sleep(HELD_RECHECK), if held => {}
-                () = sleep_until(throttled_until), if throttled => {}
+                () = tokio::time::sleep_until(throttled_until.unwrap_or(deadline)), if throttled => {}
                 r = self.stream.read_buf(&mut self.inbuf), if reading => {
                     match r {
                         Ok(0) | Err(_) => return End::Lost,
@@ -466,10 +466,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                 }
                             }
                             Packet::PubAck(a) => {
-                                lock(&shared.state).acked(&client.id, client.conn, a.pkid);
+                                let mut state = lock(&shared.state);
+                                state.acked(&client.id, client.conn, a.pkid);
                                 if is_gateway {
-                                    shared.update_held();
+                                    shared.set_held(&state);
                                 }
+                                drop(state);
                                 wake.notify_one();
                             }
                             Packet::PubRel(r) => {
@@ -556,26 +558,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             QoS::AtLeastOnce => Some((Packet::PubAck(PubAck::new(p.pkid)), seq)),
             QoS::ExactlyOnce => Some((Packet::PubRec(PubRec::new(p.pkid)), seq)),
         };
-        // Nothing of its own to wait for: the FIFO keeps it behind those before it.
-        let now = 0;
+        // A refused or repeated message has nothing of its own to wait for
+        // (0): the FIFO of acknowledgements keeps it behind those before it.
         if p.qos == QoS::ExactlyOnce && !awaiting_rel.insert(p.pkid) {
             // The same QoS 2 message again before its release: routed already.
-            return ack(now);
+            return ack(0);
         }
         if !acl::valid_topic(&p.topic) {
             shared.metrics.broker.refused("bad_topic");
-            return ack(now);
+            return ack(0);
         }
         if p.payload.len() > shared.max_payload_bytes {
             shared.metrics.broker.refused("payload_too_large");
-            return ack(now);
+            return ack(0);
         }
         if !client.principal.may_publish(&p.topic) {
             shared.metrics.broker.refused("publish_denied");
             if let Some(held) = shared.log_limit.check("publish_denied") {
                 warn!(client = %client.id, user = client.principal.name(), topic = %p.topic, held_back = held, "Broker: publish refused (not in the user's publish filters); acknowledged and dropped.");
             }
-            return ack(now);
+            return ack(0);
         }
         let qos = if p.qos == QoS::AtMostOnce {
             QoS::AtMostOnce
@@ -587,9 +589,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             payload: p.payload.clone(),
             qos,
         });
-        let seq = lock(&shared.state).publish(msg, p.retain);
+        let seq = {
+            let mut state = lock(&shared.state);
+            let seq = state.publish(msg, p.retain);
+            shared.set_held(&state);
+            seq
+        };
         shared.stored(seq);
-        shared.update_held();
         ack(seq)
     }
 
@@ -677,13 +683,6 @@ fn oversized(buf: &[u8]) -> Oversized {
         pkid,
         qos,
         total: i + len,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

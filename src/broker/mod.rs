@@ -27,7 +27,6 @@ mod conn;
 pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{BrokerConfig, MqttConfig, Secret};
+use crate::counts::Counts;
 use crate::telemetry::{Health, LogLimiter, Metrics, Status};
 use state::{Limits, State};
 use store::lock;
@@ -93,9 +93,9 @@ impl Shared {
         }
     }
 
-    fn update_held(&self) {
-        let held = lock(&self.state).feed_held();
-        self.held.store(held, Ordering::Relaxed);
+    /// Whether publishers wait, from the state (under its lock already).
+    fn set_held(&self, state: &State) {
+        self.held.store(state.feed_held(), Ordering::Relaxed);
     }
 
     fn next_auto_id(&self) -> u64 {
@@ -252,7 +252,7 @@ impl Broker {
         let caps = Caps {
             total: cfg.max_connections,
             per_address: cfg.max_connections_per_address,
-            open: Arc::new(Mutex::new(HashMap::new())),
+            open: Arc::new(Mutex::new(Counts::default())),
         };
         let tracker = TaskTracker::new();
         let plain_addr = plain.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -364,39 +364,32 @@ impl Broker {
 struct Caps {
     total: usize,
     per_address: usize,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Counts<IpAddr>>>,
 }
 
 /// One counted connection; uncounted when dropped.
 struct Slot {
     ip: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Counts<IpAddr>>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
+        open.remove(&self.ip);
     }
 }
 
 impl Caps {
     fn take(&self, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = open.values().sum();
-        if total >= self.total {
+        if open.total >= self.total {
             return Err("connections_total");
         }
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.per_address {
+        if open.of(&ip) >= self.per_address {
             return Err("connections_per_address");
         }
-        *n += 1;
+        open.add(&ip);
         Ok(Slot {
             ip,
             open: self.open.clone(),
@@ -491,7 +484,7 @@ async fn report(shared: Arc<Shared>) {
         m.sessions.set(sizes.1 as i64);
         m.set_dropped("queue_full", tally.dropped_queue_full);
         m.set_dropped("retained_full", tally.dropped_retained_full);
-        shared.update_held();
+        shared.set_held(&lock(&shared.state));
     }
 }
 

@@ -69,14 +69,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Restored> {
         let subs: Vec<(String, u8)> = serde_json::from_str(&subs).unwrap_or_default();
         let subs = subs
             .into_iter()
-            .map(|(f, q)| {
-                let q = if q == 0 {
-                    QoS::AtMostOnce
-                } else {
-                    QoS::AtLeastOnce
-                };
-                (f, q)
-            })
+            .map(|(f, q)| (f, crate::sources::mqtt::qos(q)))
             .collect();
         index.insert(client.clone(), sessions.len());
         sessions.push(StoredSession {
@@ -112,11 +105,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Restored> {
     let retained = stmt
         .query_map([], |r| {
             let topic: String = r.get(0)?;
-            let qos = if r.get::<_, i64>(2)? == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
+            let qos = crate::sources::mqtt::qos(r.get(2)?);
             Ok((
                 topic.clone(),
                 Arc::new(Message {

@@ -565,7 +565,8 @@ async fn reserve(tx: &Option<mpsc::Sender<Reading>>) -> Option<mpsc::Permit<'_, 
     }
 }
 
-fn qos(q: u8) -> QoS {
+/// QoS 0 for 0, else 1 (what the gateway takes and grants; 2 is delivered as 1).
+pub(crate) fn qos(q: u8) -> QoS {
     if q == 0 {
         QoS::AtMostOnce
     } else {

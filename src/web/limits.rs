@@ -9,7 +9,6 @@
 //! connected) keeps its answers. A reverse proxy in `web.trusted_proxies`
 //! carries every client and is held only to the total.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -40,46 +39,9 @@ pub struct Limits {
     /// Each request's headers (and the next request on a kept-alive connection).
     pub header_timeout: Duration,
     trusted: Arc<[IpAddr]>,
-    conns: Mutex<Counts<IpAddr>>,
-    streams: Mutex<(Counts<String>, Counts<String>)>,
+    conns: Mutex<crate::counts::Counts<IpAddr>>,
+    streams: Mutex<(crate::counts::Counts<String>, crate::counts::Counts<String>)>,
     metrics: Arc<Metrics>,
-}
-
-/// A total and a count per key.
-#[derive(Debug)]
-struct Counts<K> {
-    total: usize,
-    per: HashMap<K, usize>,
-}
-
-impl<K> Default for Counts<K> {
-    fn default() -> Self {
-        Self {
-            total: 0,
-            per: HashMap::new(),
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Counts<K> {
-    fn add(&mut self, k: &K) {
-        self.total += 1;
-        *self.per.entry(k.clone()).or_default() += 1;
-    }
-
-    fn of(&self, k: &K) -> usize {
-        self.per.get(k).copied().unwrap_or(0)
-    }
-
-    fn remove(&mut self, k: &K) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.per.get_mut(k) {
-            *n -= 1;
-            if *n == 0 {
-                self.per.remove(k);
-            }
-        }
-    }
 }
 
 impl Limits {
@@ -94,8 +56,8 @@ impl Limits {
             first_request_timeout: web.first_request_timeout,
             header_timeout: web.header_timeout,
             trusted: web.trusted_proxies.clone().into(),
-            conns: Mutex::new(Counts::default()),
-            streams: Mutex::new((Counts::default(), Counts::default())),
+            conns: Mutex::new(crate::counts::Counts::default()),
+            streams: Mutex::new(Default::default()),
             metrics,
         }
     }
