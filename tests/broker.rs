@@ -19,26 +19,38 @@ use common::{eventually, feed, now_ms};
 const SITE_PASSWORD: &str = "yazhong-device-secret";
 const DISPLAY_PASSWORD: &str = "corridor-display-secret";
 
-/// `campusgw broker user add` with the password on stdin.
-fn add_user(users: &Path, name: &str, args: &[&str], password: &str) {
+/// Runs `cmd` with `stdin` written to it (closed when `None`) and its
+/// output captured.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
-        .args(["broker", "user", "add", name, "--users-file"])
-        .arg(users)
-        .args(args)
-        .arg("--password-stdin")
-        .stdin(Stdio::piped())
+    let program = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run campusgw broker user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write the password");
-    let out = child.wait_with_output().expect("campusgw broker user add");
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e} (apt-get install mosquitto-clients, or run scripts/test.sh)")
+        });
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes()).expect("write to stdin");
+    }
+    child.wait_with_output().expect("the command ends")
+}
+
+/// `campusgw broker user add` with the password on stdin.
+fn add_user(users: &Path, name: &str, args: &[&str], password: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_campusgw"));
+    cmd.args(["broker", "user", "add", name, "--users-file"])
+        .arg(users)
+        .args(args)
+        .arg("--password-stdin");
+    let out = run(cmd, Some(&format!("{password}\n")));
     assert!(
         out.status.success(),
         "broker user add {name}: {}",
@@ -73,7 +85,6 @@ fn client(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Output {
-    use std::io::Write as _;
     let host = if args.contains(&"--cafile") {
         "localhost"
     } else {
@@ -84,24 +95,8 @@ fn client(
     if let Some((u, p)) = user {
         cmd.args(["-u", u, "-P", p]);
     }
-    let mut child = cmd
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{program}: {e} (apt-get install mosquitto-clients, or run scripts/test.sh)")
-        });
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).expect("write to stdin");
-    }
-    child.wait_with_output().expect("the client ends")
+    cmd.args(args);
+    run(cmd, stdin)
 }
 
 fn publish(port: u16, user: Option<(&str, &str)>, topic: &str, payload: &str) -> Output {
