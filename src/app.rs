@@ -55,8 +55,6 @@ pub struct Gateway {
     pub rules: RulesHandle,
     /// Users, sessions, tokens and the audit log.
     pub auth: Arc<AuthStore>,
-    /// Where the built-in broker listens (plain, TLS), when it runs.
-    pub broker_addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
     /// The built-in broker, when it runs (its users file is reloaded with the rules).
     broker: Option<Arc<crate::broker::Broker>>,
     shutdown: CancellationToken,
@@ -254,7 +252,6 @@ impl Gateway {
         });
         tracker.close();
 
-        let broker_addrs = broker.as_ref().map(|b| (b.plain_addr, b.tls_addr));
         let stopping_broker = broker.clone();
         let done = tokio::spawn(
             Stopping {
@@ -278,7 +275,6 @@ impl Gateway {
             registry: shared.registry,
             rules: handle,
             auth: web.auth,
-            broker_addrs,
             broker: stopping_broker,
             shutdown,
             done,
@@ -289,6 +285,11 @@ impl Gateway {
     /// was started from (see [`crate::rules::task::reload`]).
     pub async fn reload_rules(&self, path: &Path) -> Result<usize, ReloadError> {
         crate::rules::task::reload(path, &self.rules).await
+    }
+
+    /// Where the built-in broker listens (plain, TLS), when it runs.
+    pub fn broker_addrs(&self) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> {
+        self.broker.as_ref().map(|b| (b.plain_addr, b.tls_addr))
     }
 
     /// Rereads the built-in broker's users file (see

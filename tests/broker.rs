@@ -191,8 +191,8 @@ async fn campus(tls: bool, edit: impl FnOnce(String) -> String) -> Campus {
     ));
     let gw = gateway::start(gateway::config(&text)).await;
     gateway::wait_subscribed(&gw).await;
-    let Some((Some(plain), tls_addr)) = gw.broker_addrs else {
-        panic!("the broker's listeners: {:?}", gw.broker_addrs)
+    let Some((Some(plain), tls_addr)) = gw.broker_addrs() else {
+        panic!("the broker's listeners: {:?}", gw.broker_addrs())
     };
     assert!(plain.ip().is_unspecified(), "bound to every interface");
     Campus {

@@ -203,7 +203,7 @@ pub async fn run(
         .map_err(|p| anyhow::anyhow!("the example bus routes: {p:?}"))?
         .map(std::sync::Arc::new);
     let gw = Gateway::start(cfg).await?;
-    let Some((Some(mqtt_addr), _)) = gw.broker_addrs else {
+    let Some((Some(mqtt_addr), _)) = gw.broker_addrs() else {
         anyhow::bail!("the demo's broker has no listener");
     };
     // No default password: a fresh random one for the demo's operator, every run.
