@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Publishers wait while the gateway's session is this far behind.
     held: AtomicBool,
-    /// The gateway's client id: it and every id that starts with it are the gateway's.
+    /// The gateway's client id: it and its alarm publisher's (`-alarms`) are the gateway's alone.
     feed_client: String,
     max_publish_rate: u32,
     max_payload_bytes: usize,
